@@ -1,0 +1,256 @@
+"""The HDF5 signals file: N 12-lead ECGs with ids, reports, labels and folds.
+
+Layout (see docs/formats.md)::
+
+    /signal  [N, 12, T] int16 µV, gzip+shuffle, one record per chunk
+             attrs fs, leads, units="uV", nan_sentinel=-32768
+    /id      [N] str        /report [N] str (may be empty)
+    /label   [N, C] uint8   attr classes (C may be 0)
+    /fold    [N] int16      -1 when unknown
+    root attrs ecgscan_format="ecgscan-signals/1", source, ecgscan_version, command_line
+
+Readers get float32 millivolts with NaN where samples are absent. Values beyond the
+int16 range (±32.767 mV) are refused, never wrapped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from ecgscan_cli.atomic import atomic_output
+from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.formats.common import STR_DTYPE, decode_strings, open_checked, read_classes, read_strings, write_header
+from ecgscan_cli.leads import LEADS
+
+KIND = "signals"
+NAN_SENTINEL = np.int16(-32768)
+MAX_MV = 32.767
+
+
+def mv_to_int16(signal: np.ndarray, record_id: str = "") -> np.ndarray:
+    """float mV → int16 µV; NaN → sentinel; ±inf or out-of-range → EcgscanError."""
+    signal = np.asarray(signal, dtype=np.float64)
+    if np.isinf(signal).any():
+        raise EcgscanError(f"record {record_id!r}: signal contains infinite values")
+    micro = np.round(signal * 1000.0)
+    finite = ~np.isnan(micro)
+    if finite.any() and np.abs(micro[finite]).max() > 32767:
+        peak = np.abs(signal[finite]).max()
+        raise EcgscanError(
+            f"record {record_id!r}: amplitude {peak:.1f} mV is beyond the int16 µV range (±{MAX_MV} mV)"
+        )
+    out = np.where(finite, micro, NAN_SENTINEL).astype(np.int16)
+    return out
+
+
+def int16_to_mv(raw: np.ndarray) -> np.ndarray:
+    out = raw.astype(np.float32) / 1000.0
+    out[raw == NAN_SENTINEL] = np.nan
+    return out
+
+
+class SignalsWriter:
+    """Stream records into a new signals file; the file appears only once closed cleanly.
+
+    >>> with SignalsWriter("out.h5", classes=["NORM", "MI"]) as w:
+    ...     w.append("rec1", signal_mv, report="sinus rhythm", label=[1, 0], fold=3)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fs: float = 500.0,
+        n_samples: int = 5000,
+        classes: Sequence[str] = (),
+        overwrite: bool = False,
+        source: str | None = None,
+        attrs: dict | None = None,
+        expected_rows: int = 0,
+    ):
+        self.path = Path(path)
+        self.fs = float(fs)
+        self.n_samples = int(n_samples)
+        self.classes = list(classes)
+        self.count = 0
+        self._ctx = atomic_output(self.path, overwrite=overwrite)
+        tmp = self._ctx.__enter__()
+        try:
+            self._f = h5py.File(tmp, "w")
+            write_header(self._f, KIND, source, **(attrs or {}))
+            cap = max(int(expected_rows), 0)
+            t = self.n_samples
+            sig = self._f.create_dataset(
+                "signal", shape=(cap, 12, t), maxshape=(None, 12, t), dtype="int16",
+                chunks=(1, 12, t), compression="gzip", compression_opts=4, shuffle=True,
+            )
+            sig.attrs["fs"] = self.fs
+            sig.attrs["leads"] = list(LEADS)
+            sig.attrs["units"] = "uV"
+            sig.attrs["nan_sentinel"] = int(NAN_SENTINEL)
+            self._f.create_dataset("id", shape=(cap,), maxshape=(None,), dtype=STR_DTYPE, chunks=(1024,))
+            self._f.create_dataset("report", shape=(cap,), maxshape=(None,), dtype=STR_DTYPE, chunks=(1024,))
+            c = len(self.classes)
+            lab = self._f.create_dataset("label", shape=(cap, c), maxshape=(None, c), dtype="uint8",
+                                         chunks=(1024, max(c, 1)) if c else None)
+            lab.attrs["classes"] = self.classes
+            self._f.create_dataset("fold", shape=(cap,), maxshape=(None,), dtype="int16", chunks=(4096,))
+        except BaseException as e:
+            self._abort(e)
+            raise
+
+    @property
+    def file(self) -> h5py.File:
+        """The open HDF5 file (for extra datasets, e.g. image layouts)."""
+        return self._f
+
+    def append(self, record_id: str, signal, report: str = "", label=None, fold: int = -1) -> None:
+        signal = np.asarray(signal)
+        if signal.shape != (12, self.n_samples):
+            raise EcgscanError(f"record {record_id!r}: signal shape {signal.shape}, expected (12, {self.n_samples})")
+        raw = mv_to_int16(signal, record_id)
+        i = self.count
+        for name in ("signal", "id", "report", "label", "fold"):
+            ds = self._f[name]
+            if ds.shape[0] <= i:
+                ds.resize(max(2 * ds.shape[0], 256), axis=0)
+        self._f["signal"][i] = raw
+        self._f["id"][i] = str(record_id)
+        self._f["report"][i] = report or ""
+        if self.classes:
+            label = np.zeros(len(self.classes), np.uint8) if label is None else np.asarray(label, np.uint8)
+            if label.shape != (len(self.classes),):
+                raise EcgscanError(f"record {record_id!r}: {label.size} labels for {len(self.classes)} classes")
+            self._f["label"][i] = label
+        self._f["fold"][i] = int(fold)
+        self.count += 1
+
+    def close(self) -> Path:
+        for name in ("signal", "id", "report", "label", "fold"):
+            self._f[name].resize(self.count, axis=0)
+        ids = decode_strings(self._f["id"][()])
+        if len(set(ids)) != len(ids):
+            dup = next(x for x in ids if ids.count(x) > 1)
+            self._abort(None)
+            raise EcgscanError(f"duplicate record id {dup!r}: ids must be unique within a file")
+        self._f.close()
+        self._ctx.__exit__(None, None, None)
+        return self.path
+
+    def _abort(self, exc) -> None:
+        try:
+            if getattr(self, "_f", None) is not None and self._f.id.valid:
+                self._f.close()
+        finally:
+            err = exc if exc is not None else EcgscanError("aborted")
+            try:
+                self._ctx.__exit__(type(err), err, None)
+            except BaseException:
+                pass
+
+    def __enter__(self) -> "SignalsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort(exc)
+
+
+def write_signals(
+    path, signals: Iterable, ids: Sequence[str], reports: Sequence[str] | None = None,
+    labels=None, classes: Sequence[str] = (), folds: Sequence[int] | None = None,
+    fs: float = 500.0, overwrite: bool = False, source: str | None = None,
+) -> Path:
+    """Write a whole signals file at once (arrays in mV, ``[N, 12, T]``)."""
+    signals = list(signals) if not isinstance(signals, np.ndarray) else signals
+    n_samples = np.asarray(signals[0]).shape[-1] if len(signals) else 5000
+    with SignalsWriter(path, fs=fs, n_samples=n_samples, classes=classes, overwrite=overwrite,
+                       source=source, expected_rows=len(ids)) as w:
+        for i, rid in enumerate(ids):
+            w.append(rid, signals[i], report=reports[i] if reports is not None else "",
+                     label=None if labels is None else labels[i],
+                     fold=-1 if folds is None else int(folds[i]))
+    return Path(path)
+
+
+class SignalsFile:
+    """Read a signals file. Metadata is loaded at once; signals one record at a time.
+
+    Safe to pass to DataLoader workers: the HDF5 handle is reopened in each process.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        with open_checked(self.path, KIND) as f:
+            for name in ("signal", "id"):
+                if name not in f:
+                    raise EcgscanError(f"{self.path}: not a valid signals file (missing /{name})")
+            sig = f["signal"]
+            if sig.ndim != 3 or sig.shape[1] != 12:
+                raise EcgscanError(f"{self.path}: /signal has shape {sig.shape}, expected [N, 12, T]")
+            leads = decode_strings(np.atleast_1d(sig.attrs.get("leads", list(LEADS))))
+            if tuple(leads) != LEADS:
+                raise EcgscanError(f"{self.path}: leads {leads} are not in the standard order")
+            self.n, _, self.n_samples = sig.shape
+            self.fs = float(sig.attrs.get("fs", 500.0))
+            self.ids = read_strings(f, "id", self.n)
+            self.reports = read_strings(f, "report", self.n)
+            if "label" in f:
+                self.labels = f["label"][()].astype(np.uint8).reshape(self.n, -1)
+                self.classes = read_classes(f["label"])
+            else:
+                self.labels = np.zeros((self.n, 0), np.uint8)
+                self.classes = []
+            self.folds = f["fold"][()].astype(int) if "fold" in f else np.full(self.n, -1)
+            self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        self._f = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _handle(self) -> h5py.File:
+        if self._f is None or self._pid != os.getpid():
+            self._f = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._f
+
+    def signal(self, i: int) -> np.ndarray:
+        """Record ``i`` as float32 mV ``[12, T]`` (NaN where absent)."""
+        return int16_to_mv(self._handle()["signal"][int(i)])
+
+    def signals(self, indices: Iterable[int] | None = None) -> np.ndarray:
+        """Several records, read one by one (h5py fancy indexing is ~60× slower)."""
+        indices = range(self.n) if indices is None else list(indices)
+        ds = self._handle()["signal"]
+        out = np.empty((len(indices), 12, self.n_samples), np.float32)
+        for j, i in enumerate(indices):
+            out[j] = int16_to_mv(ds[int(i)])
+        return out
+
+    def index_of(self) -> dict[str, int]:
+        return {rid: i for i, rid in enumerate(self.ids)}
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_f"] = None
+        state["_pid"] = None
+        return state
+
+    def __enter__(self) -> "SignalsFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,34 @@
+"""Shared fixtures. Real PTB-XL data is read from ../shared/data/ptbxl-sample when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PTBXL_SAMPLE = Path(os.environ.get("ECGSCAN_PTBXL_SAMPLE", REPO.parent / "shared" / "data" / "ptbxl-sample"))
+
+
+@pytest.fixture(scope="session")
+def ptbxl_dir() -> Path:
+    if not (PTBXL_SAMPLE / "ptbxl_database.csv").exists():
+        pytest.skip(f"PTB-XL sample not found at {PTBXL_SAMPLE}")
+    return PTBXL_SAMPLE
+
+
+@pytest.fixture
+def random_signals_file(tmp_path):
+    """A small signals file of random-walk 'ECGs' with consistent limb leads (no synth needed)."""
+    from ecgscan_cli.formats import write_signals
+    from ecgscan_cli.leads import with_derived_limb_leads
+
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(0, 0.01, size=(6, 12, 5000)), axis=-1).astype(np.float32)
+    x = with_derived_limb_leads(x)
+    path = tmp_path / "random.h5"
+    write_signals(path, x, [f"r{i}" for i in range(6)], [f"report {i}" for i in range(6)],
+                  labels=rng.integers(0, 2, size=(6, 2)), classes=["A", "B"], folds=[1, 2, 3, 4, 5, 6])
+    return path
