@@ -1,11 +1,40 @@
-"""`ecgscan embed` (placeholder until implemented)."""
+"""`ecgscan embed`: images (folder, images file, or signals rendered on the fly) → embeddings file."""
 
 from __future__ import annotations
 
-from ecgscan_cli.cli.common import Quiet, command, fail
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Seed, command, progress_bar
+
+log = logging.getLogger("ecgscan")
 
 
 @command
-def embed_command(quiet: Quiet = False) -> None:
-    """Not implemented yet."""
-    fail("not implemented yet", 1)
+def embed_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
+                                               show_default=False)],
+    input: Annotated[Path, typer.Argument(help="Folder of PNG/JPG scans or photos, an images file, or a signals "
+                                               "file (rendered on the fly).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write (.h5).",
+                                         show_default=False)],
+    encoder: Annotated[str, typer.Option("--encoder", help="trained (the checkpoint) or random (same architecture, "
+                                         "untrained: the baseline).")] = "trained",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
+    device: Device = "auto",
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Embed images with the checkpoint's image encoder (L2-normalised, contrastive space)."""
+    from ecgscan_cli.embed import embed_to_file
+
+    path, source = embed_to_file(checkpoint, input, output, encoder=encoder, batch_size=batch_size, device=device,
+                                 overwrite=overwrite, seed=seed,
+                                 progress_factory=lambda n, d: progress_bar(n, d, quiet))
+    if source.skipped:
+        log.warning("%d unreadable image(s) skipped", len(source.skipped))
+    typer.echo(str(path))

@@ -1,11 +1,104 @@
-"""`ecgscan probe` (placeholder until implemented)."""
+"""`ecgscan probe`: linear probing of frozen embeddings at 1/10/100 % of the labels."""
 
 from __future__ import annotations
 
-from ecgscan_cli.cli.common import Quiet, command, fail
+import logging
+import math
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ecgscan_cli.cli.common import Format, Overwrite, Quiet, Seed, TableFormat, command, print_table, progress_bar
+
+log = logging.getLogger("ecgscan")
+
+COLUMNS = ["encoder", "label_set", "fraction", "n_train", "n_val", "n_test", "macro_auroc", "ci_low", "ci_high",
+           "val_macro_auroc", "best_epoch", "epochs_run", "n_classes", "skipped"]
+
+
+def _pct(v: float) -> str:
+    return "nan" if not math.isfinite(v) else f"{100 * v:.1f}"
+
+
+def wide_rows(results) -> tuple[list[dict], list[str]]:
+    """One row per (encoder, label set), one column per fraction: 'AUROC [CI]' in %."""
+    fractions = sorted({r.fraction for r in results})
+    cols = ["encoder", "label_set"] + [f"{100 * f:g}%" for f in fractions]
+    rows: dict[tuple, dict] = {}
+    for r in results:
+        row = rows.setdefault((r.encoder, r.label_set), {"encoder": r.encoder, "label_set": r.label_set})
+        cell = _pct(r.auroc)
+        if math.isfinite(r.ci_low):
+            cell += f" [{_pct(r.ci_low)}-{_pct(r.ci_high)}]"
+        row[f"{100 * r.fraction:g}%"] = cell
+    return list(rows.values()), cols
 
 
 @command
-def probe_command(quiet: Quiet = False) -> None:
-    """Not implemented yet."""
-    fail("not implemented yet", 1)
+def probe_command(
+    embeddings: Annotated[List[Path], typer.Argument(help="Embeddings files (ecgscan embed); several = one row each, "
+                                                          "same records, same subsets.", show_default=False)],
+    labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Label sets to probe, comma-separated "
+                                                  "(default: every label set in the first file).")] = None,
+    fractions: Annotated[str, typer.Option("--fractions", help="Fractions of the training split.")] = "0.01,0.1,1",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per probe.")] = 100,
+    patience: Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without "
+                                          "validation improvement (0 = run all epochs).")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
+    standardize: Annotated[bool, typer.Option("--standardize/--no-standardize", help="z-score features with the "
+                                              "training subset's statistics.")] = True,
+    train_folds: Annotated[str, typer.Option("--train-folds", help="Training folds, e.g. 1-8.")] = "1-8",
+    val_folds: Annotated[str, typer.Option("--val-folds", help="Validation folds (model selection).")] = "9",
+    test_folds: Annotated[str, typer.Option("--test-folds", help="Test folds (reported AUROC).")] = "10",
+    split_file: Annotated[Optional[Path], typer.Option("--split-file", help="CSV/TSV of id,split (train/val/test) "
+                                                       "rows instead of folds.")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CI "
+                                           "(0 = none).")] = 1000,
+    roc_plot: Annotated[Optional[Path], typer.Option("--roc-plot", help="Write macro ROC curves (PNG).")] = None,
+    per_class: Annotated[bool, typer.Option("--per-class", help="Also print per-class test AUROC.")] = False,
+    fmt: Format = TableFormat.table,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Linear probe: frozen embeddings -> macro AUROC on test (model chosen on validation)."""
+    from ecgscan_cli import probe as P
+    from ecgscan_cli.atomic import check_output_path
+    from ecgscan_cli.errors import EcgscanError
+    from ecgscan_cli.formats.embeddings import EmbeddingsFile
+
+    cfg = P.ProbeConfig(fractions=tuple(P.parse_fractions(fractions)), epochs=epochs, batch_size=batch_size,
+                        lr=lr, patience=patience, standardize=standardize, bootstrap=bootstrap, seed=seed)
+    if roc_plot is not None:
+        check_output_path(roc_plot, overwrite)
+    files = [EmbeddingsFile(p) for p in embeddings]
+    ref = files[0]
+    for f in files:
+        if f.label_sets and not any(len(ls.classes) for ls in f.label_sets.values()):
+            raise EcgscanError(f"{f.path} has no labels")
+    label_sets = [s.strip() for s in labels.split(",") if s.strip()] if labels else None
+    if split_file is not None:
+        splits = P.splits_from_file(split_file, ref.ids)
+    else:
+        splits = P.splits_from_folds(ref.ids, ref.folds, P.parse_folds(train_folds), P.parse_folds(val_folds),
+                                     P.parse_folds(test_folds))
+    n_ls = len(label_sets) if label_sets else max(1, len(ref.label_sets))
+    log.info("probing %d file(s): %s; %d train / %d val / %d test", len(files), splits.description,
+             len(splits.train), len(splits.val), len(splits.test))
+    with progress_bar(P.total_epochs(n_ls, cfg), "probe epochs", quiet) as advance:
+        results = P.run_probe(files, label_sets, splits, cfg, progress=advance, warn=log.warning)
+    if fmt is TableFormat.table:
+        rows, cols = wide_rows(results)
+        print_table(rows, cols, fmt, title=f"linear probe: test macro AUROC % [95% CI] ({splits.description})")
+    else:
+        print_table([r.row() for r in results], COLUMNS, fmt)
+    if per_class:
+        rows = [{"encoder": r.encoder, "label_set": r.label_set, "fraction": r.fraction, "class": c,
+                 "auroc": round(100 * a, 4) if math.isfinite(a) else float("nan")}
+                for r in results for c, a in r.per_class.items()]
+        print_table(rows, ["encoder", "label_set", "fraction", "class", "auroc"], fmt, title="per-class test AUROC %")
+    if roc_plot is not None:
+        out = P.roc_plot(results, roc_plot, overwrite=overwrite)
+        typer.echo(str(out))

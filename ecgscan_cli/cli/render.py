@@ -1,11 +1,61 @@
-"""`ecgscan render` (placeholder until implemented)."""
+"""`ecgscan render`: ECG printouts from a signals file, to an images file or a folder of PNG/JPG."""
 
 from __future__ import annotations
 
-from ecgscan_cli.cli.common import Quiet, command, fail
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ecgscan_cli.cli.common import Overwrite, Quiet, Seed, command, log, progress_bar
 
 
 @command
-def render_command(quiet: Quiet = False) -> None:
-    """Not implemented yet."""
-    fail("not implemented yet", 1)
+def render_command(
+    signals: Annotated[Path, typer.Argument(help="Signals file (from `ecgscan import` or `ecgscan synth`).",
+                                            show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Images file (.h5), or a folder for png/jpg.",
+                                         show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="h5 (one images file), png or jpg (folder of pages "
+                                                      "+ one JSON sidecar each).")] = "h5",
+    augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: none, light, paper, heavy.")
+                       ] = "none",
+    augment_config: Annotated[Optional[Path], typer.Option(
+        "--augment-config", help="YAML/JSON file of {name: {p, strength}} (optionally 'preset: ...'); "
+                                 "overrides --augment.")] = None,
+    dpi: Annotated[float, typer.Option("--dpi", help="Page resolution (full pages).")] = 200.0,
+    paper: Annotated[str, typer.Option("--paper", help="letter or a4 (landscape).")] = "letter",
+    speed: Annotated[float, typer.Option("--speed", help="Paper speed, 25 or 50 mm/s.")] = 25.0,
+    gain: Annotated[float, typer.Option("--gain", help="Gain, 5, 10 or 20 mm/mV.")] = 10.0,
+    grid: Annotated[str, typer.Option("--grid", help="Grid style: red, pink, bold, coarse, gray, blue, green, "
+                                                     "none.")] = "red",
+    header: Annotated[bool, typer.Option("--header/--no-header", help="Header text (id, speed, gain).")] = True,
+    size: Annotated[Optional[int], typer.Option("--size", help="Model-size output: the page letterboxed into "
+                                                               "N×N pixels, rendered directly at that size.")
+                    ] = None,
+    seed: Seed = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for full-page rendering and encoding.")
+                       ] = 1,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Render only the first N records.")] = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Render ECG printouts (3×4 + lead II rhythm strip, calibrated grid) with optional augmentations."""
+    from ecgscan_cli.errors import EcgscanError
+    from ecgscan_cli.render.augment import AugmentConfig
+    from ecgscan_cli.render.files import FORMATS, RenderJob, render_file
+    from ecgscan_cli.render.layout import LayoutOptions
+
+    fmt = fmt.lower().lstrip(".")
+    fmt = {"jpeg": "jpg", "hdf5": "h5"}.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise EcgscanError(f"unknown --format {fmt!r} (choose from {', '.join(FORMATS)})")
+    options = LayoutOptions(paper=paper.lower(), speed=speed, gain=gain, grid=grid.lower(), header=header).check()
+    aug = AugmentConfig.from_file(augment_config) if augment_config is not None else AugmentConfig.preset(augment)
+    job = RenderJob(str(signals), fmt, options, aug, dpi, size, seed)
+    state = {"total": None}
+    with progress_bar(None, "rendering", quiet) as advance:
+        out = render_file(job, output, workers=workers, limit=limit, overwrite=overwrite, progress=advance,
+                          on_total=lambda n: state.update(total=n))
+    log.info("rendered %s images → %s", state["total"], out)
+    typer.echo(str(out))

@@ -1,11 +1,34 @@
-"""`ecgscan synth` (placeholder until implemented)."""
+"""`ecgscan synth`: write synthetic labelled 12-lead ECGs to a signals file."""
 
 from __future__ import annotations
 
-from ecgscan_cli.cli.common import Quiet, command, fail
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ecgscan_cli.cli.common import Overwrite, Quiet, Seed, command, progress_bar
 
 
 @command
-def synth_command(quiet: Quiet = False) -> None:
-    """Not implemented yet."""
-    fail("not implemented yet", 1)
+def synth_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Signals file to write (.h5).", dir_okay=False)],
+    n: Annotated[int, typer.Option("-n", "--n-records", min=1, help="Number of records.")] = 1000,
+    seed: Seed = 0,
+    noise: Annotated[float, typer.Option("--noise", min=0.0,
+                                         help="Scale of baseline wander, muscle noise and hum (0 = clean).")] = 1.0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Synthesise labelled 12-lead ECGs (3-D cardiac dipole, 500 Hz, 10 s) into a signals file.
+
+    Conditions: NSR, AFIB, SBRAD, STACH (one rhythm each), WQRS (wide QRS) and STE
+    (ST elevation); each record gets a short English report. Prints the output path.
+    """
+    from ecgscan_cli.atomic import check_output_path
+    from ecgscan_cli.synth import write_synth
+
+    check_output_path(output, overwrite)
+    with progress_bar(n, "synthesising", quiet=quiet) as advance:
+        path = write_synth(output, n, seed=seed, overwrite=overwrite, noise=noise, progress=advance)
+    typer.echo(str(path))

@@ -1,11 +1,52 @@
-"""`ecgscan zeroshot` (placeholder until implemented)."""
+"""`ecgscan zeroshot`: classify images against class prompts through the checkpoint's text branch."""
 
 from __future__ import annotations
 
-from ecgscan_cli.cli.common import Quiet, command, fail
+import logging
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ecgscan_cli.cli.common import Device, Format, Quiet, TableFormat, command, print_table, progress_bar
+
+log = logging.getLogger("ecgscan")
 
 
 @command
-def zeroshot_command(quiet: Quiet = False) -> None:
-    """Not implemented yet."""
-    fail("not implemented yet", 1)
+def zeroshot_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
+                                               show_default=False)],
+    input: Annotated[Path, typer.Argument(help="Labelled images file or signals file (rendered on the fly), "
+                                               "or an embeddings file from the same checkpoint.", show_default=False)],
+    prompts: Annotated[Optional[str], typer.Option("--prompts", "-p", help="Prompt set: a built-in name "
+                       "(ptbxl_superclass, ptbxl_subclass, ptbxl_form, ptbxl_rhythm, cpsc2018, csn, synth) or a "
+                       "JSON file {\"classes\": {CLASS: description}}. Default: the built-in set covering the "
+                       "labels.")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Label set of INPUT to score "
+                                                  "(default: its /label).")] = None,
+    thresholds: Annotated[bool, typer.Option("--thresholds", help="Also print sensitivity/specificity/F1 at the "
+                                             "Youden-optimal threshold (chosen on the same data: optimistic).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
+    device: Device = "auto",
+    fmt: Format = TableFormat.table,
+    quiet: Quiet = False,
+) -> None:
+    """Zero-shot AUROC: cosine similarity of image and class-description embeddings."""
+    from ecgscan_cli.zeroshot import zeroshot
+
+    res = zeroshot(checkpoint, input, prompts=prompts, labels=labels, batch_size=batch_size, device=device,
+                   thresholds=thresholds, progress_factory=lambda n, d: progress_bar(n, d, quiet))
+    for c in res.skipped:
+        log.warning("class %s not scored: only one label present among the %d records", c, res.n)
+    pct = lambda v: round(100 * v, 4) if math.isfinite(v) else float("nan")
+    pos = dict(zip(res.all_classes, res.labels.sum(0).tolist()))
+    rows = [{"class": "macro", "auroc": pct(res.macro_auroc), "positives": int(res.labels.sum())}]
+    rows += [{"class": c, "auroc": pct(a), "positives": int(pos[c])} for c, a in res.per_class.items()]
+    print_table(rows, ["class", "auroc", "positives"], fmt,
+                title=f"zero-shot AUROC % ({res.label_set or 'labels'}, prompts {res.prompt_set}, n={res.n})")
+    if thresholds and res.thresholds:
+        print_table(res.thresholds, ["class", "threshold", "sensitivity", "specificity", "f1"], fmt,
+                    title="at the Youden-optimal threshold (optimistic)")
+

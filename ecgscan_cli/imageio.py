@@ -1,0 +1,248 @@
+"""One input abstraction for embed / zeroshot / reconstruct: images at model size.
+
+An input is one of
+
+* a folder of scans or photos (PNG, JPEG, TIFF, BMP, WebP; searched recursively): any
+  size, aspect and mode; EXIF orientation applied, grayscale / palette / 16-bit / RGBA
+  turned into RGB on white, then letterboxed into the model's square input like the
+  training renders are (whole page, centred, white padding); files that cannot be read
+  are reported and skipped (``ImageSource.skipped``);
+* an images file (``ecgscan render -o images.h5``): stored images, letterboxed when
+  their size differs from the model's;
+* a signals file (``ecgscan import`` / ``synth``): rendered on the fly with
+  ``render_batch(augment="none")`` at the model's size.
+
+``ImageSource.batches(batch_size, size)`` yields ``(indices, ids, images)`` with images a
+float32 tensor ``[B, 3, size, size]`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ecgscan_cli.errors import EcgscanError
+
+log = logging.getLogger("ecgscan")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as uint8 ``H×W×3`` RGB, upright (EXIF), transparency on white.
+
+    Raises :class:`EcgscanError` when the file is not a readable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # broken EXIF block: keep the pixels as stored
+                pass
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise EcgscanError(f"cannot read image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise EcgscanError(f"refusing image {path}: {e}") from None
+
+
+def to_rgb(im) -> np.ndarray:
+    """A PIL image of any mode → uint8 ``H×W×3`` (alpha composited on white)."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = np.nanmin(a), np.nanmax(a)
+        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
+        g = np.clip(np.round(a), 0, 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "PA"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA" or im.mode == "RGBa":
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im.convert("RGBA"))
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise EcgscanError(f"unexpected image shape {arr.shape}")
+    return arr
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not p.name.startswith(".")]
+    return sorted(files)
+
+
+def _folder_ids(folder: Path, files: list[Path]) -> list[str]:
+    stems = [str(p.relative_to(folder).with_suffix("")) for p in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [str(p.relative_to(folder)) for p in files]
+
+
+@dataclass
+class ImageSource:
+    """Records to encode, whatever the input kind. Metadata may be empty (folders)."""
+
+    path: Path
+    kind: str                          # "folder" | "images" | "signals"
+    ids: list[str]
+    labels: np.ndarray                 # [N, C] uint8
+    classes: list[str]
+    folds: np.ndarray                  # [N] int
+    reports: list[str]
+    label_set: str = ""
+    extra_label_sets: dict = field(default_factory=dict)   # name -> (classes, labels)
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (name, reason)
+    _files: list[Path] = field(default_factory=list, repr=False)
+    _reader: object = field(default=None, repr=False)
+    fs: float = 500.0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_signals(self) -> bool:
+        if self.kind == "signals":
+            return True
+        if self.kind == "images":
+            return bool(getattr(self._reader, "has_signals", False))
+        return False
+
+    def signal(self, i: int) -> np.ndarray:
+        """Ground-truth signal of record ``i`` (float32 mV [12, T]) when the input has one."""
+        if not self.has_signals:
+            raise EcgscanError(f"{self.path} holds no signals")
+        return np.asarray(self._reader.signal(int(i)), np.float32)
+
+    def batches(self, batch_size: int, size: int, device="cpu") -> Iterator[tuple[list[int], list[str], "object"]]:
+        """Yield ``(indices, ids, images [B,3,size,size] float32 in [0,1])``.
+
+        For folders, unreadable files are skipped (recorded in ``skipped`` and logged), so a
+        batch may be shorter than ``batch_size``.
+        """
+        import torch
+
+        batch_size = max(1, int(batch_size))
+        n = len(self.ids)
+        for start in range(0, n, batch_size):
+            idx = list(range(start, min(n, start + batch_size)))
+            if self.kind == "signals":
+                from ecgscan_cli.render import render_batch
+
+                sig = torch.from_numpy(self._reader.signals(idx)).to(device)
+                imgs = render_batch(sig, size=size, augment="none", fs=self.fs)
+                yield idx, [self.ids[i] for i in idx], imgs.float()
+                continue
+            arrays, ok = [], []
+            for i in idx:
+                try:
+                    if self.kind == "folder":
+                        arr = load_image(self._files[i])
+                    else:
+                        arr = np.asarray(self._reader.image(i), np.uint8)
+                        if arr.ndim == 2:
+                            arr = np.repeat(arr[:, :, None], 3, axis=2)
+                        if arr.ndim != 3 or arr.shape[2] != 3:
+                            raise EcgscanError(f"record {self.ids[i]!r}: image shape {arr.shape}")
+                except EcgscanError as e:
+                    name = str(self._files[i]) if self.kind == "folder" else self.ids[i]
+                    self.skipped.append((name, str(e)))
+                    log.warning("skipped %s", e)
+                    continue
+                arrays.append(prepare(arr, size))
+                ok.append(i)
+            if not ok:
+                continue
+            t = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+            yield ok, [self.ids[i] for i in ok], t
+
+    def close(self) -> None:
+        if self._reader is not None and hasattr(self._reader, "close"):
+            self._reader.close()
+
+
+def prepare(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 H×W×3 → uint8 size×size×3, letterboxed like the training renders."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    from ecgscan_cli.render import letterbox
+
+    return letterbox(image, size)
+
+
+def _extra_label_sets(path: Path) -> dict:
+    """``/label_sets/<name>`` datasets of an ecgscan HDF5 file, when present."""
+    import h5py
+
+    from ecgscan_cli.formats.common import read_classes
+
+    out = {}
+    try:
+        with h5py.File(path, "r") as f:
+            if "label_sets" in f:
+                for name, ds in f["label_sets"].items():
+                    out[name] = (read_classes(ds), ds[()].astype(np.uint8))
+            name = f["label"].attrs.get("label_set", "") if "label" in f else ""
+    except OSError:
+        return {}, ""
+    return out, (name.decode() if isinstance(name, bytes) else str(name))
+
+
+def open_source(path: str | os.PathLike) -> ImageSource:
+    """Open a folder of images, an images file or a signals file as an :class:`ImageSource`."""
+    from ecgscan_cli.formats.common import file_kind
+
+    path = Path(path)
+    if not path.exists():
+        raise EcgscanError(f"no such file or folder: {path}")
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise EcgscanError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        n = len(files)
+        return ImageSource(path=path, kind="folder", ids=_folder_ids(path, files),
+                           labels=np.zeros((n, 0), np.uint8), classes=[], folds=np.full(n, -1),
+                           reports=[""] * n, _files=files)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        load_image(path)  # a single image: clear error if unreadable
+        return ImageSource(path=path, kind="folder", ids=[path.stem], labels=np.zeros((1, 0), np.uint8),
+                           classes=[], folds=np.full(1, -1), reports=[""], _files=[path])
+    kind = file_kind(path)
+    if kind == "signals":
+        from ecgscan_cli.formats.signals import SignalsFile
+
+        reader = SignalsFile(path)
+    elif kind == "images":
+        try:
+            from ecgscan_cli.formats.images import ImagesFile
+        except ImportError:
+            raise EcgscanError("images files are not supported by this installation") from None
+        reader = ImagesFile(path)
+    elif kind is None:
+        raise EcgscanError(f"{path} is not an image folder, an image, or an ecgscan images/signals file")
+    else:
+        raise EcgscanError(f"{path} is an ecgscan {kind} file; expected images (a folder, an images file "
+                           "or a signals file)")
+    extra, ls_name = _extra_label_sets(path)
+    n = len(reader)
+    labels = np.asarray(getattr(reader, "labels", np.zeros((n, 0))), np.uint8).reshape(n, -1)
+    return ImageSource(path=path, kind=kind, ids=list(reader.ids), labels=labels,
+                       classes=list(getattr(reader, "classes", [])),
+                       folds=np.asarray(getattr(reader, "folds", np.full(n, -1)), int),
+                       reports=list(getattr(reader, "reports", [""] * n)), label_set=ls_name,
+                       extra_label_sets=extra, _reader=reader, fs=float(getattr(reader, "fs", 500.0)))

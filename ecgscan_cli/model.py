@@ -1,0 +1,262 @@
+"""The ECG-Scan model: a LoRA-adapted CLIP image encoder, projections and a signal decoder.
+
+::
+
+    image [B,3,H,W] in [0,1] ──CLIP-normalise──▶ ViT (open_clip, frozen + LoRA) ──▶ h_I
+    h_I ──Linear+Tanh──▶ z_I  (contrastive space, L2-normalised)
+    h_I ──Linear+Tanh──▶ r_I  (reconstruction latent) ──▶ SignalDecoder ──▶ [B,12,5000] mV
+    report ──frozen text encoder──▶ Linear+Tanh ──▶ z_T
+    signal ──frozen signal encoder (teacher)──▶ Linear+Tanh ──▶ z_S   (training only)
+
+LoRA (peft) targets ``attn`` (peft's MultiheadAttention LoRA, which adapts in_proj and
+out_proj together), ``c_fc`` and ``c_proj``. Targeting ``out_proj`` alone would create an
+adapter that never receives a gradient (nn.MultiheadAttention does not call its forward).
+
+The frozen text encoder lives inside the model (``encode_text`` needs it); the signal
+teacher does not (it is only needed for training, see :mod:`ecgscan_cli.train`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ecgscan_cli.errors import EcgscanError
+
+log = logging.getLogger("ecgscan")
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# A small ViT registered with open_clip at runtime: for tests and the CPU demo only.
+TINY_VISION = "ecgscan-tiny"
+_TINY_OPEN_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 128, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the architecture (saved with every checkpoint)."""
+
+    # image encoder (open_clip vision tower)
+    image_model: str = "ViT-B-16"  # open_clip model name, or "ecgscan-tiny"
+    image_pretrained: str | None = "openai"  # open_clip tag, a local weights file, or None (random)
+    image_size: int | None = None  # None: the model's native size
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("attn", "c_fc", "c_proj")
+    train_image_norms: bool = False  # also train LayerNorms and the ViT's own projection
+    # shared space and heads
+    embed_dim: int = 256  # contrastive space (paper: unspecified)
+    # text encoder (frozen)
+    text_model: str = "ncbi/MedCPT-Query-Encoder"
+    text_pooling: str = "auto"  # auto: [CLS] for MedCPT, mean otherwise
+    text_max_length: int = 128
+    # signal teacher output dimension (set from the loaded teacher)
+    signal_dim: int = 256
+    # signal decoder
+    n_samples: int = 5000
+    patch: int = 8
+    decoder_width: int = 256
+    decoder_layers: int = 4
+    decoder_heads: int = 8
+    decoder_dropout: float = 0.0
+    mask_ratio: float = 0.25  # share of query tokens replaced by the mask embedding in training
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise EcgscanError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "lora_targets" in d:
+            d["lora_targets"] = tuple(d["lora_targets"])
+        return cls(**d)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    cfg = ModelConfig(image_model=TINY_VISION, image_pretrained=None, lora_r=8, lora_alpha=16,
+                      train_image_norms=True, embed_dim=64, text_model="tiny", text_max_length=64,
+                      signal_dim=64, decoder_width=64, decoder_layers=2, decoder_heads=4, mask_ratio=0.25)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def register_tiny() -> None:
+    """Register the tiny ViT config with open_clip (idempotent)."""
+    from open_clip import factory
+
+    if TINY_VISION not in factory._MODEL_CONFIGS:
+        factory._MODEL_CONFIGS[TINY_VISION] = _TINY_OPEN_CLIP_CONFIG
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class Projection(nn.Sequential):
+    """Linear + Tanh (the paper's projector)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__(nn.Linear(d_in, d_out), nn.Tanh())
+
+
+class SignalDecoder(nn.Module):
+    """Learnable query tokens (one per ``patch`` samples) + image latent → ``[B, 12, T]``."""
+
+    def __init__(self, width: int, layers: int, heads: int, n_samples: int = 5000, patch: int = 8,
+                 dropout: float = 0.0, mask_ratio: float = 0.25):
+        super().__init__()
+        if n_samples % patch:
+            raise EcgscanError(f"decoder: {n_samples} samples are not a multiple of the patch {patch}")
+        self.n_tokens, self.patch, self.mask_ratio = n_samples // patch, patch, mask_ratio
+        self.queries = nn.Parameter(torch.randn(self.n_tokens, width) * 0.02)
+        self.positions = nn.Parameter(torch.randn(self.n_tokens, width) * 0.02)
+        self.mask_token = nn.Parameter(torch.zeros(width))
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 12 * patch)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        b = latent.shape[0]
+        tokens = self.queries.expand(b, -1, -1)
+        if self.training and self.mask_ratio > 0:
+            masked = torch.rand(b, self.n_tokens, 1, device=latent.device) < self.mask_ratio
+            tokens = torch.where(masked, self.mask_token.to(tokens.dtype), tokens)
+        tokens = tokens + latent.unsqueeze(1) + self.positions
+        out = self.head(self.norm(self.blocks(tokens)))  # [B, N, 12*P]
+        return out.view(b, self.n_tokens, 12, self.patch).permute(0, 2, 1, 3).reshape(b, 12, -1)
+
+
+def _build_vision(cfg: ModelConfig, load_weights: bool) -> nn.Module:
+    import open_clip
+
+    register_tiny()
+    if cfg.image_model not in open_clip.list_models():
+        raise EcgscanError(f"unknown image model {cfg.image_model!r} (open_clip models: ViT-B-16, ViT-L-14-336, ...; "
+                           f"or {TINY_VISION} for tests)")
+    pretrained = cfg.image_pretrained if load_weights else None
+    kwargs = {}
+    if cfg.image_size:
+        kwargs["force_image_size"] = cfg.image_size
+    if pretrained:
+        is_file = Path(pretrained).expanduser().exists()
+        if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(cfg.image_model):
+            raise EcgscanError(f"image weights {pretrained!r}: neither a file nor an open_clip tag for "
+                               f"{cfg.image_model} (tags: {', '.join(open_clip.list_pretrained_tags_by_model(cfg.image_model)) or 'none'})")
+        if is_file:
+            pretrained = str(Path(pretrained).expanduser())
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip logs "No pretrained weights loaded" on the root logger
+    try:
+        clip = open_clip.create_model(cfg.image_model, pretrained=pretrained or None, pretrained_text=False, **kwargs)
+    except RuntimeError as e:  # strict load_state_dict: shapes/keys do not match
+        raise EcgscanError(f"image weights {pretrained}: do not match {cfg.image_model} ({str(e).splitlines()[0]})") from e
+    except Exception as e:  # download impossible offline, corrupt file...
+        raise EcgscanError(f"cannot load image weights {pretrained!r} for {cfg.image_model}: {e} "
+                           "(offline? pass a local weights file with --image-pretrained PATH)") from e
+    finally:
+        root.setLevel(level)
+    visual = clip.visual
+    del clip
+    return visual
+
+
+def _inject_lora(visual: nn.Module, cfg: ModelConfig) -> nn.Module:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if "out_proj" in cfg.lora_targets:
+        raise EcgscanError("LoRA target 'out_proj' never receives gradients (nn.MultiheadAttention does not call it); "
+                           "target 'attn' instead")
+    visual.requires_grad_(False)
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), bias="none")
+    visual = inject_adapter_in_model(lcfg, visual)
+    for name, p in visual.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if cfg.train_image_norms and (".ln_" in f".{name}" or name in ("proj",)):
+            p.requires_grad_(True)
+    return visual
+
+
+class ECGScanModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, load_weights: bool = True, text_encoder=None):
+        super().__init__()
+        from ecgscan_cli.encoders import load_text_encoder
+
+        self.cfg = cfg
+        self.visual = _inject_lora(_build_vision(cfg, load_weights), cfg)
+        size = self.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        self.image_size = int(size)
+        width = self.visual.output_dim
+        self.embed_dim = cfg.embed_dim
+        self.text_encoder = text_encoder if text_encoder is not None else load_text_encoder(
+            cfg.text_model, pooling=cfg.text_pooling, max_length=cfg.text_max_length)
+        self.image_proj = Projection(width, cfg.embed_dim)
+        self.latent_proj = Projection(width, cfg.decoder_width)
+        self.text_proj = Projection(self.text_encoder.dim, cfg.embed_dim)
+        self.signal_proj = Projection(cfg.signal_dim, cfg.embed_dim)
+        self.decoder = SignalDecoder(cfg.decoder_width, cfg.decoder_layers, cfg.decoder_heads, cfg.n_samples,
+                                     cfg.patch, cfg.decoder_dropout, cfg.mask_ratio)
+        self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    # ---- parts
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """h_I: the ViT's pooled output for images in [0,1]."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise EcgscanError(f"images must be [B,3,H,W], got {list(images.shape)}")
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise EcgscanError(f"images are {images.shape[-2]}×{images.shape[-1]}, the model expects "
+                               f"{self.image_size}×{self.image_size}")
+        x = (images.to(self.clip_mean.device, torch.float32) - self.clip_mean) / self.clip_std
+        return self.visual(x)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
+
+    # ---- contract
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.image_features(images)).float(), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text_encoder(list(texts))).float(), dim=-1)
+
+    def encode_signal_features(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.signal_proj(features).float(), dim=-1)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.latent_proj(self.image_features(images))).float()
+
+    def forward(self, images: torch.Tensor):
+        """Training forward: (z_I normalised [B,D], reconstruction [B,12,T])."""
+        h = self.image_features(images)
+        z = F.normalize(self.image_proj(h).float(), dim=-1)
+        return z, self.decoder(self.latent_proj(h)).float()
+
+
+def build_model(cfg: ModelConfig, load_weights: bool = True, text_encoder=None) -> ECGScanModel:
+    """The ECG-Scan architecture for ``cfg``; ``load_weights`` loads the image pretrained weights."""
+    return ECGScanModel(cfg, load_weights=load_weights, text_encoder=text_encoder)
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if "lora_" in n}

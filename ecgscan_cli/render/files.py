@@ -1,0 +1,246 @@
+"""Render a whole signals file to an images file or a folder of PNG/JPG pages (+ JSON sidecars).
+
+Full pages are drawn by the numpy page renderer; with ``size`` set, images are rendered
+in batches at model size by the torch batch renderer. Record ``i`` is always augmented
+with the seed ``(seed, i)``, so results do not depend on ``workers`` or batching. The
+output is written under a temporary name and renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ecgscan_cli.atomic import atomic_output, check_output_path
+from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.leads import LEADS
+from ecgscan_cli.render.augment import AugmentConfig, params_to_dicts, resolve_augment
+from ecgscan_cli.render.layout import LayoutOptions
+
+FORMATS = ("h5", "png", "jpg")
+
+
+@dataclass
+class RenderJob:
+    signals_path: str
+    fmt: str = "h5"
+    options: LayoutOptions = LayoutOptions()
+    augment: AugmentConfig | str = "none"
+    dpi: float = 200.0
+    size: int | None = None
+    seed: int = 0
+    jpeg_quality: int = 90
+
+
+def _check_signal(sig: np.ndarray, rid: str) -> None:
+    empty = np.isnan(sig).all(axis=-1)
+    if empty.any():
+        names = ", ".join(LEADS[i] for i in np.flatnonzero(empty))
+        raise EcgscanError(f"record {rid!r}: lead(s) {names} have no samples (all NaN); nothing to draw")
+
+
+def _header(rid: str, o: LayoutOptions, fs: float) -> str:
+    return f"ID: {rid}    {o.speed:g} mm/s    {o.gain:g} mm/mV    {fs:g} Hz"
+
+
+def _seeded(seed: int, i: int):
+    import torch
+
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(i)) % (2**63 - 1))
+
+
+def render_record(job: RenderJob, sig: np.ndarray, rid: str, i: int, fs: float) -> tuple[np.ndarray, dict]:
+    """One full page (uint8) and its layout metadata, augmented with seed (job.seed, i)."""
+    from ecgscan_cli.render.page import render_page
+
+    _check_signal(sig, rid)
+    header = _header(rid, job.options, fs) if job.options.header else None
+    cfg = resolve_augment(job.augment)
+    if not cfg.active:
+        return render_page(sig, fs=fs, options=job.options, dpi=job.dpi, header=header)
+    import torch
+
+    from ecgscan_cli.render.augment import apply_augment, draw_params
+    from ecgscan_cli.render.layout import page_geometry, page_size_px
+
+    hw = page_size_px(page_geometry(job.options), job.dpi)
+    params = draw_params(cfg, 1, hw, job.options.grid, _seeded(job.seed, i), "cpu")
+    grid = params["_grids"][int(params["grid"][0])]
+    ink = tuple(float(v) * 255 for v in params["ink"][0])
+    page, meta = render_page(sig, fs=fs, options=job.options.with_(grid=grid), dpi=job.dpi, header=header, ink=ink)
+    img = torch.from_numpy(page).permute(2, 0, 1)[None].float().div_(255.0)
+    img = apply_augment(img, params)
+    page = (img[0].permute(1, 2, 0).mul(255).add_(0.5)).clamp_(0, 255).to(torch.uint8).numpy()
+    meta["augment"] = params_to_dicts(params)[0]
+    meta["grid"] = grid
+    return page, meta
+
+
+# ---------------------------------------------------------------- worker processes
+
+_W: dict = {}
+
+
+def _worker_init(job: RenderJob, out_dir: str | None):
+    import torch
+
+    from ecgscan_cli.formats.signals import SignalsFile
+
+    torch.set_num_threads(1)
+    _W["job"] = job
+    _W["sf"] = SignalsFile(job.signals_path)
+    _W["out_dir"] = out_dir
+
+
+def _safe(rid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", rid)[:80] or "record"
+
+
+def _sidecar(sf, i: int, meta: dict) -> dict:
+    return {"id": sf.ids[i], "report": sf.reports[i],
+            "labels": {c: int(v) for c, v in zip(sf.classes, sf.labels[i])}, "fold": int(sf.folds[i]),
+            "layout": meta}
+
+
+def save_image(image: np.ndarray, path: Path, fmt: str, quality: int = 90) -> None:
+    from PIL import Image
+
+    im = Image.fromarray(image)
+    if fmt == "png":
+        im.save(path, format="PNG", compress_level=1)
+    else:
+        im.save(path, format="JPEG", quality=quality)
+
+
+def _work(i: int):
+    job: RenderJob = _W["job"]
+    sf = _W["sf"]
+    rid = sf.ids[i]
+    sig = sf.signal(i)
+    page, meta = render_record(job, sig, rid, i, sf.fs)
+    if _W["out_dir"] is None:
+        return i, page, meta
+    name = f"{i:06d}_{_safe(rid)}"
+    out = Path(_W["out_dir"])
+    save_image(page, out / f"{name}.{job.fmt}", job.fmt, job.jpeg_quality)
+    (out / f"{name}.json").write_text(json.dumps(_sidecar(sf, i, meta), indent=1))
+    return i, None, None
+
+
+def _imap(job: RenderJob, indices, workers: int, out_dir: str | None):
+    if workers <= 1:
+        _worker_init(job, out_dir)
+        for i in indices:
+            yield _work(i)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(job, out_dir)) as pool:
+        yield from pool.imap(_work, indices, chunksize=1)
+
+
+# ---------------------------------------------------------------- model-size batches
+
+def _batches(job: RenderJob, sf, indices, batch: int = 32):
+    import torch
+
+    from ecgscan_cli.render.augment import draw_params  # noqa: F401
+    from ecgscan_cli.render.batch import render_batch
+    from ecgscan_cli.render.layout import layout_metadata, model_pixel_map, page_geometry
+
+    geo = page_geometry(job.options)
+    pm = model_pixel_map(geo, job.size)
+    cfg = resolve_augment(job.augment)
+    for s in range(0, len(indices), batch):
+        idx = indices[s:s + batch]
+        sigs = np.stack([sf.signal(i) for i in idx])
+        for j, i in enumerate(idx):
+            _check_signal(sigs[j], sf.ids[i])
+        images, params = [], []
+        for j, i in enumerate(idx):  # one generator per record: independent of batching
+            img, p = render_batch(torch.from_numpy(sigs[j:j + 1]), job.size, cfg, sf.fs, _seeded(job.seed, i),
+                                  options=job.options, return_params=True) if cfg.active else (None, None)
+            images.append(img)
+            params.append(p)
+        if not cfg.active:
+            out = render_batch(torch.from_numpy(sigs), job.size, cfg, sf.fs, options=job.options)
+            images = list(out.split(1))
+            params = [None] * len(idx)
+        for j, i in enumerate(idx):
+            arr = images[j][0].permute(1, 2, 0).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+            aug = params_to_dicts(params[j])[0] if params[j] is not None else {}
+            meta = layout_metadata(geo, pm, None, sf.n_samples, sf.fs, augment=aug)
+            if "grid" in aug:
+                meta["grid"] = aug["grid"]
+            yield i, arr, meta
+
+
+# ---------------------------------------------------------------- entry point
+
+def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, limit: int | None = None,
+                overwrite: bool = False, progress: Callable[[int], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> Path:
+    """Render ``job.signals_path`` to ``out`` (images file, or folder for png/jpg); returns ``out``."""
+    from ecgscan_cli.formats.images import ImagesWriter
+    from ecgscan_cli.formats.signals import SignalsFile
+
+    if job.fmt not in FORMATS:
+        raise EcgscanError(f"unknown output format {job.fmt!r} (choose from {', '.join(FORMATS)})")
+    job.options.check()
+    if job.size is not None and not (16 <= int(job.size) <= 4096):
+        raise EcgscanError(f"--size must be 16–4096 pixels, got {job.size}")
+    if not (20 <= float(job.dpi) <= 1200):
+        raise EcgscanError(f"--dpi must be 20–1200, got {job.dpi}")
+    if workers < 1:
+        raise EcgscanError(f"--workers must be at least 1, got {workers}")
+    if limit is not None and limit < 0:
+        raise EcgscanError(f"--limit must be positive, got {limit}")
+    job.augment = resolve_augment(job.augment)
+    out = check_output_path(out, overwrite)
+    sf = SignalsFile(job.signals_path)
+    n = len(sf) if limit is None else min(limit, len(sf))
+    if n == 0:
+        raise EcgscanError(f"{job.signals_path}: no records to render")
+    if on_total:
+        on_total(n)
+    indices = list(range(n))
+    advance = progress or (lambda k=1: None)
+    if job.size is not None:
+        from ecgscan_cli.render.layout import letterbox_geometry  # noqa: F401
+
+        h = w = int(job.size)
+        stream = _batches(job, sf, indices)
+    else:
+        from ecgscan_cli.render.layout import page_geometry, page_size_px
+
+        h, w = page_size_px(page_geometry(job.options), job.dpi)
+        stream = None
+    if job.fmt == "h5":
+        with ImagesWriter(out, height=h, width=w, with_signals=True, fs=sf.fs, n_samples=sf.n_samples,
+                          classes=sf.classes, overwrite=overwrite, source=str(job.signals_path),
+                          attrs={"augment": json.dumps(job.augment.to_dict()), "seed": int(job.seed)},
+                          expected_rows=n) as wr:
+            stream = stream if stream is not None else _imap(job, indices, workers, None)
+            for i, image, meta in stream:
+                wr.append(sf.ids[i], image, meta, signal=sf.signal(i), report=sf.reports[i],
+                          label=sf.labels[i] if sf.classes else None, fold=int(sf.folds[i]))
+                advance(1)
+        return out
+    with atomic_output(out, overwrite=overwrite, directory=True) as tmp:
+        if stream is not None:  # model-size images: encoding small images is cheap, do it here
+            for i, image, meta in stream:
+                name = f"{i:06d}_{_safe(sf.ids[i])}"
+                save_image(image, tmp / f"{name}.{job.fmt}", job.fmt, job.jpeg_quality)
+                (tmp / f"{name}.json").write_text(json.dumps(_sidecar(sf, i, meta), indent=1))
+                advance(1)
+        else:
+            for _ in _imap(job, indices, workers, str(tmp)):
+                advance(1)
+    return out

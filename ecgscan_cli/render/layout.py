@@ -1,0 +1,197 @@
+"""Page geometry of the standard clinical printout, in millimetres, and its pixel metadata.
+
+A landscape letter (279.4 × 215.9 mm) or A4 (297 × 210 mm) page. Three rows of four
+panels (columns I/II/III, aVR/aVL/aVF, V1–V3, V4–V6, each column a successive window of
+the signal) and a lead II rhythm strip below. At 25 mm/s each panel shows 2.5 s
+(62.5 mm) and the rhythm strip 10 s; at 50 mm/s the panels keep their width on paper and
+show 1.25 s (rhythm strip 5 s). Baselines sit on 5 mm grid lines, 45 mm apart. A
+calibration pulse (1 mV, 200 ms) precedes every row.
+
+Pixel coordinates are continuous: pixel column ``i`` covers ``[i, i + 1)``; a point at
+``mm`` millimetres lies at ``mm * px_per_mm`` pixels (``px_per_mm = dpi / 25.4``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.leads import LEAD_INDEX
+
+PAPER_MM = {"letter": (279.4, 215.9), "a4": (297.0, 210.0)}
+SPEEDS = (25.0, 50.0)
+GAINS = (5.0, 10.0, 20.0)
+GRID_ROWS = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
+RHYTHM_LEAD = "II"
+PANEL_MM = 62.5          # width of one panel on paper
+ROW_SPACING_MM = 45.0    # baseline to baseline
+FIRST_BASELINE_MM = 45.0
+CAL_WIDTH_MM = 15.0      # room left of the traces for the calibration pulse
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """What the user can choose about the printout (validated by :meth:`check`)."""
+
+    paper: str = "letter"
+    speed: float = 25.0          # mm/s
+    gain: float = 10.0           # mm/mV
+    grid: str = "red"            # see render.page.GRID_STYLES, or "none"
+    header: bool = True          # header text (id, speed/gain...) at the top
+    labels: bool = True
+    line_width_mm: float = 0.3
+
+    def check(self) -> "LayoutOptions":
+        from ecgscan_cli.render.page import GRID_STYLES
+
+        if self.paper not in PAPER_MM:
+            raise EcgscanError(f"unknown paper {self.paper!r} (choose from {', '.join(PAPER_MM)})")
+        if float(self.speed) not in SPEEDS:
+            raise EcgscanError(f"paper speed must be 25 or 50 mm/s, got {self.speed}")
+        if float(self.gain) not in GAINS:
+            raise EcgscanError(f"gain must be 5, 10 or 20 mm/mV, got {self.gain}")
+        if self.grid not in GRID_STYLES:
+            raise EcgscanError(f"unknown grid style {self.grid!r} (choose from {', '.join(GRID_STYLES)})")
+        if not (0.05 <= self.line_width_mm <= 2.0):
+            raise EcgscanError(f"line width must be 0.05–2 mm, got {self.line_width_mm}")
+        return self
+
+    def with_(self, **kw) -> "LayoutOptions":
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class Panel:
+    lead: str
+    lead_index: int
+    row: int              # 0..3 (3 = rhythm strip)
+    t_start: float        # seconds of the signal shown
+    t_end: float
+    x0_mm: float
+    x1_mm: float
+    y_mm: float           # baseline (0 mV)
+    top_mm: float         # the panel's band
+    bottom_mm: float
+
+
+@dataclass(frozen=True)
+class PageGeometry:
+    width_mm: float
+    height_mm: float
+    panels: tuple[Panel, ...]
+    trace_x0_mm: float
+    baselines_mm: tuple[float, ...]
+    options: LayoutOptions = field(default_factory=LayoutOptions)
+
+    @property
+    def window_s(self) -> float:
+        return PANEL_MM / self.options.speed
+
+
+def page_geometry(options: LayoutOptions | None = None) -> PageGeometry:
+    o = (options or LayoutOptions()).check()
+    w_mm, h_mm = PAPER_MM[o.paper]
+    total = 4 * PANEL_MM
+    x0 = 5.0 * round(((w_mm - total + CAL_WIDTH_MM) / 2.0) / 5.0)
+    x0 = max(x0, CAL_WIDTH_MM)
+    win = PANEL_MM / float(o.speed)
+    baselines = tuple(FIRST_BASELINE_MM + k * ROW_SPACING_MM for k in range(4))
+    panels = []
+    for r, names in enumerate(GRID_ROWS):
+        for j, name in enumerate(names):
+            panels.append(Panel(name, LEAD_INDEX[name], r, j * win, (j + 1) * win,
+                                x0 + j * PANEL_MM, x0 + (j + 1) * PANEL_MM, baselines[r],
+                                baselines[r] - ROW_SPACING_MM / 2, baselines[r] + ROW_SPACING_MM / 2))
+    panels.append(Panel(RHYTHM_LEAD, LEAD_INDEX[RHYTHM_LEAD], 3, 0.0, 4 * win, x0, x0 + total, baselines[3],
+                        baselines[3] - ROW_SPACING_MM / 2, baselines[3] + ROW_SPACING_MM / 2))
+    return PageGeometry(w_mm, h_mm, tuple(panels), x0, baselines, o)
+
+
+def page_size_px(geometry: PageGeometry, dpi: float) -> tuple[int, int]:
+    """(height, width) in pixels of the page at ``dpi``."""
+    ppm = dpi / 25.4
+    return int(round(geometry.height_mm * ppm)), int(round(geometry.width_mm * ppm))
+
+
+@dataclass(frozen=True)
+class PixelMap:
+    """mm on paper → continuous pixel coordinates: ``x = left + mm * sx``, ``y = top + mm * sy``."""
+
+    sx: float
+    sy: float
+    left: float = 0.0
+    top: float = 0.0
+    width: int = 0
+    height: int = 0
+
+    def x(self, mm):
+        return self.left + mm * self.sx
+
+    def y(self, mm):
+        return self.top + mm * self.sy
+
+
+def page_pixel_map(geometry: PageGeometry, dpi: float) -> PixelMap:
+    h, w = page_size_px(geometry, dpi)
+    ppm = dpi / 25.4
+    return PixelMap(ppm, ppm, 0.0, 0.0, w, h)
+
+
+def letterbox_geometry(h: int, w: int, size) -> tuple[int, int, int, int]:
+    """Fit an ``h × w`` image inside ``size`` keeping its aspect: (new_h, new_w, top, left)."""
+    oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    s = min(oh / h, ow / w)
+    nh, nw = max(1, min(oh, int(round(h * s)))), max(1, min(ow, int(round(w * s))))
+    return nh, nw, (oh - nh) // 2, (ow - nw) // 2
+
+
+def model_pixel_map(geometry: PageGeometry, size, ref_dpi: float = 200.0) -> PixelMap:
+    """Pixel map of the page letterboxed into ``size`` exactly as :func:`letterbox` places it."""
+    ph, pw = page_size_px(geometry, ref_dpi)
+    nh, nw, top, left = letterbox_geometry(ph, pw, size)
+    ppm = ref_dpi / 25.4
+    oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return PixelMap(ppm * nw / pw, ppm * nh / ph, float(left), float(top), ow, oh)
+
+
+def layout_metadata(geometry: PageGeometry, pmap: PixelMap, dpi: float | None = None,
+                    n_samples: int = 5000, fs: float = 500.0, augment: dict | None = None,
+                    header: str | None = None) -> dict:
+    """Everything needed to map every plotted sample to its pixel (unaugmented render)."""
+    o = geometry.options
+    duration = n_samples / fs
+    leads = []
+    for p in geometry.panels:
+        t_end = min(p.t_end, duration)
+        x1 = p.x0_mm + (t_end - p.t_start) * o.speed
+        y0 = max(pmap.y(p.top_mm), 0.0)
+        y1 = min(pmap.y(p.bottom_mm), float(pmap.height))
+        leads.append({
+            "lead": p.lead, "t_start": p.t_start, "t_end": t_end,
+            "x_start": pmap.x(p.x0_mm), "x_end": pmap.x(x1),
+            "y_baseline": pmap.y(p.y_mm),
+            "bbox": [pmap.x(p.x0_mm), y0, pmap.x(x1), y1],
+            "row": p.row,
+        })
+    px_per_mm = (pmap.sx + pmap.sy) / 2
+    meta = {
+        "width": pmap.width, "height": pmap.height,
+        "dpi": float(dpi) if dpi is not None else px_per_mm * 25.4,
+        "px_per_mm": px_per_mm, "px_per_mm_x": pmap.sx, "px_per_mm_y": pmap.sy,
+        "paper_speed_mm_s": float(o.speed), "gain_mm_mV": float(o.gain),
+        "paper": o.paper, "grid": o.grid, "fs": float(fs),
+        "leads": leads,
+        "augment": augment or {},
+    }
+    if header:
+        meta["header"] = header
+    return meta
+
+
+def options_dict(o: LayoutOptions) -> dict:
+    return asdict(o)
+
+
+def _isclose(a, b):
+    return math.isclose(a, b, rel_tol=0, abs_tol=1e-9)

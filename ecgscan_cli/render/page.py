@@ -1,0 +1,298 @@
+"""The numpy page rasteriser: a clean printout as uint8 ``H × W × 3``.
+
+Traces are drawn by the *column-span* method: in each pixel column the polyline covers
+the vertical interval between the min and max of its values at the column's two edges
+(linear interpolation) and of the samples inside it. Widened by the line width, the
+ink of each pixel is the overlap of its row with that interval (antialiased, exact,
+vectorised). The ink density is scaled so that the ink *area* of each column equals
+stroke length × line width, which keeps steep strokes right when a column is wider than
+the line (model-size renders, see :mod:`ecgscan_cli.render.batch`).
+
+The page background (grid, calibration pulses, lead labels, speed/gain) is built once
+per style and dpi and copied; text is rasterised once per string.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.render.layout import (
+    LayoutOptions, PageGeometry, PixelMap, layout_metadata, page_geometry, page_pixel_map,
+)
+
+# name → (minor colour, major colour, minor width mm, major width mm); None = no grid
+GRID_STYLES: dict[str, tuple | None] = {
+    "red": ((255, 196, 196), (255, 120, 120), 0.10, 0.22),
+    "pink": ((255, 222, 226), (255, 170, 180), 0.10, 0.20),
+    "bold": ((255, 180, 180), (235, 80, 80), 0.14, 0.35),
+    "coarse": (None, (255, 140, 140), 0.0, 0.22),
+    "gray": ((220, 220, 220), (165, 165, 165), 0.10, 0.22),
+    "blue": ((205, 218, 255), (125, 150, 230), 0.10, 0.22),
+    "green": ((205, 235, 205), (120, 185, 120), 0.10, 0.22),
+    "none": None,
+}
+INK = (0, 0, 0)
+
+
+# ---------------------------------------------------------------- column-span core (numpy)
+
+def _edge_values(xs: np.ndarray, ys: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Polyline (xs non-decreasing, ys with NaN gaps) evaluated at ``edges``; NaN outside or in gaps."""
+    n = xs.size
+    i = np.clip(np.searchsorted(xs, edges, side="right"), 1, n - 1)
+    xa, xb, ya, yb = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    dx = xb - xa
+    t = np.where(dx > 0, (edges - xa) / np.where(dx > 0, dx, 1.0), 1.0)
+    v = ya + np.clip(t, 0.0, 1.0) * (yb - ya)
+    v = np.where(np.isnan(ya) | np.isnan(yb), np.nan, v)
+    v[(edges < xs[0]) | (edges > xs[-1])] = np.nan
+    return v
+
+
+def column_spans(xs: np.ndarray, ys: np.ndarray, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of the polyline inside each pixel column ``c0..c1-1`` (+inf/-inf where empty)."""
+    cols = c1 - c0
+    ev = _edge_values(xs, ys, np.arange(c0, c1 + 1, dtype=np.float64))
+    lo = np.fmin(ev[:-1], ev[1:])
+    hi = np.fmax(ev[:-1], ev[1:])
+    ci = np.floor(xs).astype(np.int64) - c0
+    ok = (ci >= 0) & (ci < cols) & np.isfinite(ys)
+    if ok.any():
+        smin = np.full(cols, np.inf)
+        smax = np.full(cols, -np.inf)
+        _reduce_sorted(smin, smax, ci[ok], ys[ok])
+        lo = np.fmin(lo, smin)
+        hi = np.fmax(hi, smax)
+    lo = np.where(np.isnan(lo), np.inf, lo)
+    hi = np.where(np.isnan(hi), -np.inf, hi)
+    return lo, hi
+
+
+def _reduce_sorted(smin, smax, ci, ys):
+    # ci is non-decreasing (xs monotone): reduce runs of equal column index
+    starts = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
+    smin[ci[starts]] = np.minimum.reduceat(ys, starts)
+    smax[ci[starts]] = np.maximum.reduceat(ys, starts)
+
+
+def span_alpha(lo: np.ndarray, hi: np.ndarray, width: float, height: int, col_width: float = 1.0):
+    """Ink alpha ``[R, C]`` and first row ``r0`` for column intervals ``lo..hi`` (pixels)."""
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    if not finite.any():
+        return None, 0
+    length = np.where(finite, hi - lo, 0.0)
+    density = np.minimum(1.0, width * np.sqrt(col_width ** 2 + length ** 2) / ((length + width) * col_width))
+    a = np.where(finite, lo - width / 2, np.inf)
+    b = np.where(finite, hi + width / 2, -np.inf)
+    r0 = max(int(math.floor(a[finite].min())), 0)
+    r1 = min(int(math.ceil(b[finite].max())), height)
+    if r1 <= r0:
+        return None, 0
+    rows = np.arange(r0, r1, dtype=np.float64)[:, None]
+    alpha = np.clip(np.minimum(rows + 1, b[None, :]) - np.maximum(rows, a[None, :]), 0.0, 1.0)
+    alpha *= np.where(finite, density, 0.0)[None, :]
+    return alpha.astype(np.float32), r0
+
+
+def draw_polyline(page: np.ndarray, xs, ys, width: float, colour=INK) -> None:
+    """Composite an antialiased polyline (pixel coordinates, xs non-decreasing) onto uint8 ``page``."""
+    xs = np.asarray(xs, np.float64)
+    ys = np.asarray(ys, np.float64)
+    h, w = page.shape[:2]
+    fin = np.isfinite(ys)
+    if xs.size < 1 or not fin.any():
+        return
+    c0 = max(int(math.floor(xs[fin].min())), 0)
+    c1 = min(int(math.ceil(xs[fin].max())) + (1 if xs[fin].max() == math.ceil(xs[fin].max()) else 0), w)
+    if c1 <= c0:
+        return
+    if xs.size == 1:
+        xs, ys = np.r_[xs, xs], np.r_[ys, ys]
+    lo, hi = column_spans(xs, ys, c0, c1)
+    alpha, r0 = span_alpha(lo, hi, width, h)
+    if alpha is None:
+        return
+    _composite(page, alpha, r0, c0, colour)
+
+
+def _composite(page: np.ndarray, alpha: np.ndarray, r0: int, c0: int, colour) -> None:
+    r1, c1 = r0 + alpha.shape[0], c0 + alpha.shape[1]
+    region = page[r0:r1, c0:c1].astype(np.float32)
+    a = alpha[..., None]
+    region += (np.asarray(colour, np.float32) - region) * a
+    page[r0:r1, c0:c1] = (region + 0.5).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- text (glyphs rasterised once)
+
+@functools.lru_cache(maxsize=512)
+def text_mask(text: str, size_px: int) -> np.ndarray:
+    """Alpha mask (float32, [h, w]) of ``text`` at a font height of ``size_px`` pixels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = _font(max(int(size_px), 4))
+    left, top, right, bottom = font.getbbox(text)
+    img = Image.new("L", (max(right - left, 1) + 2, max(bottom - top, 1) + 2), 0)
+    ImageDraw.Draw(img).text((1 - left, 1 - top), text, fill=255, font=font)
+    m = np.asarray(img, np.float32) / 255.0
+    m.setflags(write=False)
+    return m
+
+
+@functools.lru_cache(maxsize=32)
+def _font(size_px: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size_px)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def draw_text(page: np.ndarray, text: str, x: float, y: float, size_px: float, colour=INK) -> None:
+    """Paste ``text`` with its top-left corner at pixel (x, y), clipped to the page."""
+    if not text:
+        return
+    m = text_mask(text, int(round(size_px)))
+    h, w = page.shape[:2]
+    x0, y0 = int(round(x)), int(round(y))
+    xa, ya = max(x0, 0), max(y0, 0)
+    xb, yb = min(x0 + m.shape[1], w), min(y0 + m.shape[0], h)
+    if xb <= xa or yb <= ya:
+        return
+    _composite(page, m[ya - y0:yb - y0, xa - x0:xb - x0], ya, xa, colour)
+
+
+# ---------------------------------------------------------------- background
+
+def _line_profile(n: int, positions: np.ndarray, width: float) -> np.ndarray:
+    """Coverage of pixels 0..n-1 by lines of ``width`` px centred at ``positions``."""
+    cov = np.zeros(n + 4, np.float64)
+    a = positions - width / 2
+    b = positions + width / 2
+    first = np.floor(a).astype(np.int64)
+    for d in range(int(math.ceil(width)) + 2):
+        c = first + d
+        ov = np.clip(np.minimum(c + 1, b) - np.maximum(c, a), 0, 1)
+        ok = (c >= 0) & (c < n)
+        np.add.at(cov, c[ok], ov[ok])
+    return np.clip(cov[:n], 0, 1)
+
+
+def _grid(page: np.ndarray, geo: PageGeometry, pm: PixelMap, style) -> None:
+    if style is None:
+        return
+    minor_c, major_c, minor_w, major_w = style
+    h, w = page.shape[:2]
+    xs_mm = np.arange(0.0, geo.width_mm + 1e-6, 1.0)
+    ys_mm = np.arange(0.0, geo.height_mm + 1e-6, 1.0)
+    img = page.astype(np.float32)
+    for colour, step, lw in ((minor_c, 1, minor_w), (major_c, 5, major_w)):
+        if colour is None:
+            continue
+        px = pm.x(xs_mm[::step])
+        py = pm.y(ys_mm[::step])
+        ax = _line_profile(w, px, max(lw * pm.sx, 0.2))
+        ay = _line_profile(h, py, max(lw * pm.sy, 0.2))
+        alpha = np.maximum(ax[None, :], ay[:, None]).astype(np.float32)[..., None]
+        img += (np.asarray(colour, np.float32) - img) * alpha
+    page[:] = (img + 0.5).astype(np.uint8)
+
+
+def calibration_pulse_mm(geo: PageGeometry, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """Polyline (x mm, y mm) of the 1 mV × 200 ms pulse left of ``row``."""
+    o = geo.options
+    pw = 0.2 * o.speed
+    xa = geo.trace_x0_mm - (4.0 + pw) - 1.0
+    x = np.array([xa, xa + 2, xa + 2, xa + 2 + pw, xa + 2 + pw, xa + 4 + pw])
+    v = np.array([0, 0, 1, 1, 0, 0], np.float64)
+    return x, geo.baselines_mm[row] - v * o.gain
+
+
+def draw_static(page: np.ndarray, geo: PageGeometry, pm: PixelMap) -> None:
+    """Grid, calibration pulses, lead labels and the speed/gain line."""
+    o = geo.options
+    _grid(page, geo, pm, GRID_STYLES[o.grid])
+    lw = o.line_width_mm * (pm.sx + pm.sy) / 2
+    for row in range(4):
+        x, y = calibration_pulse_mm(geo, row)
+        draw_polyline(page, pm.x(x), pm.y(y), lw)
+    size = 3.5 * pm.sy
+    if o.labels:
+        for p in geo.panels:
+            draw_text(page, p.lead, pm.x(p.x0_mm + 1.0), pm.y(p.y_mm - 12.0), size)
+    foot_y = min(geo.panels[-1].bottom_mm + 1.0, geo.height_mm - 5.0)
+    draw_text(page, f"{o.speed:g} mm/s   {o.gain:g} mm/mV", pm.x(geo.trace_x0_mm), pm.y(foot_y), 3.0 * pm.sy)
+
+
+@functools.lru_cache(maxsize=16)
+def background(options: LayoutOptions, dpi: float) -> np.ndarray:
+    """The static page (read-only uint8 H×W×3) for these options at ``dpi``; built once."""
+    geo = page_geometry(options)
+    pm = page_pixel_map(geo, dpi)
+    page = np.full((pm.height, pm.width, 3), 255, np.uint8)
+    draw_static(page, geo, pm)
+    page.setflags(write=False)
+    return page
+
+
+# ---------------------------------------------------------------- traces
+
+def row_polylines(geo: PageGeometry, signal: np.ndarray, fs: float):
+    """Per row (4): sample indices into ``signal.reshape(-1)`` (−1 = gap) and x in mm."""
+    n = signal.shape[-1]
+    rows = []
+    for r in range(4):
+        idx, xmm = [], []
+        for p in (q for q in geo.panels if q.row == r):
+            k0 = int(math.ceil(p.t_start * fs - 1e-9))
+            k1 = min(int(math.floor(p.t_end * fs + 1e-9)), n - 1)
+            if k1 < k0:
+                continue
+            k = np.arange(k0, k1 + 1)
+            if idx:
+                idx.append(np.array([-1]))
+                xmm.append(np.array([p.x0_mm + (k[0] / fs - p.t_start) * geo.options.speed]))
+            idx.append(p.lead_index * n + k)
+            xmm.append(p.x0_mm + (k / fs - p.t_start) * geo.options.speed)
+        rows.append((np.concatenate(idx), np.concatenate(xmm)))
+    return rows
+
+
+def check_signal(signal: np.ndarray, record_id: str = "") -> np.ndarray:
+    s = np.asarray(signal, np.float64)
+    what = f"record {record_id!r}: " if record_id else ""
+    if s.ndim != 2 or s.shape[0] != 12:
+        raise EcgscanError(f"{what}signal shape {s.shape}, expected (12, T)")
+    if s.shape[1] < 2:
+        raise EcgscanError(f"{what}signal has {s.shape[1]} samples")
+    if np.isinf(s).any():
+        raise EcgscanError(f"{what}signal contains infinite values")
+    return s
+
+
+def render_page(signal: np.ndarray, fs: float = 500.0, options: LayoutOptions | None = None,
+                dpi: float = 200.0, header: str | None = None, ink=INK,
+                return_meta: bool = True):
+    """A clean printout of ``signal`` [12, T] mV → (uint8 H×W×3, layout metadata)."""
+    options = (options or LayoutOptions()).check()
+    s = check_signal(signal)
+    geo = page_geometry(options)
+    pm = page_pixel_map(geo, dpi)
+    page = background(options, float(dpi)).copy()
+    flat = np.r_[s.reshape(-1), np.nan]
+    lw = options.line_width_mm * (pm.sx + pm.sy) / 2
+    for r, (idx, xmm) in enumerate(row_polylines(geo, s, fs)):
+        v = flat[idx]  # idx -1 → the NaN at the end
+        y = pm.y(geo.baselines_mm[r] - v * options.gain)
+        draw_polyline(page, pm.x(xmm), y, lw, ink)
+    text = header if (options.header and header) else None
+    if text:
+        draw_text(page, text, pm.x(geo.trace_x0_mm), pm.y(6.0), 4.0 * pm.sy)
+    if not return_meta:
+        return page
+    return page, layout_metadata(geo, pm, dpi, s.shape[1], fs, header=text)

@@ -1,0 +1,753 @@
+"""PTB-XL and WFDB folders → canonical 12 × 5000 records in a signals file.
+
+Canonical form: leads reordered by name (case-insensitive, :func:`leads.canonical_lead_name`)
+to ``I II III aVR aVL aVF V1..V6``, resampled to 500 Hz (polyphase), the first 10 s kept
+(shorter records padded with zeros, or NaN with ``pad="nan"``), millivolts.
+
+Two kinds of input:
+
+* a **PTB-XL root** (``ptbxl_database.csv`` + ``records100/`` / ``records500/``): the
+  report text, ``strat_fold`` as fold, and the SCP codes mapped to one of the four label
+  sets of the PTB-XL benchmark (Strodthoff et al.) through ``scp_statements.csv``:
+  ``superclass`` (diagnostic_class, 5), ``subclass`` (diagnostic_subclass, 23), ``form``
+  (19) and ``rhythm`` (12). As in the benchmark code every listed code counts whatever
+  its likelihood (``min_likelihood=0``); a threshold applies to diagnostic statements only
+  (form/rhythm statements always carry likelihood 0 in PTB-XL). Records without a label
+  of the chosen set keep an all-zero row (the benchmark drops them; so does
+  ``drop_unlabelled=True``).
+* **any folder of WFDB records** (searched recursively for ``.hea``), signal files
+  ``.dat`` (any WFDB format) or ``.mat`` (PhysioNet/CinC 2020-2021 challenges: MATLAB
+  ``val`` matrix + header). ``# Dx:`` SNOMED CT codes in the header comments become the
+  labels (classes = the codes found, sorted) and a short report naming them.
+
+Bad records (missing/truncated signal file, missing or unknown leads, unusable sampling
+rate, infinite values, amplitudes beyond ±32.767 mV) are skipped and counted by reason,
+or stop the import with ``strict=True``. Big folders are read by a pool of processes.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+import os
+import re
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.leads import LEADS, canonical_lead_name
+
+log = logging.getLogger("ecgscan.import")
+
+FS_OUT = 500.0
+N_OUT = 5000
+MIN_FS = 50.0
+MAX_FS = 20000.0
+LABEL_SETS = ("superclass", "subclass", "form", "rhythm", "dx", "none")
+PTBXL_LABEL_SETS = ("superclass", "subclass", "form", "rhythm")
+LIMB = ("I", "II", "III", "aVR", "aVL", "aVF")
+# each limb lead as a combination of (I, II)
+_LIMB_COEF = {"I": (1.0, 0.0), "II": (0.0, 1.0), "III": (-1.0, 1.0), "aVR": (-0.5, -0.5),
+              "aVL": (1.0, -0.5), "aVF": (-0.5, 1.0)}
+
+# SNOMED CT codes scored in the PhysioNet/CinC 2020-2021 challenges (for readable reports)
+SNOMED_NAMES = {
+    "164889003": "atrial fibrillation", "164890007": "atrial flutter", "6374002": "bundle branch block",
+    "426627000": "bradycardia", "733534002": "complete left bundle branch block",
+    "713427006": "complete right bundle branch block", "270492004": "first degree av block",
+    "713426002": "incomplete right bundle branch block", "39732003": "left axis deviation",
+    "445118002": "left anterior fascicular block", "164909002": "left bundle branch block",
+    "251146004": "low qrs voltages", "698252002": "nonspecific intraventricular conduction disorder",
+    "426783006": "sinus rhythm", "284470004": "premature atrial contraction", "10370003": "pacing rhythm",
+    "365413008": "poor r wave progression", "427172004": "premature ventricular contractions",
+    "164947007": "prolonged pr interval", "111975006": "prolonged qt interval", "164917005": "q wave abnormal",
+    "47665007": "right axis deviation", "59118001": "right bundle branch block", "427393009": "sinus arrhythmia",
+    "426177001": "sinus bradycardia", "427084000": "sinus tachycardia",
+    "63593006": "supraventricular premature beats", "164934002": "t wave abnormal",
+    "59931005": "t wave inversion", "17338001": "ventricular premature beats",
+}
+
+
+class RecordError(EcgscanError):
+    """One record cannot be imported; ``reason`` is a short category for the summary."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class ImportOptions:
+    derive_limb_leads: bool = False
+    pad: str = "zero"             # zero | nan
+    fs_out: float = FS_OUT
+    n_out: int = N_OUT
+
+
+@dataclass
+class ImportStats:
+    found: int = 0
+    imported: int = 0
+    skipped: Counter = field(default_factory=Counter)   # reason -> count
+    resampled: int = 0
+    padded: int = 0
+    derived: int = 0
+    examples: dict = field(default_factory=dict)        # reason -> first message
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def rows(self) -> list[dict]:
+        rows = [{"item": "records found", "count": self.found}, {"item": "imported", "count": self.imported},
+                {"item": "skipped", "count": self.n_skipped}]
+        rows += [{"item": f"  skipped: {r}", "count": c} for r, c in sorted(self.skipped.items())]
+        rows += [{"item": "resampled to 500 Hz", "count": self.resampled},
+                 {"item": "padded to 10 s", "count": self.padded},
+                 {"item": "limb leads derived", "count": self.derived}]
+        return rows
+
+
+@dataclass
+class Task:
+    """One record to read: header path (no suffix), id, and the metadata that goes with it."""
+
+    record: str
+    id: str
+    report: str = ""
+    label: np.ndarray | None = None
+    fold: int = -1
+
+
+# --------------------------------------------------------------------------------------
+# reading one record
+
+
+def _parse_dx(comments: Iterable[str]) -> list[str]:
+    codes: list[str] = []
+    for c in comments:
+        m = re.match(r"\s*#?\s*dx\s*:\s*(.*)$", c, flags=re.IGNORECASE)
+        if m:
+            codes += [x.strip() for x in re.split(r"[,;\s]+", m.group(1)) if x.strip()]
+    return codes
+
+
+def dx_report(codes: Sequence[str]) -> str:
+    return "; ".join(SNOMED_NAMES.get(c, f"snomed {c}") for c in codes)
+
+
+@dataclass
+class Header:
+    """The parts of a WFDB header that import needs."""
+
+    n_sig: int
+    fs: float
+    sig_len: int | None
+    file_name: list[str]
+    fmt: list[str]
+    byte_offset: list[int]
+    spf: list[int]
+    skew: list[int]
+    adc_gain: list[float]
+    baseline: list[int]
+    units: list[str]
+    sig_name: list[str]
+    comments: list[str]
+
+
+_SIG_FMT = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
+_GAIN = re.compile(r"^([-+0-9.eE]+)(?:\(([-+]?\d+)\))?(?:/(\S+))?$")
+
+
+def parse_header(record: str) -> Header:
+    """Parse ``record.hea`` (single-segment WFDB header) without pandas: fast for big folders."""
+    path = record + ".hea"
+    try:
+        with open(path, encoding="latin-1") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise RecordError("missing header", f"{path}: no such file") from None
+    except OSError as e:
+        raise RecordError("unreadable header", f"{path}: {e.strerror}") from None
+    comments, lines = [], []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            comments.append(stripped[1:].strip())
+        else:
+            lines.append(stripped.split("#", 1)[0].split())
+    bad = f"{path}: not a valid WFDB header"
+    if not lines or len(lines[0]) < 2:
+        raise RecordError("unreadable header", bad + " (no record line)")
+    rec = lines[0]
+    if "/" in rec[0]:
+        raise RecordError("unsupported record", f"{path}: multi-segment records are not supported")
+    try:
+        n_sig = int(rec[1])
+        fs = float(re.split(r"[/(]", rec[2])[0]) if len(rec) > 2 else 250.0
+        sig_len = int(rec[3]) if len(rec) > 3 else None
+    except ValueError:
+        raise RecordError("unreadable header", bad + f" (record line {' '.join(rec)!r})") from None
+    if n_sig <= 0:
+        raise RecordError("empty record", f"{path}: no signals")
+    if len(lines) - 1 < n_sig:
+        raise RecordError("unreadable header", bad + f" ({n_sig} signals announced, {len(lines) - 1} described)")
+    h = Header(n_sig, fs, sig_len, [], [], [], [], [], [], [], [], [], comments)
+    for k, fields in enumerate(lines[1:n_sig + 1]):
+        if len(fields) < 2:
+            raise RecordError("unreadable header", bad + f" (signal line {k + 1})")
+        m = _SIG_FMT.match(fields[1])
+        if not m:
+            raise RecordError("unreadable header", bad + f" (signal format {fields[1]!r})")
+        h.file_name.append(fields[0])
+        h.fmt.append(m.group(1))
+        h.spf.append(int(m.group(2) or 1))
+        h.skew.append(int(m.group(3) or 0))
+        h.byte_offset.append(int(m.group(4) or 0))
+        gain, baseline, units = 200.0, None, "mV"
+        if len(fields) > 2:
+            g = _GAIN.match(fields[2])
+            if not g:
+                raise RecordError("unreadable header", bad + f" (gain {fields[2]!r})")
+            try:
+                gain = float(g.group(1)) or 200.0
+            except ValueError:
+                raise RecordError("unreadable header", bad + f" (gain {fields[2]!r})") from None
+            baseline = int(g.group(2)) if g.group(2) is not None else None
+            units = g.group(3) or "mV"
+        adc_zero = int(fields[4]) if len(fields) > 4 and fields[4].lstrip("-+").isdigit() else 0
+        h.adc_gain.append(gain)
+        h.baseline.append(adc_zero if baseline is None else baseline)
+        h.units.append(units)
+        h.sig_name.append(" ".join(fields[8:]) if len(fields) > 8 else f"signal{k}")
+    return h
+
+
+def read_wfdb(record: str | os.PathLike) -> tuple[np.ndarray, list[str], float, list[str]]:
+    """Read a WFDB record (``.dat`` or challenge ``.mat``) → (signal [L, T] mV, names, fs, comments)."""
+    record = str(record)
+    if record.endswith(".hea"):
+        record = record[:-4]
+    header = parse_header(record)
+    folder = os.path.dirname(record)
+    files = list(dict.fromkeys(header.file_name))
+    for name in files:
+        if not os.path.exists(os.path.join(folder, name)):
+            raise RecordError("missing signal file", f"{record}.hea: signal file {name} does not exist")
+    fs = header.fs
+    if not (math.isfinite(fs) and MIN_FS <= fs <= MAX_FS):
+        raise RecordError("bad sampling rate", f"{record}: sampling rate {fs:g} Hz is not usable "
+                          f"(need {MIN_FS:g} to {MAX_FS:g} Hz)")
+    if len(files) == 1 and files[0].lower().endswith(".mat"):
+        sig = _read_mat(record, header, os.path.join(folder, files[0]))
+    elif (len(files) == 1 and all(f == "16" for f in header.fmt) and all(s == 1 for s in header.spf)
+          and not any(header.skew) and len(set(header.byte_offset)) == 1):
+        sig = _read_fmt16(record, header, os.path.join(folder, files[0]))
+    else:
+        sig = _read_with_wfdb(record, header)
+    n = header.sig_len
+    if n and sig.shape[1] < n:
+        raise RecordError("unreadable signal", f"{record}: signal file holds {sig.shape[1]} samples, "
+                          f"header says {n} (truncated?)")
+    if sig.shape[1] == 0:
+        raise RecordError("empty record", f"{record}: no samples")
+    return sig, header.sig_name, fs, header.comments
+
+
+def _physical(digital: np.ndarray, header: Header) -> np.ndarray:
+    """[L, T] digital → mV (NaN where the value is WFDB's invalid-sample code)."""
+    gain = np.asarray(header.adc_gain, np.float64)[:, None]
+    base = np.asarray(header.baseline, np.float64)[:, None]
+    out = (digital.astype(np.float64) - base) / gain * _unit_scale(header.units, header.n_sig)[:, None]
+    out[digital == -32768] = np.nan
+    return out.astype(np.float32)
+
+
+def _read_fmt16(record: str, header: Header, path: str) -> np.ndarray:
+    offset = header.byte_offset[0]
+    size = os.path.getsize(path) - offset
+    frame = 2 * header.n_sig
+    n = header.sig_len if header.sig_len else max(size, 0) // frame
+    if size < n * frame:
+        raise RecordError("unreadable signal", f"{record}: {os.path.basename(path)} is truncated "
+                          f"({max(size, 0)} bytes, expected {n * frame})")
+    raw = np.fromfile(path, dtype="<i2", count=n * header.n_sig, offset=offset)
+    return _physical(raw.reshape(n, header.n_sig).T, header)
+
+
+def _read_with_wfdb(record: str, header: Header) -> np.ndarray:
+    import wfdb
+
+    try:
+        rec = wfdb.rdrecord(record, physical=True, return_res=32)
+    except Exception as e:
+        raise RecordError("unreadable signal", f"{record}: cannot read signal file ({e}); "
+                          "missing or truncated?") from None
+    if rec.p_signal is None:
+        raise RecordError("unreadable signal", f"{record}: no samples")
+    return (np.asarray(rec.p_signal, np.float64) * _unit_scale(header.units, header.n_sig)).astype(np.float32).T
+
+
+def _read_mat(record: str, header, path: str) -> np.ndarray:
+    from scipy.io import loadmat
+
+    try:
+        val = loadmat(path)["val"]
+    except Exception as e:
+        raise RecordError("unreadable signal", f"{record}: cannot read {os.path.basename(path)} ({e})") from None
+    val = np.asarray(val)
+    if val.ndim != 2 or val.shape[0] != header.n_sig:
+        raise RecordError("unreadable signal", f"{record}: {os.path.basename(path)} holds {val.shape}, "
+                          f"header lists {header.n_sig} signals")
+    return _physical(val, header)
+
+
+def _unit_scale(units: Sequence[str] | None, n: int) -> np.ndarray:
+    units = [str(u).lower() if u else "mv" for u in (units or ["mV"] * n)]
+    return np.array([1e-3 if u in ("uv", "µv") else 1e3 if u == "v" else 1.0 for u in units])
+
+
+def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id: str = "",
+                 options: ImportOptions | None = None, flags: Counter | None = None) -> np.ndarray:
+    """[L, T] mV with lead ``names`` at ``fs`` → [12, n_out] float32 at ``fs_out`` in LEADS order."""
+    opt = options or ImportOptions()
+    flags = flags if flags is not None else Counter()
+    sig = np.asarray(sig, dtype=np.float64)
+    if np.isinf(sig).any():
+        raise RecordError("infinite values", f"{record_id}: signal contains infinite values")
+    by_name: dict[str, np.ndarray] = {}
+    unknown = []
+    for i, name in enumerate(names):
+        canon = canonical_lead_name(name)
+        if canon is None:
+            unknown.append(str(name))
+        elif canon not in by_name and not np.isnan(sig[i]).all():
+            by_name[canon] = sig[i]
+    missing = [ld for ld in LEADS if ld not in by_name]
+    if missing and opt.derive_limb_leads:
+        limb_missing = [ld for ld in missing if ld in LIMB]
+        present = [ld for ld in LIMB if ld in by_name]
+        basis = None
+        for a in range(len(present)):
+            for b in range(a + 1, len(present)):
+                m = np.array([_LIMB_COEF[present[a]], _LIMB_COEF[present[b]]])
+                if abs(np.linalg.det(m)) > 1e-9:
+                    basis = (present[a], present[b], np.linalg.inv(m))
+                    break
+            if basis:
+                break
+        if limb_missing and basis:
+            la, lb, inv = basis
+            lead_i = inv[0, 0] * by_name[la] + inv[0, 1] * by_name[lb]
+            lead_ii = inv[1, 0] * by_name[la] + inv[1, 1] * by_name[lb]
+            for ld in limb_missing:
+                ci, cii = _LIMB_COEF[ld]
+                by_name[ld] = ci * lead_i + cii * lead_ii
+            flags["derived"] += 1
+            missing = [ld for ld in LEADS if ld not in by_name]
+    if missing:
+        msg = f"{record_id}: missing leads {' '.join(missing)}"
+        if unknown:
+            msg += f" (unknown lead names: {' '.join(unknown)})"
+        if any(ld in LIMB for ld in missing) and not opt.derive_limb_leads:
+            msg += "; --derive-limb-leads can rebuild limb leads from two others"
+        raise RecordError("unknown lead names" if unknown else "missing leads", msg)
+    x = np.stack([by_name[ld] for ld in LEADS])
+    if fs != opt.fs_out:
+        x = _resample(x, fs, opt.fs_out)
+        flags["resampled"] += 1
+    n = opt.n_out
+    if x.shape[1] >= n:
+        x = x[:, :n]
+    else:
+        fill = np.nan if opt.pad == "nan" else 0.0
+        x = np.concatenate([x, np.full((12, n - x.shape[1]), fill)], axis=1)
+        flags["padded"] += 1
+    finite = x[np.isfinite(x)]
+    if finite.size and np.abs(finite).max() > 32.767:
+        raise RecordError("out of range", f"{record_id}: amplitude {np.abs(finite).max():.1f} mV is beyond "
+                          "±32.767 mV (wrong units in the header?)")
+    if not finite.size:
+        raise RecordError("empty record", f"{record_id}: no valid samples")
+    return x.astype(np.float32)
+
+
+def _resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    nan = np.isnan(x)
+    if nan.any():  # fill gaps for filtering, then put them back (nearest output sample)
+        filled = np.where(nan, 0.0, x)
+        y = resample_poly(filled, ratio.numerator, ratio.denominator, axis=1)
+        src = np.minimum((np.arange(y.shape[1]) * fs_in / fs_out).round().astype(int), x.shape[1] - 1)
+        y[nan[:, src]] = np.nan
+        return y
+    return resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
+
+
+def read_canonical(record: str | os.PathLike, *, record_id: str | None = None,
+                   options: ImportOptions | None = None, flags: Counter | None = None) -> np.ndarray:
+    """A WFDB record as canonical [12, 5000] float32 mV (raises RecordError)."""
+    sig, names, fs, _ = read_wfdb(record)
+    rid = record_id or str(record)
+    return canonicalize(sig, names, fs, record_id=rid, options=options, flags=flags)
+
+
+def _work(args) -> tuple[int, np.ndarray | None, str | None, str | None, tuple]:
+    """Worker: (index, signal or None, reason, message, flags)."""
+    i, record, rid, options = args
+    flags: Counter = Counter()
+    try:
+        x = read_canonical(record, record_id=rid, options=options, flags=flags)
+        return i, x, None, None, tuple(flags.items())
+    except RecordError as e:
+        return i, None, e.reason, str(e), ()
+    except Exception as e:  # anything unexpected in one file must not kill a long import
+        return i, None, "unreadable signal", f"{rid}: {type(e).__name__}: {e}", ()
+
+
+# --------------------------------------------------------------------------------------
+# finding records
+
+
+def is_ptbxl_root(path: str | os.PathLike) -> bool:
+    return (Path(path) / "ptbxl_database.csv").is_file()
+
+
+def find_records(folder: str | os.PathLike) -> list[Path]:
+    """All ``.hea`` files under ``folder`` (recursive, hidden folders skipped), sorted, without suffix."""
+    folder = Path(folder)
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(root) / f[:-4] for f in files if f.endswith(".hea") and not f.startswith(".")]
+    return sorted(out)
+
+
+def read_scp_statements(root: str | os.PathLike):
+    import pandas as pd
+
+    path = Path(root) / "scp_statements.csv"
+    if not path.is_file():
+        raise EcgscanError(f"{root}: scp_statements.csv not found (needed for PTB-XL labels)")
+    return pd.read_csv(path, index_col=0)
+
+
+def ptbxl_classes(scp, label_set: str) -> list[str]:
+    """Class names of a PTB-XL label set (sorted, as the benchmark's MultiLabelBinarizer)."""
+    if label_set == "superclass":
+        vals = scp.loc[scp.diagnostic == 1.0, "diagnostic_class"]
+    elif label_set == "subclass":
+        vals = scp.loc[scp.diagnostic == 1.0, "diagnostic_subclass"]
+    elif label_set == "form":
+        vals = scp.index[scp.form == 1.0].to_series()
+    elif label_set == "rhythm":
+        vals = scp.index[scp.rhythm == 1.0].to_series()
+    else:
+        raise EcgscanError(f"unknown PTB-XL label set {label_set!r}")
+    return sorted({str(v) for v in vals if isinstance(v, str) and v})
+
+
+def _scp_table(scp) -> dict[str, tuple]:
+    """code → (diagnostic, diagnostic_class, diagnostic_subclass, form, rhythm)."""
+    def s(v):
+        return v if isinstance(v, str) and v else None
+
+    return {str(code): (row.diagnostic == 1.0, s(row.diagnostic_class), s(row.diagnostic_subclass),
+                        row.form == 1.0, row.rhythm == 1.0) for code, row in scp.iterrows()}
+
+
+def ptbxl_labels(scp_codes: dict, scp, label_set: str, min_likelihood: float = 0.0) -> list[str]:
+    """The benchmark's aggregation of one record's ``scp_codes`` into a label set.
+
+    ``scp`` is scp_statements.csv as a DataFrame or as :func:`_scp_table`'s dict.
+    """
+    table = scp if isinstance(scp, dict) else _scp_table(scp)
+    out = set()
+    for code, likelihood in scp_codes.items():
+        row = table.get(code)
+        if row is None:
+            continue
+        diagnostic, cls, subcls, form, rhythm = row
+        if label_set in ("superclass", "subclass"):
+            if not diagnostic:
+                continue
+            if min_likelihood > 0 and float(likelihood or 0) < min_likelihood:
+                continue
+            c = cls if label_set == "superclass" else subcls
+            if c:
+                out.add(c)
+        elif label_set == "form" and form:
+            out.add(code)
+        elif label_set == "rhythm" and rhythm:
+            out.add(code)
+    return sorted(out)
+
+
+def ptbxl_tasks(root: str | os.PathLike, label_set: str = "superclass", sampling_rate: int = 500,
+                min_likelihood: float = 0.0, drop_unlabelled: bool = False) -> tuple[list[Task], list[str]]:
+    import pandas as pd
+
+    root = Path(root)
+    if sampling_rate not in (100, 500):
+        raise EcgscanError(f"PTB-XL comes at 100 or 500 Hz, not {sampling_rate}")
+    try:
+        db = pd.read_csv(root / "ptbxl_database.csv", index_col="ecg_id")
+    except Exception as e:
+        raise EcgscanError(f"{root / 'ptbxl_database.csv'}: cannot read ({e})") from None
+    col = "filename_hr" if sampling_rate == 500 else "filename_lr"
+    for needed in (col, "scp_codes"):
+        if needed not in db.columns:
+            raise EcgscanError(f"{root / 'ptbxl_database.csv'}: no column {needed!r}; is this PTB-XL?")
+    classes: list[str] = []
+    scp = None
+    if label_set != "none":
+        if label_set not in PTBXL_LABEL_SETS:
+            raise EcgscanError(f"label set {label_set!r} is not one of PTB-XL's: {', '.join(PTBXL_LABEL_SETS)}, none")
+        scp_df = read_scp_statements(root)
+        classes = ptbxl_classes(scp_df, label_set)
+        scp = _scp_table(scp_df)
+    index = {c: i for i, c in enumerate(classes)}
+    tasks = []
+    has_fold, has_report = "strat_fold" in db.columns, "report" in db.columns
+    for ecg_id, file_name, scp_codes, fold, report in zip(
+            db.index, db[col], db["scp_codes"], db["strat_fold"] if has_fold else [-1] * len(db),
+            db["report"] if has_report else [""] * len(db)):
+        label = None
+        if scp is not None:
+            try:
+                codes = ast.literal_eval(scp_codes) if isinstance(scp_codes, str) else {}
+            except (ValueError, SyntaxError):
+                codes = {}
+            names = ptbxl_labels(codes, scp, label_set, min_likelihood)
+            if drop_unlabelled and not names:
+                continue
+            label = np.zeros(len(classes), np.uint8)
+            label[[index[n] for n in names]] = 1
+        fold = int(fold) if isinstance(fold, (int, float, np.integer, np.floating)) and math.isfinite(fold) else -1
+        report = report.strip() if isinstance(report, str) else ""
+        tasks.append(Task(str(root / str(file_name)), f"{int(ecg_id):05d}", report, label, fold))
+    return tasks, classes
+
+
+def folder_tasks(folder: str | os.PathLike, label_set: str = "dx") -> tuple[list[Task], list[str]]:
+    folder = Path(folder)
+    records = find_records(folder)
+    if not records:
+        raise EcgscanError(f"no WFDB records (.hea files) found in {folder}")
+    comments = [_header_comments(r) for r in records]
+    dx = [_parse_dx(c) for c in comments]
+    if label_set not in ("dx", "none"):
+        raise EcgscanError(f"{folder} is not a PTB-XL root (no ptbxl_database.csv): label set "
+                           f"{label_set!r} needs one; use dx or none")
+    classes = sorted({c for codes in dx for c in codes}, key=lambda c: (len(c), c)) if label_set == "dx" else []
+    index = {c: i for i, c in enumerate(classes)}
+    tasks = []
+    for rec, codes in zip(records, dx):
+        label = None
+        if classes:
+            label = np.zeros(len(classes), np.uint8)
+            label[[index[c] for c in codes]] = 1
+        rid = rec.relative_to(folder).as_posix()
+        tasks.append(Task(str(rec), rid, dx_report(codes), label, -1))
+    return tasks, classes
+
+
+def _header_comments(record: Path) -> list[str]:
+    try:
+        with open(str(record) + ".hea", encoding="utf-8", errors="replace") as f:
+            return [line.strip()[1:].strip() for line in f if line.lstrip().startswith("#")]
+    except OSError:
+        return []
+
+
+# --------------------------------------------------------------------------------------
+# the import
+
+
+def _results(tasks: Sequence[Task], options: ImportOptions, workers: int) -> Iterator[tuple]:
+    jobs = ((i, t.record, t.id, options) for i, t in enumerate(tasks))
+    if workers <= 1:
+        for job in jobs:
+            yield _work(job)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_work, jobs, chunksize=16)
+
+
+def auto_workers(n: int) -> int:
+    if n < 400:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@dataclass
+class ImportPlan:
+    source: Path
+    tasks: list[Task]
+    classes: list[str]
+    label_set: str
+    kind: str
+
+
+def plan_import(source: str | os.PathLike, *, label_set: str = "auto", sampling_rate: int = 500,
+                min_likelihood: float = 0.0, drop_unlabelled: bool = False,
+                limit: int | None = None) -> ImportPlan:
+    """Find the records of a PTB-XL root, a WFDB folder or one ``.hea`` record, with their labels."""
+    source = Path(source)
+    if not source.exists():
+        raise EcgscanError(f"no such file or folder: {source}")
+    ptbxl = source.is_dir() and is_ptbxl_root(source)
+    if label_set == "auto":
+        label_set = "superclass" if ptbxl else "dx"
+    if label_set not in LABEL_SETS:
+        raise EcgscanError(f"unknown label set {label_set!r} (choose from {', '.join(LABEL_SETS)}, auto)")
+    if ptbxl:
+        if label_set == "dx":
+            raise EcgscanError("PTB-XL has SCP codes, not Dx codes: use superclass, subclass, form, rhythm or none")
+        tasks, classes = ptbxl_tasks(source, label_set, sampling_rate, min_likelihood, drop_unlabelled)
+        kind = f"PTB-XL ({sampling_rate} Hz, labels {label_set})"
+    elif source.is_dir():
+        tasks, classes = folder_tasks(source, label_set)
+        kind = f"WFDB folder (labels {label_set})"
+    elif source.suffix == ".hea":
+        tasks, classes = folder_tasks_single(source.with_suffix(""), label_set)
+        kind = "WFDB record"
+    else:
+        raise EcgscanError(f"{source} is neither a folder of WFDB records nor a .hea file")
+    if limit is not None:
+        tasks = tasks[: max(0, int(limit))]
+    if not tasks:
+        raise EcgscanError(f"no records to import in {source}")
+    return ImportPlan(source, tasks, classes, label_set, kind)
+
+
+def run_import(plan: ImportPlan, output: str | os.PathLike, *, derive_limb_leads: bool = False,
+               pad: str = "zero", workers: int = 0, strict: bool = False, overwrite: bool = False,
+               progress: Callable[[int], None] | None = None) -> tuple[Path, ImportStats]:
+    """Read, canonicalise and write the records of ``plan``; bad records skipped and counted."""
+    from ecgscan_cli.atomic import check_output_path
+    from ecgscan_cli.formats.signals import SignalsWriter
+
+    check_output_path(output, overwrite)
+    if pad not in ("zero", "nan"):
+        raise EcgscanError(f"pad must be zero or nan, not {pad!r}")
+    tasks = plan.tasks
+    options = ImportOptions(derive_limb_leads=derive_limb_leads, pad=pad)
+    stats = ImportStats(found=len(tasks))
+    n_workers = auto_workers(len(tasks)) if workers <= 0 else workers
+    log.info("importing %d records from %s: %s, %d worker(s)", len(tasks), plan.source, plan.kind, n_workers)
+    writer = SignalsWriter(output, fs=FS_OUT, n_samples=N_OUT, classes=plan.classes, overwrite=overwrite,
+                           source=str(plan.source.resolve()), expected_rows=len(tasks),
+                           attrs={"import_kind": plan.kind, "label_set": plan.label_set})
+    with writer as w:
+        for i, x, reason, message, flags in _results(tasks, options, n_workers):
+            t = tasks[i]
+            if x is not None:
+                try:
+                    w.append(t.id, x, report=t.report, label=t.label, fold=t.fold)
+                except RecordError as e:
+                    x, reason, message = None, e.reason, str(e)
+                except EcgscanError as e:
+                    x, reason, message = None, "out of range", str(e)
+            if x is None:
+                if strict:
+                    raise EcgscanError(f"{message} (import stopped: --strict)")
+                stats.skipped[reason] += 1
+                stats.examples.setdefault(reason, message)
+                if stats.skipped[reason] <= 3:
+                    log.warning("skipped %s", message)
+            else:
+                stats.imported += 1
+                f = dict(flags)
+                stats.resampled += bool(f.get("resampled"))
+                stats.padded += bool(f.get("padded"))
+                stats.derived += bool(f.get("derived"))
+            if progress:
+                progress(1)
+        if stats.imported == 0:
+            first = next(iter(stats.examples.values()), "")
+            raise EcgscanError(f"none of the {stats.found} records could be imported (first problem: {first})")
+    return Path(output), stats
+
+
+def import_records(source: str | os.PathLike, output: str | os.PathLike, *, label_set: str = "auto",
+                   sampling_rate: int = 500, derive_limb_leads: bool = False, pad: str = "zero",
+                   min_likelihood: float = 0.0, drop_unlabelled: bool = False, workers: int = 0,
+                   strict: bool = False, limit: int | None = None, overwrite: bool = False,
+                   progress: Callable[[int], None] | None = None) -> tuple[Path, ImportStats]:
+    """Import a PTB-XL root or a WFDB folder (or one ``.hea`` record) into a signals file."""
+    from ecgscan_cli.atomic import check_output_path
+
+    check_output_path(output, overwrite)
+    plan = plan_import(source, label_set=label_set, sampling_rate=sampling_rate, min_likelihood=min_likelihood,
+                       drop_unlabelled=drop_unlabelled, limit=limit)
+    return run_import(plan, output, derive_limb_leads=derive_limb_leads, pad=pad, workers=workers,
+                      strict=strict, overwrite=overwrite, progress=progress)
+
+
+def folder_tasks_single(record: Path, label_set: str) -> tuple[list[Task], list[str]]:
+    if label_set not in ("dx", "none"):
+        raise EcgscanError(f"label set {label_set!r} needs a PTB-XL root; use dx or none")
+    codes = _parse_dx(_header_comments(record)) if label_set == "dx" else []
+    classes = sorted(set(codes))
+    label = np.ones(len(classes), np.uint8) if classes else None
+    return [Task(str(record), record.name, dx_report(codes), label, -1)], classes
+
+
+def iter_signals(path: str | os.PathLike, *, derive_limb_leads: bool = False, workers: int = 0,
+                 ) -> tuple[int, Iterator[tuple[str, np.ndarray]], ImportStats | None]:
+    """(count, iterator of (id, [12, T] mV), stats) from a signals file or a WFDB folder/record.
+
+    WFDB records go through the same canonical form as ``import`` (500 Hz, 10 s); bad ones
+    are skipped and counted in ``stats`` (None for a signals file).
+    """
+    from ecgscan_cli.formats.signals import SignalsFile
+
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".hea":
+        if path.is_dir() and is_ptbxl_root(path):
+            tasks, _ = ptbxl_tasks(path, "none", 500)
+        elif path.is_dir():
+            tasks, _ = folder_tasks(path, "none")
+        else:
+            if not path.exists():
+                raise EcgscanError(f"no such file: {path}")
+            tasks, _ = folder_tasks_single(path.with_suffix(""), "none")
+        stats = ImportStats(found=len(tasks))
+        options = ImportOptions(derive_limb_leads=derive_limb_leads)
+        n_workers = auto_workers(len(tasks)) if workers <= 0 else workers
+
+        def gen():
+            for i, x, reason, message, _flags in _results(tasks, options, n_workers):
+                if x is None:
+                    stats.skipped[reason] += 1
+                    stats.examples.setdefault(reason, message)
+                    if stats.skipped[reason] <= 3:
+                        log.warning("skipped %s", message)
+                    yield tasks[i].id, None
+                    continue
+                stats.imported += 1
+                yield tasks[i].id, x
+
+        return len(tasks), gen(), stats
+    f = SignalsFile(path)
+
+    def gen_file():
+        try:
+            for i in range(len(f)):
+                yield f.ids[i], f.signal(i)
+        finally:
+            f.close()
+
+    return len(f), gen_file(), None
