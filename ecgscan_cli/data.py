@@ -111,4 +111,7 @@ def make_loader(dataset, batch_size: int, seed: int, rank: int, world: int, star
     sampler = ResumableBatchSampler(len(dataset), batch_size, seed, rank, world, start)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                                        persistent_workers=num_workers > 0,
+                                       # own generator: creating the iterator must not draw from the
+                                       # global RNG (that would break bit-exact --resume)
+                                       generator=torch.Generator().manual_seed(seed + 1000 * rank + start),
                                        prefetch_factor=4 if num_workers > 0 else None)

@@ -87,6 +87,7 @@ class TextEncoder(nn.Module):
 def _tiny_text_encoder(seed: int = 0) -> TextEncoder:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    _quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
     cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
@@ -106,19 +107,18 @@ def _from_folder_or_hub(name: str, pooling: str, max_length: int, local_only: bo
         pooling, max_length = m.get("pooling", pooling), m.get("max_length", max_length)
     if pooling == "auto":
         pooling = "cls" if "medcpt" in name.lower() else "mean"
+    _quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-    model = AutoModel.from_pretrained(name, local_files_only=local_only, add_pooling_layer=False) \
-        if _is_bert_like(name, local_only) else AutoModel.from_pretrained(name, local_files_only=local_only)
+    model = AutoModel.from_pretrained(name, local_files_only=local_only)
     return TextEncoder(model, tokenizer, pooling=pooling, max_length=max_length, source=name)
 
 
-def _is_bert_like(name: str, local_only: bool) -> bool:
-    from transformers import AutoConfig
+def _quiet_transformers() -> None:
+    """No load reports or progress bars from transformers on our stderr."""
+    from transformers.utils import logging as hf_logging
 
-    try:
-        return AutoConfig.from_pretrained(name, local_files_only=local_only).model_type == "bert"
-    except Exception:
-        return False
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def load_text_encoder(name: str = DEFAULT_TEXT_MODEL, device="cpu", pooling: str = "auto", max_length: int = 128,
@@ -162,8 +162,9 @@ class BuiltinSignalEncoder(nn.Module):
     def __init__(self, dim: int = 256, width: int = 64, depth: int = 5):
         super().__init__()
         self.config = {"dim": int(dim), "width": int(width), "depth": int(depth)}
-        layers, c_in = [], 12
-        for k in range(depth):
+        # stem: one token per 8 samples (16 ms), then stride-2 stages
+        layers, c_in = [nn.Conv1d(12, width, kernel_size=16, stride=8, padding=4), nn.BatchNorm1d(width), nn.GELU()], width
+        for k in range(1, depth):
             c_out = width * min(2 ** (k // 2), 4)
             layers += [nn.Conv1d(c_in, c_out, kernel_size=7, stride=2, padding=3), nn.BatchNorm1d(c_out), nn.GELU()]
             c_in = c_out

@@ -198,6 +198,7 @@ def _extra_label_sets(path: Path) -> dict:
                 for name, ds in f["label_sets"].items():
                     out[name] = (read_classes(ds), ds[()].astype(np.uint8))
             name = f["label"].attrs.get("label_set", "") if "label" in f else ""
+            name = name or f.attrs.get("label_set", "")
     except OSError:
         return {}, ""
     return out, (name.decode() if isinstance(name, bytes) else str(name))

@@ -55,7 +55,10 @@ class ModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("attn", "c_fc", "c_proj")
-    train_image_norms: bool = False  # also train LayerNorms and the ViT's own projection
+    # what of the ViT trains besides LoRA: "lora" (paper), "lora+norms" (LayerNorms and the ViT's
+    # own projection too), "full" (all ViT weights except nn.MultiheadAttention's, which peft
+    # re-creates on every forward; for the random tiny ViT)
+    image_train: str = "lora"
     # shared space and heads
     embed_dim: int = 256  # contrastive space (paper: unspecified)
     # text encoder (frozen)
@@ -92,7 +95,7 @@ class ModelConfig:
 
 def tiny_config(**overrides) -> ModelConfig:
     cfg = ModelConfig(image_model=TINY_VISION, image_pretrained=None, lora_r=8, lora_alpha=16,
-                      train_image_norms=True, embed_dim=64, text_model="tiny", text_max_length=64,
+                      image_train="full", embed_dim=64, text_model="tiny", text_max_length=64,
                       signal_dim=64, decoder_width=64, decoder_layers=2, decoder_heads=4, mask_ratio=0.25)
     return dataclasses.replace(cfg, **overrides)
 
@@ -185,14 +188,19 @@ def _inject_lora(visual: nn.Module, cfg: ModelConfig) -> nn.Module:
     if "out_proj" in cfg.lora_targets:
         raise EcgscanError("LoRA target 'out_proj' never receives gradients (nn.MultiheadAttention does not call it); "
                            "target 'attn' instead")
+    if cfg.image_train not in ("lora", "lora+norms", "full"):
+        raise EcgscanError(f"image_train must be lora, lora+norms or full, not {cfg.image_train!r}")
     visual.requires_grad_(False)
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets), bias="none")
     visual = inject_adapter_in_model(lcfg, visual)
     for name, p in visual.named_parameters():
-        p.requires_grad_("lora_" in name)
-        if cfg.train_image_norms and (".ln_" in f".{name}" or name in ("proj",)):
-            p.requires_grad_(True)
+        trainable = "lora_" in name
+        if cfg.image_train == "lora+norms":
+            trainable |= ".ln_" in f".{name}" or name == "proj"
+        elif cfg.image_train == "full":
+            trainable |= ".attn.base_layer." not in name  # peft MHA swaps these Parameters every forward
+        p.requires_grad_(trainable)
     return visual
 
 

@@ -289,18 +289,18 @@ def _add_electrode_noise(rng, signals, fs, noise):
 _RHYTHM_TEXT = {
     "NSR": ["sinus rhythm", "normal sinus rhythm", "sinus rhythm at {hr} bpm", "regular sinus rhythm, rate {hr}"],
     "AFIB": ["atrial fibrillation", "atrial fibrillation with {resp} ventricular response",
-             "irregularly irregular rhythm without p waves, atrial fibrillation", "afib, ventricular rate about {hr}"],
+             "irregularly irregular rhythm without P waves, atrial fibrillation", "AF, ventricular rate about {hr}"],
     "SBRAD": ["sinus bradycardia", "sinus bradycardia at {hr} bpm", "slow sinus rhythm, rate {hr}",
               "marked sinus bradycardia" ],
     "STACH": ["sinus tachycardia", "sinus tachycardia at {hr} bpm", "fast sinus rhythm, rate {hr}",
               "sinus tachycardia, otherwise regular"],
 }
-_WQRS_TEXT = ["wide qrs complex, right bundle branch block pattern", "complete right bundle branch block",
-              "qrs widened with rsr' in v1: right bundle branch block", "intraventricular conduction delay, wide qrs"]
-_STE_TEXT = ["st elevation in the {wall} leads", "{wall} st elevation, consider acute injury",
-             "acute {wall} st elevation myocardial infarction pattern", "st segment elevation {leads}"]
-_NORMAL_TEXT = ["normal ecg", "otherwise normal ecg", "no acute changes", "normal qrs and st-t"]
-_STE_LEADS = {"inferior": "in ii, iii and avf", "anterior": "in v1-v4"}
+_WQRS_TEXT = ["wide QRS complex, right bundle branch block pattern", "complete right bundle branch block",
+              "QRS widened with rSR' in V1: right bundle branch block", "intraventricular conduction delay, wide QRS"]
+_STE_TEXT = ["ST elevation in the {wall} leads", "{wall} ST elevation, consider acute injury",
+             "acute {wall} ST elevation myocardial infarction pattern", "ST segment elevation {leads}"]
+_NORMAL_TEXT = ["normal ECG", "otherwise normal ECG", "no acute changes", "normal QRS and ST-T"]
+_STE_LEADS = {"inferior": "in II, III and aVF", "anterior": "in V1-V4"}
 
 
 def _report(rng_choice: np.ndarray, rhythm: str, hr: float, wqrs: bool, ste: bool, inferior: bool) -> str:
@@ -369,7 +369,7 @@ def write_synth(path, n: int, seed: int = 0, overwrite: bool = False, noise: flo
                 progress=None) -> Path:
     """Write ``n`` synthetic records to a signals file (500 Hz, 10 s), chunk by chunk.
 
-    ``progress(k)`` is called after each chunk of ``k`` records, if given.
+    ``progress(1)`` is called after each record written, if given.
     """
     from ecgscan_cli.errors import EcgscanError
     from ecgscan_cli.formats.signals import SignalsWriter
@@ -384,6 +384,6 @@ def write_synth(path, n: int, seed: int = 0, overwrite: bool = False, noise: flo
         for ch in _iter_chunks(int(n), seed, 500.0, 10.0, noise):
             for i in range(len(ch)):
                 w.append(ch.ids[i], ch.signals[i], report=ch.reports[i], label=ch.labels[i], fold=int(ch.folds[i]))
-            if progress is not None:
-                progress(len(ch))
+                if progress is not None:
+                    progress(1)
     return Path(path)

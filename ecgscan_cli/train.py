@@ -229,24 +229,33 @@ class Objective(nn.Module):
 
 
 class FrozenFeatures:
-    """Frozen text / signal features for a batch, optionally cached per record."""
+    """Frozen text / signal features for a batch, optionally cached (text by report, signal by record)."""
 
-    def __init__(self, text_encoder, signal_encoder, n_records: int, cache: bool):
+    def __init__(self, text_encoder, signal_encoder, cache: bool):
         self.text_encoder, self.signal_encoder, self.cache = text_encoder, signal_encoder, cache
-        self._text: dict[int, torch.Tensor] = {}
+        self._text: dict[str, torch.Tensor] = {}
         self._signal: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
-    def __call__(self, idx: list[int], signals: torch.Tensor, reports: list[str]):
+    def text(self, reports: list[str]) -> torch.Tensor:
         if not self.cache:
-            return self.text_encoder(reports), self.signal_encoder(signals).float()
-        todo = [k for k, i in enumerate(idx) if i not in self._text]
-        if todo:
-            t = self.text_encoder([reports[k] for k in todo])
-            s = self.signal_encoder(signals[todo]).float()
-            for j, k in enumerate(todo):
-                self._text[idx[k]], self._signal[idx[k]] = t[j], s[j]
-        return torch.stack([self._text[i] for i in idx]), torch.stack([self._signal[i] for i in idx])
+            return self.text_encoder(reports)
+        # one at a time: a cached value must not depend on which batch first met it (bit-exact resume)
+        for r in sorted({r for r in reports if r not in self._text}):
+            self._text[r] = self.text_encoder([r])[0]
+        return torch.stack([self._text[r] for r in reports])
+
+    @torch.no_grad()
+    def signal(self, idx: list[int], signals: torch.Tensor) -> torch.Tensor:
+        if not self.cache:
+            return self.signal_encoder(signals).float()
+        for k, i in enumerate(idx):
+            if i not in self._signal:
+                self._signal[i] = self.signal_encoder(signals[k:k + 1]).float()[0]
+        return torch.stack([self._signal[i] for i in idx])
+
+    def __call__(self, idx: list[int], signals: torch.Tensor, reports: list[str]):
+        return self.text(reports), self.signal(idx, signals)
 
 
 # --------------------------------------------------------------------------- distributed
@@ -359,7 +368,7 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 # --------------------------------------------------------------------------- teacher
 
 
-def train_signal_teacher(sf, indices, text_encoder, cfg: TrainConfig, device, out_dir: Path,
+def train_signal_teacher(sf, indices, text_features, cfg: TrainConfig, device, out_dir: Path,
                          progress: Callable[[int], None] | None = None) -> Path:
     """Train the built-in signal encoder as a signal–report contrastive (CLIP) teacher."""
     from ecgscan_cli.data import PairDataset, make_loader
@@ -368,24 +377,18 @@ def train_signal_teacher(sf, indices, text_encoder, cfg: TrainConfig, device, ou
 
     torch.manual_seed(cfg.seed + 7)
     encoder = BuiltinSignalEncoder(dim=cfg.model.signal_dim, width=cfg.teacher_width).to(device)
-    text_head = nn.Linear(text_encoder.dim, cfg.model.signal_dim).to(device)
+    text_head = nn.Linear(text_features.text_encoder.dim, cfg.model.signal_dim).to(device)
     loss_fn = CLIPLoss(cfg.label_smoothing, cfg.init_tau).to(device)
     params = [*encoder.parameters(), *text_head.parameters(), *loss_fn.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.teacher_lr, weight_decay=0.01)
     batch = min(cfg.teacher_batch, len(indices))
     loader = make_loader(PairDataset(sf, indices), batch, cfg.seed + 7, 0, 1, 0, min(cfg.num_workers, 2))
     it = iter(loader)
-    text_cache: dict[str, torch.Tensor] = {}
     loss = torch.tensor(float("nan"))
     for step in range(cfg.teacher_steps):
         signals, reports, _idx = next(it)
         signals = signals.to(device, non_blocking=True)
-        todo = [r for r in set(reports) if r not in text_cache]
-        if todo:
-            with torch.no_grad():
-                for r, f in zip(todo, text_encoder(todo)):
-                    text_cache[r] = f
-        t = torch.stack([text_cache[r] for r in reports])
+        t = text_features.text(reports)
         for g in opt.param_groups:
             g["lr"] = cfg.teacher_lr * min(1.0, (step + 1) / max(1, cfg.teacher_steps // 10)) * \
                 0.5 * (1 + math.cos(math.pi * step / cfg.teacher_steps))
@@ -496,6 +499,7 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
         if not run_dir.parent.is_dir():
             raise EcgscanError(f"output folder does not exist: {run_dir.parent}")
         run_dir.mkdir(exist_ok=True)
+        (run_dir / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))  # marks it as ours at once
     dist.barrier()
 
     # ---- frozen encoders
@@ -507,11 +511,12 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
                                          cfg.model.text_max_length)
     if dist.main and not (run_dir / TEXT_CACHE_DIR).exists():
         text_encoder.save(run_dir / TEXT_CACHE_DIR)
+    frozen = FrozenFeatures(text_encoder, None, cfg.cache_frozen)
     teacher_path = cfg.signal_encoder or str(run_dir / TEACHER_DIR)
     if not cfg.signal_encoder and not (run_dir / TEACHER_DIR).exists():
         if dist.main:
             log.info("no --signal-encoder: training the built-in signal teacher (%d steps)", cfg.teacher_steps)
-            train_signal_teacher(sf, train_idx, text_encoder, cfg, dev, run_dir / TEACHER_DIR, teacher_progress)
+            train_signal_teacher(sf, train_idx, frozen, cfg, dev, run_dir / TEACHER_DIR, teacher_progress)
         dist.barrier()
     teacher = load_signal_encoder(teacher_path, dev)
     with torch.no_grad():
@@ -547,7 +552,7 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
         runner = nn.parallel.DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     amp = dev.type == "cuda" and cfg.amp in ("auto", "bf16")
-    frozen = FrozenFeatures(text_encoder, teacher, sf.n, cfg.cache_frozen)
+    frozen.signal_encoder = teacher
     loader = make_loader(PairDataset(sf, train_idx), cfg.batch_size, cfg.seed, dist.rank, dist.world, micro, cfg.num_workers)
     batches = iter(loader)
     metrics = (run_dir / METRICS).open("a") if dist.main else None
@@ -578,7 +583,7 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
     def validate() -> dict:
         nonlocal best_val
         val = evaluate(objective, frozen, sf, val_idx, cfg, dev, amp) if len(val_idx) >= 2 else {}
-        if val:
+        if val and dist.main:
             write({"step": step, "split": "val", **{f"val_{k}": v for k, v in val.items()}})
             log.info("step %d validation: loss %.4f (clip %.3f gram %.3f mse %.4f lead %.4f) R@1 %.3f", step,
                      val["loss"], val["clip"], val["gram"], val["mse"], val["lead"], val.get("r1", float("nan")))
@@ -621,7 +626,7 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
                     (total / cfg.accum_steps).backward()
                 totals["loss"] += float(total.detach()) / cfg.accum_steps
                 for k in LOSS_TERMS:
-                    totals[k] += float(terms[k]) / cfg.accum_steps
+                    totals[k] += float(terms[k].detach()) / cfg.accum_steps
             grad_norm = torch.nn.utils.clip_grad_norm_([p for p in objective.parameters() if p.requires_grad],
                                                        cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             if not (math.isfinite(totals["loss"]) and torch.isfinite(grad_norm)):
@@ -642,8 +647,8 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
                 images_per_s = w["steps"] * cfg.batch_size * cfg.accum_steps * dist.world / w["t"]
                 write({"step": step, "split": "train", "lr": lr,
                        **{k: v / w["steps"] for k, v in w["terms"].items()},
-                       "tau_clip": float(1 / objective.clip.temperature.scale()),
-                       "tau_gram": float(1 / objective.gram.temperature.scale()),
+                       "tau_clip": float(1 / objective.clip.temperature.scale().detach()),
+                       "tau_gram": float(1 / objective.gram.temperature.scale().detach()),
                        "grad_norm": float(grad_norm), "steps_per_s": w["steps"] / w["t"],
                        "images_per_s": images_per_s, "render_share": w["render"] / w["t"],
                        "elapsed_s": time.perf_counter() - t_start})
@@ -666,6 +671,8 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
                "best_val_loss": best_val, "stopped_early": stopped_early})
         metrics.close()
     dist.barrier()
+    if dist.world > 1:
+        torch.distributed.destroy_process_group()
     return PretrainResult(best=best_path, last=last_path, step=step, val=val, stopped_early=stopped_early)
 
 

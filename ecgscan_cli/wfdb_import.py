@@ -136,7 +136,7 @@ def _parse_dx(comments: Iterable[str]) -> list[str]:
         m = re.match(r"\s*#?\s*dx\s*:\s*(.*)$", c, flags=re.IGNORECASE)
         if m:
             codes += [x.strip() for x in re.split(r"[,;\s]+", m.group(1)) if x.strip()]
-    return codes
+    return list(dict.fromkeys(codes))
 
 
 def dx_report(codes: Sequence[str]) -> str:
@@ -265,11 +265,14 @@ def read_wfdb(record: str | os.PathLike) -> tuple[np.ndarray, list[str], float, 
 
 def _physical(digital: np.ndarray, header: Header) -> np.ndarray:
     """[L, T] digital → mV (NaN where the value is WFDB's invalid-sample code)."""
-    gain = np.asarray(header.adc_gain, np.float64)[:, None]
+    scale = (_unit_scale(header.units, header.n_sig) / np.asarray(header.adc_gain, np.float64))[:, None]
     base = np.asarray(header.baseline, np.float64)[:, None]
-    out = (digital.astype(np.float64) - base) / gain * _unit_scale(header.units, header.n_sig)[:, None]
-    out[digital == -32768] = np.nan
-    return out.astype(np.float32)
+    out = (digital - base.astype(np.float32)) * scale.astype(np.float32)
+    out = out.astype(np.float32, copy=False)
+    invalid = digital == -32768
+    if invalid.any():
+        out[invalid] = np.nan
+    return out
 
 
 def _read_fmt16(record: str, header: Header, path: str) -> np.ndarray:
@@ -321,8 +324,11 @@ def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id:
     """[L, T] mV with lead ``names`` at ``fs`` → [12, n_out] float32 at ``fs_out`` in LEADS order."""
     opt = options or ImportOptions()
     flags = flags if flags is not None else Counter()
-    sig = np.asarray(sig, dtype=np.float64)
-    if np.isinf(sig).any():
+    sig = np.asarray(sig)
+    if sig.dtype not in (np.float32, np.float64):
+        sig = sig.astype(np.float64)
+    all_finite = bool(np.isfinite(sig).all())
+    if not all_finite and np.isinf(sig).any():
         raise RecordError("infinite values", f"{record_id}: signal contains infinite values")
     by_name: dict[str, np.ndarray] = {}
     unknown = []
@@ -330,7 +336,7 @@ def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id:
         canon = canonical_lead_name(name)
         if canon is None:
             unknown.append(str(name))
-        elif canon not in by_name and not np.isnan(sig[i]).all():
+        elif canon not in by_name and (all_finite or not np.isnan(sig[i]).all()):
             by_name[canon] = sig[i]
     missing = [ld for ld in LEADS if ld not in by_name]
     if missing and opt.derive_limb_leads:
@@ -347,8 +353,9 @@ def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id:
                 break
         if limb_missing and basis:
             la, lb, inv = basis
-            lead_i = inv[0, 0] * by_name[la] + inv[0, 1] * by_name[lb]
-            lead_ii = inv[1, 0] * by_name[la] + inv[1, 1] * by_name[lb]
+            a, b = by_name[la].astype(np.float64), by_name[lb].astype(np.float64)
+            lead_i = inv[0, 0] * a + inv[0, 1] * b
+            lead_ii = inv[1, 0] * a + inv[1, 1] * b
             for ld in limb_missing:
                 ci, cii = _LIMB_COEF[ld]
                 by_name[ld] = ci * lead_i + cii * lead_ii
@@ -361,24 +368,26 @@ def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id:
         if any(ld in LIMB for ld in missing) and not opt.derive_limb_leads:
             msg += "; --derive-limb-leads can rebuild limb leads from two others"
         raise RecordError("unknown lead names" if unknown else "missing leads", msg)
-    x = np.stack([by_name[ld] for ld in LEADS])
-    if fs != opt.fs_out:
-        x = _resample(x, fs, opt.fs_out)
-        flags["resampled"] += 1
     n = opt.n_out
-    if x.shape[1] >= n:
-        x = x[:, :n]
+    if fs != opt.fs_out:
+        # resample at most what the output needs (plus a little for the filter's edge)
+        need = int(math.ceil(n * fs / opt.fs_out)) + int(fs)
+        x = _resample(np.stack([by_name[ld][:need] for ld in LEADS]).astype(np.float64), fs, opt.fs_out)
+        flags["resampled"] += 1
     else:
-        fill = np.nan if opt.pad == "nan" else 0.0
-        x = np.concatenate([x, np.full((12, n - x.shape[1]), fill)], axis=1)
+        x = np.stack([by_name[ld][:n] for ld in LEADS])
+    out = np.full((12, n), np.nan if opt.pad == "nan" else 0.0, dtype=np.float32)
+    m = min(n, x.shape[1])
+    out[:, :m] = x[:, :m]
+    if m < n:
         flags["padded"] += 1
-    finite = x[np.isfinite(x)]
-    if finite.size and np.abs(finite).max() > 32.767:
-        raise RecordError("out of range", f"{record_id}: amplitude {np.abs(finite).max():.1f} mV is beyond "
+    peak = np.abs(out).max() if (all_finite and opt.pad != "nan") else np.nanmax(np.abs(out), initial=-1.0)
+    if peak > 32.767:
+        raise RecordError("out of range", f"{record_id}: amplitude {peak:.1f} mV is beyond "
                           "±32.767 mV (wrong units in the header?)")
-    if not finite.size:
+    if peak < 0 or np.isnan(peak):
         raise RecordError("empty record", f"{record_id}: no valid samples")
-    return x.astype(np.float32)
+    return out
 
 
 def _resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -575,14 +584,43 @@ def _header_comments(record: Path) -> list[str]:
 # the import
 
 
+def _work_batch(jobs: list) -> list:
+    return [_work(job) for job in jobs]
+
+
+BATCH = 16
+
+
 def _results(tasks: Sequence[Task], options: ImportOptions, workers: int) -> Iterator[tuple]:
+    """Results of :func:`_work` for every task, in order.
+
+    With several workers, batches of records go to a process pool with a bounded number
+    in flight, so memory stays flat however slow the consumer (the HDF5 writer) is.
+    """
     jobs = ((i, t.record, t.id, options) for i, t in enumerate(tasks))
     if workers <= 1:
         for job in jobs:
             yield _work(job)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_work, jobs, chunksize=16)
+    import itertools
+    import multiprocessing
+    from collections import deque
+
+    batches = iter(lambda: list(itertools.islice(jobs, BATCH)), [])
+    # spawned (not forked) workers: the parent may hold an open HDF5 file, and forking a
+    # process with HDF5 state is unsafe; the start-up cost only matters for tiny folders
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = deque(pool.submit(_work_batch, b) for b in itertools.islice(batches, 4 * workers))
+        try:
+            while pending:
+                done = pending.popleft().result()
+                nxt = next(batches, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_work_batch, nxt))
+                yield from done
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def auto_workers(n: int) -> int:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from ecgscan_cli.cli.app import app
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.formats import SignalsFile
-from ecgscan_cli.leads import LEADS, derived_limb_leads
+from ecgscan_cli.leads import derived_limb_leads
 from ecgscan_cli.wfdb_import import (
     ImportOptions, RecordError, canonicalize, import_records, ptbxl_classes, ptbxl_labels, read_scp_statements, read_wfdb,
 )
@@ -53,8 +53,8 @@ def no_partial_files(folder) -> bool:
 
 @pytest.fixture(scope="module")
 def ptbxl_file(ptbxl_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ptbxl") / "ptbxl.h5"
-    path, stats = import_records(ptbxl_dir, out)
+    out = tmp_path_factory.getbasetemp() / "ptbxl-import.h5"  # reused read-only by test_snr
+    path, stats = import_records(ptbxl_dir, out, overwrite=True)
     return path, stats
 
 
@@ -105,6 +105,26 @@ def test_ptbxl_100hz_and_other_label_sets(ptbxl_dir, tmp_path):
     path, _ = import_records(ptbxl_dir, tmp_path / "sub.h5", label_set="subclass", limit=30, drop_unlabelled=True)
     with SignalsFile(path) as f:
         assert len(f.classes) == 23 and (f.labels.sum(1) > 0).all()
+
+
+def test_mini_ptbxl_root_with_a_missing_record(ptbxl_dir, tmp_path):
+    """A PTB-XL layout built here: a listed record whose files are missing is skipped and counted."""
+    import shutil
+
+    root = tmp_path / "ptbxl"
+    write_record(root / "records500" / "00000", "00007_hr", ecg())
+    shutil.copy(ptbxl_dir / "scp_statements.csv", root / "scp_statements.csv")
+    (root / "ptbxl_database.csv").write_text(
+        "ecg_id,report,scp_codes,strat_fold,filename_lr,filename_hr\n"
+        "7,sinus rhythm. inferior mi.,\"{'IMI': 50.0, 'SR': 0.0}\",9,records100/00000/00007_lr,records500/00000/00007_hr\n"
+        "8,missing,\"{'NORM': 100.0}\",10,records100/00000/00008_lr,records500/00000/00008_hr\n")
+    path, stats = import_records(root, tmp_path / "out.h5")
+    assert stats.imported == 1 and stats.skipped == {"missing header": 1}
+    with SignalsFile(path) as f:
+        assert f.ids == ["00007"] and f.folds.tolist() == [9] and f.reports == ["sinus rhythm. inferior mi."]
+        assert f.labels[0, f.classes.index("MI")] == 1 and f.labels[0].sum() == 1
+    r = run("import", root, "-o", tmp_path / "x.h5", "--labels", "dx")
+    assert r.exit_code == 2 and "SCP codes" in r.stderr
 
 
 # ---------------------------------------------------------------- WFDB folders

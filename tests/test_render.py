@@ -31,7 +31,6 @@ def digitise(page: np.ndarray, lead: dict, meta: dict, speed_error: float = 0.0)
     x0, y0, x1, y1 = lead["bbox"]
     r0, r1 = max(int(math.floor(y0)), 0), min(int(math.ceil(y1)), page.shape[0])
     c0, c1 = int(math.ceil(lead["x_start"])), int(math.floor(lead["x_end"]))
-    ppm_x = meta.get("px_per_mm_x", meta["px_per_mm"]) * (1.0 + speed_error)
     ppm_y = meta.get("px_per_mm_y", meta["px_per_mm"])
     yb = lead["y_baseline"]
     prev = yb
@@ -51,11 +50,18 @@ def digitise(page: np.ndarray, lead: dict, meta: dict, speed_error: float = 0.0)
                 best = centre
         est[j] = (yb - best) / (ppm_y * meta["gain_mm_mV"])
         prev = best
-    cols = np.arange(c0, c1, dtype=np.float64)
-    speed_px = ppm_x * meta["paper_speed_mm_s"]
+    t0, t1 = column_times(lead, meta, c1 - c0, speed_error)
+    return t0, t1, est
+
+
+def column_times(lead, meta, n_cols, speed_error=0.0):
+    """Time span [t0, t1) of each digitised pixel column, from the layout metadata only."""
+    c0 = int(math.ceil(lead["x_start"]))
+    cols = np.arange(c0, c0 + n_cols, dtype=np.float64)
+    speed_px = meta.get("px_per_mm_x", meta["px_per_mm"]) * (1.0 + speed_error) * meta["paper_speed_mm_s"]
     t0 = lead["t_start"] + (cols - lead["x_start"]) / speed_px
     t1 = lead["t_start"] + (cols + 1 - lead["x_start"]) / speed_px
-    return t0, t1, est
+    return t0, t1
 
 
 def reference_mid(signal: np.ndarray, fs: float, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
@@ -145,13 +151,15 @@ def test_layout_metadata_keys():
     for lead in meta["leads"]:
         assert set(("lead", "t_start", "t_end", "x_start", "x_end", "y_baseline", "bbox")) <= set(lead)
     assert [lead["lead"] for lead in meta["leads"]][-1] == "II"
-    assert meta["leads"][-1]["t_end"] == pytest.approx(10.0)
+    assert meta["leads"][-1]["t_end"] == pytest.approx(10.0, abs=0.005)
+    assert meta["leads"][0]["t_end"] == pytest.approx(2.5)
 
 
 # ---------------------------------------------------------------- faithful (real PTB-XL)
 
+@pytest.mark.slow
 def test_faithful_digitiser_on_ptbxl(ptbxl_dir):
-    records = ptbxl_records(ptbxl_dir, 6)
+    records = ptbxl_records(ptbxl_dir, 5)
     scores, wrong = [], []
     for sig in records:
         page, meta = render_page(sig, dpi=200)
@@ -159,9 +167,9 @@ def test_faithful_digitiser_on_ptbxl(ptbxl_dir):
             x = sig[LEADS.index(lead["lead"])]
             t0, t1, est = digitise(page, lead, meta)
             scores.append(snr(reference_mid(x, 500.0, t0, t1), est))
-            if lead["row"] < 3:
-                t0, t1, est2 = digitise(page, lead, meta, speed_error=0.02)
-                wrong.append(snr(reference_mid(x, 500.0, t0, t1), est2))
+            if lead["row"] < 3:  # same ink, read with a paper speed 2 % off
+                t0, t1 = column_times(lead, meta, est.size, speed_error=0.02)
+                wrong.append(snr(reference_mid(x, 500.0, t0, t1), est))
     med = float(np.median(scores))
     print(f"digitiser median SNR {med:.1f} dB over {len(scores)} (record, lead); 2% speed error {np.median(wrong):.1f} dB")
     assert med >= 20.0
@@ -284,13 +292,13 @@ def test_batch_nan_only_lead_and_gaps():
 
 
 def test_seeded_determinism_and_presets_change_image():
-    x = torch.from_numpy(_signals(4))
-    clean = render_batch(x, 224, "none")
-    assert torch.equal(clean, render_batch(x, 224, "none"))
+    x = torch.from_numpy(_signals(3))
+    clean = render_batch(x, 160, "none")
+    assert torch.equal(clean, render_batch(x, 160, "none"))
     for preset in ("light", "paper", "heavy"):
-        a = render_batch(x, 224, preset, generator=torch.Generator().manual_seed(3))
-        b = render_batch(x, 224, preset, generator=torch.Generator().manual_seed(3))
-        c = render_batch(x, 224, preset, generator=torch.Generator().manual_seed(4))
+        a = render_batch(x, 160, preset, generator=torch.Generator().manual_seed(3))
+        b = render_batch(x, 160, preset, generator=torch.Generator().manual_seed(3))
+        c = render_batch(x, 160, preset, generator=torch.Generator().manual_seed(4))
         assert torch.equal(a, b), preset
         assert not torch.equal(a, c), preset
         assert (a - clean).abs().mean() > 1e-3, preset

@@ -85,7 +85,7 @@ def test_conditions_change_the_signal():
 
 
 def test_reports_follow_labels_with_varied_wording(batch):
-    words = {"AFIB": ("fibrillation", "afib"), "SBRAD": ("bradycardia", "slow"), "STACH": ("tachycardia", "fast"),
+    words = {"AFIB": ("fibrillation", "af,"), "SBRAD": ("bradycardia", "slow"), "STACH": ("tachycardia", "fast"),
              "WQRS": ("bundle", "wide"), "STE": ("st elevation", "st segment elevation")}
     for i, rep in enumerate(batch.reports):
         low = rep.lower()

@@ -1,11 +1,104 @@
-"""`ecgscan pretrain` (placeholder until implemented)."""
+"""`ecgscan pretrain`: train ECG-Scan on a signals file (images rendered in every step)."""
 
 from __future__ import annotations
 
-from ecgscan_cli.cli.common import Quiet, command, fail
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ecgscan_cli.cli.common import Device, Overwrite, Quiet, command, progress_bar
+
+_O = typer.Option
 
 
 @command
-def pretrain_command(quiet: Quiet = False) -> None:
-    """Not implemented yet."""
-    fail("not implemented yet", 1)
+def pretrain_command(
+    signals: Annotated[Path, typer.Argument(help="Signals file with reports (from `ecgscan import` or `ecgscan synth`).")],
+    output: Annotated[Path, _O("--output", "-o", help="Run folder: checkpoints best/ and last/, run.json, metrics.jsonl.")],
+    preset: Annotated[Optional[str], _O("--preset", help="tiny (CPU, tests, demo) or paper (the paper's settings). "
+                                        "Default: tiny; on --resume, the run's own config.")] = None,
+    config: Annotated[Optional[Path], _O("--config", help="YAML or JSON config; overrides the preset, flags override it.")] = None,
+    resume: Annotated[bool, _O("--resume", help="Continue the run in --output from its last checkpoint.")] = False,
+    max_steps: Annotated[Optional[int], _O("--max-steps", help="Optimizer steps (sets the schedule length).")] = None,
+    max_minutes: Annotated[Optional[float], _O("--max-minutes", help="Stop (and checkpoint) after this wall time.")] = None,
+    batch_size: Annotated[Optional[int], _O("--batch-size", help="Records per process and micro-batch.")] = None,
+    accum_steps: Annotated[Optional[int], _O("--accum-steps", help="Gradient accumulation micro-batches.")] = None,
+    lr: Annotated[Optional[float], _O("--lr", help="Peak learning rate (AdamW, cosine, 10% warm-up).")] = None,
+    weight_decay: Annotated[Optional[float], _O("--weight-decay")] = None,
+    warmup_frac: Annotated[Optional[float], _O("--warmup-frac", help="Warm-up share of --max-steps.")] = None,
+    grad_clip: Annotated[Optional[float], _O("--grad-clip", help="Gradient norm clip (0: off).")] = None,
+    lambda_clip: Annotated[Optional[float], _O("--lambda-clip", help="λ1: image–text CLIP loss.")] = None,
+    lambda_gram: Annotated[Optional[float], _O("--lambda-gram", help="λ2: Gramian volume loss.")] = None,
+    lambda_mse: Annotated[Optional[float], _O("--lambda-mse", help="λ3: reconstruction MSE.")] = None,
+    lambda_lead: Annotated[Optional[float], _O("--lambda-lead", help="λ4: soft lead consistency.")] = None,
+    alpha: Annotated[Optional[float], _O("--alpha", help="Einthoven weight in the lead loss.")] = None,
+    beta: Annotated[Optional[float], _O("--beta", help="Goldberger weight in the lead loss.")] = None,
+    augment: Annotated[Optional[str], _O("--augment", help="Render augmentation: none|light|paper|heavy.")] = None,
+    split: Annotated[Optional[str], _O("--split", help="random (9:1) or folds (validation = --val-folds).")] = None,
+    val_folds: Annotated[Optional[str], _O("--val-folds", help="Comma-separated validation folds, e.g. 10.")] = None,
+    image_model: Annotated[Optional[str], _O("--image-model", help="open_clip model, e.g. ViT-B-16, ViT-L-14-336.")] = None,
+    image_pretrained: Annotated[Optional[str], _O("--image-pretrained", help="open_clip tag (openai...) or a local weights file; 'none' for random.")] = None,
+    lora_r: Annotated[Optional[int], _O("--lora-r")] = None,
+    lora_alpha: Annotated[Optional[int], _O("--lora-alpha")] = None,
+    lora_dropout: Annotated[Optional[float], _O("--lora-dropout")] = None,
+    text_model: Annotated[Optional[str], _O("--text-model", help="Frozen text encoder: hub name (cached), local folder, or minilm.")] = None,
+    signal_encoder: Annotated[Optional[Path], _O("--signal-encoder", help="Frozen signal teacher: TorchScript file [B,12,5000]→[B,D] or a teacher folder. "
+                                                 "Default: train the built-in one first.")] = None,
+    teacher_steps: Annotated[Optional[int], _O("--teacher-steps", help="Steps for the built-in signal teacher.")] = None,
+    num_workers: Annotated[Optional[int], _O("--num-workers", help="DataLoader worker processes.")] = None,
+    eval_every: Annotated[Optional[int], _O("--eval-every")] = None,
+    save_every: Annotated[Optional[int], _O("--save-every")] = None,
+    log_every: Annotated[Optional[int], _O("--log-every")] = None,
+    seed: Annotated[Optional[int], _O("--seed", help="Random seed (same seed, same run on CPU).")] = None,
+    device: Device = "auto",
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Pretrain ECG-Scan: CLIP + Gramian + reconstruction + lead-consistency losses.
+
+    Prints the best checkpoint folder on stdout. Multi-GPU:
+    torchrun --nproc_per_node N -m ecgscan_cli pretrain SIGNALS.h5 -o RUN --preset paper
+    """
+    from ecgscan_cli.errors import EcgscanError
+    from ecgscan_cli.train import RUN_CONFIG, pretrain, resolve_config
+
+    overrides = {
+        "max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size, "accum_steps": accum_steps,
+        "lr": lr, "weight_decay": weight_decay, "warmup_frac": warmup_frac, "grad_clip": grad_clip,
+        "lambda_clip": lambda_clip, "lambda_gram": lambda_gram, "lambda_mse": lambda_mse, "lambda_lead": lambda_lead,
+        "alpha": alpha, "beta": beta, "augment": augment, "split": split,
+        "val_folds": [int(f) for f in val_folds.split(",")] if val_folds else None,
+        "model.image_model": image_model, "model.lora_r": lora_r, "model.lora_alpha": lora_alpha,
+        "model.lora_dropout": lora_dropout, "model.text_model": text_model,
+        "signal_encoder": str(signal_encoder) if signal_encoder else None, "teacher_steps": teacher_steps,
+        "num_workers": num_workers, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
+        "seed": seed,
+    }
+    if image_pretrained is not None:
+        overrides["model.image_pretrained"] = None if image_pretrained.lower() == "none" else image_pretrained
+    if image_model is not None and image_pretrained is None:
+        overrides["model.image_pretrained"] = None if image_model == "ecgscan-tiny" else "openai"
+    base = None
+    if resume and preset is None and config is None:
+        run_config = output / RUN_CONFIG
+        if not run_config.is_file():
+            raise EcgscanError(f"--resume: {output} is not an ecgscan run folder (no {RUN_CONFIG})")
+        base = json.loads(run_config.read_text())
+    cfg = resolve_config(preset or "tiny", str(config) if config else None, overrides, base=base)
+    if not signals.exists():
+        raise EcgscanError(f"no such file: {signals}")
+    main = int(os.environ.get("RANK", "0")) == 0
+    with progress_bar(cfg.max_steps, "pretrain", quiet=quiet or not main) as advance:
+        result = pretrain(signals, output, cfg, device=device, resume=resume, overwrite=overwrite, progress=advance)
+    if main:
+        val = result.val or {}
+        if val and not quiet:
+            from ecgscan_cli.cli.common import log
+
+            log.info("done: %d steps; validation loss %.4f (clip %.3f, gram %.3f, mse %.4f, lead %.4f), "
+                     "image→report R@1 %.3f", result.step, val["loss"], val["clip"], val["gram"], val["mse"],
+                     val["lead"], val.get("r1", float("nan")))
+        typer.echo(str(result.best))

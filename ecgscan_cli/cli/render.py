@@ -43,7 +43,7 @@ def render_command(
     """Render ECG printouts (3×4 + lead II rhythm strip, calibrated grid) with optional augmentations."""
     from ecgscan_cli.errors import EcgscanError
     from ecgscan_cli.render.augment import AugmentConfig
-    from ecgscan_cli.render.files import FORMATS, RenderJob, render_file
+    from ecgscan_cli.render.files import FORMATS, RenderJob, check_job, render_file
     from ecgscan_cli.render.layout import LayoutOptions
 
     fmt = fmt.lower().lstrip(".")
@@ -53,9 +53,10 @@ def render_command(
     options = LayoutOptions(paper=paper.lower(), speed=speed, gain=gain, grid=grid.lower(), header=header).check()
     aug = AugmentConfig.from_file(augment_config) if augment_config is not None else AugmentConfig.preset(augment)
     job = RenderJob(str(signals), fmt, options, aug, dpi, size, seed)
-    state = {"total": None}
-    with progress_bar(None, "rendering", quiet) as advance:
+    checked = check_job(job, output, workers=workers, limit=limit, overwrite=overwrite)  # before any output
+    total = checked[1]
+    with progress_bar(total, "rendering", quiet) as advance:
         out = render_file(job, output, workers=workers, limit=limit, overwrite=overwrite, progress=advance,
-                          on_total=lambda n: state.update(total=n))
-    log.info("rendered %s images → %s", state["total"], out)
+                          checked=checked)
+    log.info("rendered %d images → %s", total, out)
     typer.echo(str(out))

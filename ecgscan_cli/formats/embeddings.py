@@ -67,7 +67,9 @@ def write_embeddings(
         dup = next(x for x in ids if ids.count(x) > 1)
         raise EcgscanError(f"duplicate record id {dup!r}: ids must be unique within a file")
     classes = [str(c) for c in classes]
-    lab = np.zeros((n, len(classes)), np.uint8) if labels is None else np.asarray(labels, np.uint8).reshape(n, -1)
+    lab = np.zeros((n, len(classes)), np.uint8) if labels is None else np.asarray(labels, np.uint8)
+    if lab.ndim == 1:
+        lab = lab.reshape(-1, 1) if len(classes) == 1 else lab.reshape(1, -1)
     if lab.shape != (n, len(classes)):
         raise EcgscanError(f"labels have shape {lab.shape}, expected [{n}, {len(classes)}] for classes {classes}")
     fold = np.full(n, -1, np.int16) if folds is None else np.asarray(folds, np.int16)

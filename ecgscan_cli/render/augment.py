@@ -73,8 +73,8 @@ PRESETS: dict[str, dict] = {
     "heavy": _specs(rotation=(0.9, 1.0), perspective=(0.7, 1.0), scale=(0.6, 1.0), crop=(0.4, 1.0),
                     wrinkles=(0.6, 1.0), creases=(0.6, 1.0), lighting=(0.8, 1.0), tint=(0.8, 1.0),
                     ink=(0.6, 1.0), brightness=(0.7, 1.0), contrast=(0.6, 1.0), gamma=(0.5, 1.0),
-                    grayscale=(0.25, 1.0), binarize=(0.1, 1.0), noise=(0.8, 1.0), blur=(0.6, 1.0),
-                    jpeg=(0.6, 1.0), speckles=(0.6, 1.0), grid=(0.6, 1.0)),
+                    grayscale=(0.25, 1.0), binarize=(0.1, 1.0), noise=(0.8, 0.7), blur=(0.6, 0.8),
+                    jpeg=(0.6, 0.7), speckles=(0.6, 1.0), grid=(0.6, 1.0)),
 }
 
 
@@ -290,9 +290,8 @@ def _on_subset(img, mask, P, fn):
         return img
     if idx.numel() == img.shape[0]:
         return fn(img, P)
-    out = img.clone()
-    out[idx] = fn(img[idx], _sub(P, idx))
-    return out
+    img[idx] = fn(img[idx], _sub(P, idx))   # in place: apply_augment owns its input
+    return img
 
 
 def _lowres(h, w, f=4):
@@ -363,53 +362,53 @@ def _shading(img, P):
 
 
 def _blur(img, sigma):
+    """Separable Gaussian blur, one sigma per image (depthwise convolution)."""
     if not bool((sigma > 0.05).any()):
         return img
     b, c, h, w = img.shape
     rad = int(math.ceil(3 * float(sigma.max())))
     rad = max(1, min(rad, min(h, w) // 2 - 1))
-    t = torch.arange(-rad, rad + 1, device=img.device, dtype=torch.float32)
-    sg = sigma.clamp(min=1e-3)[:, None]
-    k = torch.exp(-0.5 * (t[None] / sg) ** 2)
-    k = k / k.sum(-1, keepdim=True)
-    k = k.repeat_interleave(c, 0)                                   # [B*C, K]
+    t = torch.arange(-rad, rad + 1, device=img.device, dtype=img.dtype)
+    k = torch.exp(-0.5 * (t[None] / sigma.clamp(min=1e-3)[:, None]) ** 2)
+    k = (k / k.sum(-1, keepdim=True)).repeat_interleave(c, 0)              # [B*C, K]
     x = img.reshape(1, b * c, h, w)
-    x = F.pad(x, (rad, rad, 0, 0), mode="replicate")
-    x = F.conv2d(x, k[:, None, None, :], groups=b * c)
-    x = F.pad(x, (0, 0, rad, rad), mode="replicate")
-    x = F.conv2d(x, k[:, None, :, None], groups=b * c)
+    x = F.conv2d(F.pad(x, (rad, rad, 0, 0), mode="replicate"), k[:, None, None, :], groups=b * c)
+    x = F.conv2d(F.pad(x, (0, 0, rad, rad), mode="replicate"), k[:, None, :, None], groups=b * c)
     return x.reshape(b, c, h, w)
 
 
 _DCT_CACHE: dict = {}
 
 
-def _dct_matrix(device):
-    key = str(device)
+def _dct64(device, dtype):
+    """The 2-D 8×8 DCT-II as one 64×64 matrix (kron of the 1-D DCT with itself)."""
+    key = (str(device), dtype)
     if key not in _DCT_CACHE:
-        n = torch.arange(8, dtype=torch.float32)
+        n = torch.arange(8, dtype=torch.float64)
         d = torch.cos(math.pi * (2 * n[None] + 1) * n[:, None] / 16) * math.sqrt(2 / 8)
         d[0] /= math.sqrt(2)
-        _DCT_CACHE[key] = d.to(device)
+        _DCT_CACHE[key] = torch.kron(d, d).to(device=device, dtype=dtype)
     return _DCT_CACHE[key]
 
 
 def _jpeg(img, step):
+    """JPEG-like blocking: 8×8 DCT blocks quantised (coarser at high frequency), per-image step."""
     if not bool((step > 0).any()):
         return img
     b, c, h, w = img.shape
     ph, pw = (-h) % 8, (-w) % 8
     x = F.pad(img, (0, pw, 0, ph), mode="replicate") if (ph or pw) else img
     H, W = x.shape[-2:]
-    d = _dct_matrix(img.device)
-    blocks = x.reshape(b, c, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5)     # [B,C,h8,w8,8,8]
-    coef = d @ blocks @ d.T
-    uv = torch.arange(8, device=img.device, dtype=torch.float32)
-    q = step[:, None, None, None, None, None] * (1.0 + 0.6 * (uv[:, None] + uv[None, :]))[None, None, None, None]
-    qs = torch.where(q > 0, q, torch.ones_like(q))
-    coef = torch.where(q > 0, torch.round(coef / qs) * qs, coef)
-    out = (d.T @ coef @ d).permute(0, 1, 2, 4, 3, 5).reshape(b, c, H, W)
-    return out[..., :h, :w]
+    k = _dct64(img.device, img.dtype)
+    blocks = x.reshape(b, c, H // 8, 8, W // 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, -1, 64)
+    coef = blocks @ k.T
+    uv = torch.arange(8, device=img.device, dtype=img.dtype)
+    q = (1.0 + 0.6 * (uv[:, None] + uv[None, :])).reshape(64)
+    q = step.clamp(min=1e-6)[:, None, None] * q
+    coef = torch.round(coef / q) * q
+    out = (coef @ k).reshape(b, c, H // 8, W // 8, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, c, H, W)
+    out = out[..., :h, :w]
+    return torch.where((step > 0)[:, None, None, None], out, img)
 
 
 def _speckles(img, P):
@@ -422,23 +421,26 @@ def _speckles(img, P):
 
 
 def apply_augment(img: torch.Tensor, P: dict) -> torch.Tensor:
-    """Apply the drawn augmentations to ``img`` [B,3,H,W] in [0,1]."""
+    """Apply the drawn augmentations to ``img`` [B,3,H,W] in [0,1] (modified in place and returned)."""
     rng: _Rng = P["_rng"]
     b, _, h, w = img.shape
-    img = img * P["tint"][:, :, None, None]
+    img = _on_subset(img, (P["tint"] != 1).any(-1), P, lambda x, q: x * q["tint"][:, :, None, None])
     img = _on_subset(img, P["speckles"] > 0, P, _speckles)
     img = _warp(img, P)
     img = _shading(img, P)
-    img = (img - 0.5) * P["contrast"][:, None, None, None] + 0.5 + P["brightness"][:, None, None, None]
-    img = _on_subset(img.clamp(0, 1), P["gamma"] != 1, P, lambda x, q: x ** q["gamma"][:, None, None, None])
+    img = _on_subset(img, (P["contrast"] != 1) | (P["brightness"] != 0), P, lambda x, q: (
+        (x - 0.5) * q["contrast"][:, None, None, None] + 0.5 + q["brightness"][:, None, None, None]).clamp_(0, 1))
+    img = _on_subset(img, P["gamma"] != 1, P, lambda x, q: x.clamp(0, 1) ** q["gamma"][:, None, None, None])
     img = _on_subset(img, P["blur_sigma"] > 0.05, P, lambda x, q: _blur(x, q["blur_sigma"]))
     img = _on_subset(img, P["noise_sigma"] > 0, P,
-                     lambda x, q: x + q["noise_sigma"][:, None, None, None] * rng.randn(x.shape[0], 1, h, w))
-    img = _on_subset(img.clamp(0, 1), P["jpeg_step"] > 0, P, lambda x, q: _jpeg(x, q["jpeg_step"]))
-    gray_on = P["grayscale"] | P["binarize"]
-    if bool(gray_on.any()):
-        lum = (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2])[:, None]
-        img = torch.where(gray_on[:, None, None, None], lum.expand_as(img), img)
-        binar = (lum > P["binarize_threshold"][:, None, None, None]).float().expand_as(img)
-        img = torch.where(P["binarize"][:, None, None, None], binar, img)
-    return img.clamp(0, 1)
+                     lambda x, q: (x + q["noise_sigma"][:, None, None, None] * rng.randn(x.shape[0], 1, h, w)
+                                   ).clamp_(0, 1))
+    img = _on_subset(img, P["jpeg_step"] > 0, P, lambda x, q: _jpeg(x, q["jpeg_step"]))
+    img = _on_subset(img, P["grayscale"] | P["binarize"], P, _gray)
+    return img.clamp_(0, 1)
+
+
+def _gray(x, q):
+    lum = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    binar = (lum > q["binarize_threshold"][:, None, None, None]).to(x.dtype)
+    return torch.where(q["binarize"][:, None, None, None], binar, lum).expand_as(x).contiguous()

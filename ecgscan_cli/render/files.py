@@ -151,7 +151,6 @@ def _imap(job: RenderJob, indices, workers: int, out_dir: str | None):
 def _batches(job: RenderJob, sf, indices, batch: int = 32):
     import torch
 
-    from ecgscan_cli.render.augment import draw_params  # noqa: F401
     from ecgscan_cli.render.batch import render_batch
     from ecgscan_cli.render.layout import layout_metadata, model_pixel_map, page_geometry
 
@@ -163,32 +162,32 @@ def _batches(job: RenderJob, sf, indices, batch: int = 32):
         sigs = np.stack([sf.signal(i) for i in idx])
         for j, i in enumerate(idx):
             _check_signal(sigs[j], sf.ids[i])
-        images, params = [], []
-        for j, i in enumerate(idx):  # one generator per record: independent of batching
-            img, p = render_batch(torch.from_numpy(sigs[j:j + 1]), job.size, cfg, sf.fs, _seeded(job.seed, i),
-                                  options=job.options, return_params=True) if cfg.active else (None, None)
-            images.append(img)
-            params.append(p)
-        if not cfg.active:
+        if cfg.active:  # one generator per record: independent of batching
+            outs, params = [], []
+            for j, i in enumerate(idx):
+                img, p = render_batch(torch.from_numpy(sigs[j:j + 1]), job.size, cfg, sf.fs, _seeded(job.seed, i),
+                                      options=job.options, return_params=True)
+                outs.append(img)
+                params.append(params_to_dicts(p)[0])
+            out = torch.cat(outs)
+        else:
             out = render_batch(torch.from_numpy(sigs), job.size, cfg, sf.fs, options=job.options)
-            images = list(out.split(1))
-            params = [None] * len(idx)
+            params = [{}] * len(idx)
+        arrs = out.permute(0, 2, 3, 1).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
         for j, i in enumerate(idx):
-            arr = images[j][0].permute(1, 2, 0).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
-            aug = params_to_dicts(params[j])[0] if params[j] is not None else {}
-            meta = layout_metadata(geo, pm, None, sf.n_samples, sf.fs, augment=aug)
-            if "grid" in aug:
-                meta["grid"] = aug["grid"]
-            yield i, arr, meta
+            meta = layout_metadata(geo, pm, None, sf.n_samples, sf.fs, augment=params[j])
+            if "grid" in params[j]:
+                meta["grid"] = params[j]["grid"]
+            yield i, arrs[j], meta
 
 
 # ---------------------------------------------------------------- entry point
 
-def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, limit: int | None = None,
-                overwrite: bool = False, progress: Callable[[int], None] | None = None,
-                on_total: Callable[[int], None] | None = None) -> Path:
-    """Render ``job.signals_path`` to ``out`` (images file, or folder for png/jpg); returns ``out``."""
-    from ecgscan_cli.formats.images import ImagesWriter
+def check_job(job: RenderJob, out, *, workers: int = 1, limit: int | None = None, overwrite: bool = False):
+    """Validate everything before any output is written: options, output path, every record.
+
+    Returns the open :class:`SignalsFile` and the number of records to render.
+    """
     from ecgscan_cli.formats.signals import SignalsFile
 
     if job.fmt not in FORMATS:
@@ -197,24 +196,38 @@ def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, lim
     if job.size is not None and not (16 <= int(job.size) <= 4096):
         raise EcgscanError(f"--size must be 16–4096 pixels, got {job.size}")
     if not (20 <= float(job.dpi) <= 1200):
-        raise EcgscanError(f"--dpi must be 20–1200, got {job.dpi}")
+        raise EcgscanError(f"--dpi must be 20–1200, got {job.dpi:g}")
     if workers < 1:
         raise EcgscanError(f"--workers must be at least 1, got {workers}")
     if limit is not None and limit < 0:
         raise EcgscanError(f"--limit must be positive, got {limit}")
     job.augment = resolve_augment(job.augment)
-    out = check_output_path(out, overwrite)
+    check_output_path(out, overwrite)
     sf = SignalsFile(job.signals_path)
     n = len(sf) if limit is None else min(limit, len(sf))
     if n == 0:
         raise EcgscanError(f"{job.signals_path}: no records to render")
+    for i in range(n):  # cheap (int16 reads): refuse NaN-only leads before writing anything
+        _check_signal(sf.signal(i), sf.ids[i])
+    return sf, n
+
+
+def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, limit: int | None = None,
+                overwrite: bool = False, progress: Callable[[int], None] | None = None,
+                on_total: Callable[[int], None] | None = None, checked: tuple | None = None) -> Path:
+    """Render ``job.signals_path`` to ``out`` (images file, or folder for png/jpg); returns ``out``.
+
+    ``checked`` is what :func:`check_job` returned, when the caller has already run it.
+    """
+    from ecgscan_cli.formats.images import ImagesWriter
+
+    sf, n = checked or check_job(job, out, workers=workers, limit=limit, overwrite=overwrite)
+    out = Path(out)
     if on_total:
         on_total(n)
     indices = list(range(n))
     advance = progress or (lambda k=1: None)
     if job.size is not None:
-        from ecgscan_cli.render.layout import letterbox_geometry  # noqa: F401
-
         h = w = int(job.size)
         stream = _batches(job, sf, indices)
     else:

@@ -13,7 +13,6 @@ Pixel coordinates are continuous: pixel column ``i`` covers ``[i, i + 1)``; a po
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 from ecgscan_cli.errors import EcgscanError
@@ -160,10 +159,10 @@ def layout_metadata(geometry: PageGeometry, pmap: PixelMap, dpi: float | None = 
                     header: str | None = None) -> dict:
     """Everything needed to map every plotted sample to its pixel (unaugmented render)."""
     o = geometry.options
-    duration = n_samples / fs
+    last = (n_samples - 1) / fs            # time of the last sample: traces end there
     leads = []
     for p in geometry.panels:
-        t_end = min(p.t_end, duration)
+        t_end = max(min(p.t_end, last), p.t_start)  # == t_start: panel beyond the signal, empty
         x1 = p.x0_mm + (t_end - p.t_start) * o.speed
         y0 = max(pmap.y(p.top_mm), 0.0)
         y1 = min(pmap.y(p.bottom_mm), float(pmap.height))
@@ -191,7 +190,3 @@ def layout_metadata(geometry: PageGeometry, pmap: PixelMap, dpi: float | None = 
 
 def options_dict(o: LayoutOptions) -> dict:
     return asdict(o)
-
-
-def _isclose(a, b):
-    return math.isclose(a, b, rel_tol=0, abs_tol=1e-9)

@@ -1,0 +1,1 @@
+complete --command ecgscan --no-files --arguments "(env _ECGSCAN_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) ecgscan)" --condition "env _ECGSCAN_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) ecgscan"

@@ -1,0 +1,350 @@
+"""The whole chain on synthetic data (or a real PTB-XL folder), written up as a report folder.
+
+synthesise (or import) → render samples → pretrain (tiny preset) → embed (trained and
+untrained encoder) → linear probe → zero-shot → reconstruct → reconstruction SNR →
+``report/README.md`` with tables and PNG figures. Intermediate files stay in
+``report/work/`` so every step can be re-run by hand with the printed commands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.leads import LEADS
+
+log = logging.getLogger("ecgscan")
+
+
+@dataclass
+class DemoConfig:
+    n: int = 600                  # synthetic records
+    steps: int | None = None      # pretrain steps (None: the tiny preset's)
+    max_minutes: float | None = 4.0   # wall-clock cap on the pretraining loop (keeps the demo < 10 min)
+    data: str | None = None       # a PTB-XL folder instead of synthetic data
+    labels: str = "superclass"    # PTB-XL label set with --data
+    limit: int | None = None      # at most this many records from --data
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    probe_epochs: int = 100
+    bootstrap: int = 200
+    n_recon: int = 24             # test records reconstructed
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class DemoResult:
+    report: Path
+    timings: dict = field(default_factory=dict)
+    probe: list = field(default_factory=list)
+    zeroshot: object = None
+    snr: dict = field(default_factory=dict)
+
+
+def choose_folds(folds: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """PTB-XL's 1-8/9/10 when folds 9 and 10 exist, else the last two folds present as val/test."""
+    present = sorted(int(f) for f in np.unique(folds) if f >= 0)
+    if {9, 10} <= set(present) and any(f <= 8 for f in present):
+        return [f for f in present if f <= 8], [9], [10]
+    if len(present) < 3:
+        raise EcgscanError(f"need at least 3 folds for train/val/test, found {present}")
+    return present[:-2], [present[-2]], [present[-1]]
+
+
+def _fig_renders(sig: np.ndarray, ids, path: Path, size: int, seed: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ecgscan_cli.render import render_batch
+
+    k = min(3, len(sig))
+    x = torch.from_numpy(np.ascontiguousarray(sig[:k]))
+    rows = [("clean (embed/probe input)", "none"), ("training augmentation 'paper'", "paper")]
+    fig, axes = plt.subplots(len(rows), k, figsize=(4 * k, 4 * len(rows)), squeeze=False)
+    for r, (title, aug) in enumerate(rows):
+        g = torch.Generator().manual_seed(seed + r)
+        imgs = render_batch(x, size=size, augment=aug, generator=g).permute(0, 2, 3, 1).numpy()
+        for c in range(k):
+            axes[r, c].imshow(imgs[c])
+            axes[r, c].set_axis_off()
+            axes[r, c].set_title(f"{ids[c]}: {title}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fig_page(sig: np.ndarray, path: Path) -> bool:
+    """One full-resolution printout page (PNG), when the page renderer is available."""
+    try:
+        from PIL import Image
+
+        from ecgscan_cli.render import render_page
+
+        out = render_page(sig)
+        page = out[0] if isinstance(out, tuple) else out
+        Image.fromarray(np.asarray(page, np.uint8)).save(path, optimize=False, compress_level=1)
+        return True
+    except Exception as e:  # the figure is a nicety; the demo goes on without it
+        log.warning("full-page render skipped: %s", e)
+        return False
+
+
+def _fig_losses(metrics: Path, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not metrics.is_file():
+        return False
+    recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    train = [r for r in recs if r.get("split") == "train"]
+    val = [r for r in recs if r.get("split") == "val"]
+    if not train:
+        return False
+    terms = [k for k in ("loss", "clip", "gram", "mse", "lead") if k in train[0]]
+    fig, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), 3), squeeze=False)
+    for ax, k in zip(axes[0], terms):
+        ax.plot([r["step"] for r in train], [r[k] for r in train], label="train")
+        vk = f"val_{k}"
+        if val and vk in val[0]:
+            ax.plot([r["step"] for r in val], [r[vk] for r in val], "o-", label="val")
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if k in ("mse", "lead"):
+            ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _md_table(rows: list[dict], cols: list[str]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "nan" if not math.isfinite(v) else f"{v:.2f}"
+        return str(v)
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _subset_signals(sf, indices, path: Path) -> Path:
+    """A signals file holding ``indices`` of ``sf`` (labels, folds, reports and label-set name kept)."""
+    from ecgscan_cli.formats.signals import SignalsWriter
+
+    idx = list(indices)
+    attrs = {k: sf.attrs[k] for k in ("label_set",) if k in sf.attrs}
+    with SignalsWriter(path, fs=sf.fs, n_samples=sf.n_samples, classes=sf.classes, source=str(sf.path),
+                       attrs=attrs, expected_rows=len(idx)) as w:
+        for i in idx:
+            w.append(sf.ids[i], sf.signal(i), report=sf.reports[i], label=sf.labels[i] if sf.classes else None,
+                     fold=int(sf.folds[i]))
+    return Path(path)
+
+
+def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool = False,
+             progress_factory: Callable | None = None, stage: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the chain; write the report folder ``out`` atomically; return the numbers."""
+    import contextlib
+
+    from ecgscan_cli.atomic import atomic_output
+    from ecgscan_cli.embed import embed_to_file, resolve_device
+    from ecgscan_cli.formats.embeddings import EmbeddingsFile
+    from ecgscan_cli.formats.signals import SignalsFile
+    from ecgscan_cli.probe import ProbeConfig, Splits, roc_plot, run_probe, splits_from_folds
+    from ecgscan_cli.reconstruct import reconstruct_to_file
+    from ecgscan_cli.train import METRICS, resolve_config, pretrain
+    from ecgscan_cli.zeroshot import zeroshot
+
+    cfg = cfg or DemoConfig()
+    pf = progress_factory or (lambda n, d: contextlib.nullcontext(None))
+    say = stage or (lambda s: log.info("%s", s))
+    dev = resolve_device(cfg.device)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    @contextlib.contextmanager
+    def timed(name):
+        t = time.perf_counter()
+        say(name)
+        yield
+        timings[name] = time.perf_counter() - t
+
+    with atomic_output(out, overwrite=overwrite, directory=True) as rep:
+        work = rep / "work"
+        work.mkdir()
+        fig = rep / "figures"
+        fig.mkdir()
+        signals = work / "signals.h5"
+        # 1. data
+        if cfg.data:
+            from ecgscan_cli.wfdb_import import import_records
+
+            with timed(f"importing {cfg.data}"):
+                import_records(cfg.data, signals, label_set=cfg.labels, limit=cfg.limit)
+            data_desc = f"PTB-XL records from `{cfg.data}` (labels: {cfg.labels})"
+            prompt_set = None
+        else:
+            from ecgscan_cli.synth import CLASSES, write_synth
+
+            with timed(f"synthesising {cfg.n} labelled ECGs"):
+                write_synth(signals, cfg.n, seed=cfg.seed)
+            data_desc = f"{cfg.n} synthetic 12-lead ECGs (`ecgscan synth`), classes {', '.join(CLASSES)}"
+            prompt_set = "synth"
+        sf = SignalsFile(signals)
+        tr_f, va_f, te_f = choose_folds(sf.folds)
+        splits = splits_from_folds(sf.ids, sf.folds, tr_f, va_f, te_f)
+        test_idx = [i for i, f in enumerate(sf.folds) if f in te_f]
+        # 2. pretrain
+        overrides = {"seed": cfg.seed, "max_minutes": cfg.max_minutes, "teacher_steps": 100}
+        if cfg.steps is not None:
+            overrides.update(max_steps=int(cfg.steps), eval_every=max(10, int(cfg.steps) // 3),
+                             save_every=max(10, int(cfg.steps) // 3), log_every=max(1, min(10, int(cfg.steps) // 10)),
+                             teacher_steps=max(10, min(150, int(cfg.steps) // 2)))
+        tcfg = resolve_config("tiny", overrides=overrides)
+        run = work / "run"
+        with timed(f"pretraining the tiny preset ({tcfg.max_steps} steps)"):
+            # test records never take part in pretraining (no image/report/signal of them is seen)
+            pre = _subset_signals(sf, [i for i, f in enumerate(sf.folds) if f not in te_f], work / "pretrain.h5")
+            with pf(tcfg.max_steps, "pretrain") as adv:
+                res = pretrain(pre, run, tcfg, device=str(dev), progress=adv)
+        ckpt = res.best
+        # 3. renders + losses
+        with timed("figures: renders and loss curves"):
+            from ecgscan_cli.checkpoint import read_meta
+
+            size = int(read_meta(ckpt)["model_config"].get("image_size") or 128)
+            sample = sf.signals(test_idx[:3])
+            _fig_renders(sample, [sf.ids[i] for i in test_idx[:3]], fig / "renders.png", 128, cfg.seed)
+            has_page = _fig_page(sample[0], fig / "page.png")
+            has_loss = _fig_losses(run / METRICS, fig / "loss_curves.png")
+        # 4. embed
+        embs = {}
+        for enc in ("trained", "random"):
+            with timed(f"embedding with the {enc} encoder"):
+                p = work / f"emb_{enc}.h5"
+                embed_to_file(ckpt, signals, p, encoder=enc, device=dev, seed=cfg.seed,
+                              progress_factory=pf)
+                embs[enc] = p
+        # 5. probe
+        with timed("linear probe (trained vs untrained)"):
+            files = [EmbeddingsFile(embs["trained"]), EmbeddingsFile(embs["random"])]
+            pcfg = ProbeConfig(fractions=tuple(cfg.fractions), epochs=cfg.probe_epochs, bootstrap=cfg.bootstrap,
+                               seed=cfg.seed)
+            probe_res = run_probe(files, None, splits, pcfg, names=["ECG-Scan (pretrained)", "untrained encoder"],
+                                  warn=log.warning)
+            roc_plot(probe_res, fig / "probe_roc.png")
+        # 6. zero-shot on the test split
+        with timed("zero-shot on the test split"):
+            test_sig = _subset_signals(sf, test_idx, work / "test_signals.h5")
+            zs = zeroshot(ckpt, test_sig, prompts=prompt_set, device=dev, thresholds=True, progress_factory=pf)
+        # 7. reconstruct + SNR
+        with timed("reconstruction + SNR"):
+            recon_in = _subset_signals(sf, test_idx[: cfg.n_recon], work / "recon_truth.h5")
+            recon = work / "recon.h5"
+            _, _, rsum = reconstruct_to_file(ckpt, recon_in, recon, overlay_dir=fig / "overlays", max_overlays=3,
+                                             device=dev, progress_factory=pf)
+            snr_rows, snr_lead = _snr_table(recon, recon_in)
+        sf.close()
+        timings["total"] = time.perf_counter() - t_all
+        # 8. report
+        _write_report(rep, data_desc, splits, tcfg, res, probe_res, zs, snr_rows, timings, has_page, has_loss,
+                      sorted(p.name for p in (fig / "overlays").glob("*.png")), cfg)
+    return DemoResult(Path(out), timings, probe_res, zs, snr_lead)
+
+
+def _snr_table(recon: Path, truth: Path):
+    """PhysioNet-2024 reconstruction SNR per lead (snr module when present, else plain SNR)."""
+    try:
+        from ecgscan_cli.snr import compare_signals
+
+        r = compare_signals(recon, truth)
+        rows = [dict(x) for x in r.summary]
+        per_lead = {row.get("lead"): row.get("mean_db") for row in rows}
+        return rows, per_lead
+    except ImportError:
+        from ecgscan_cli.formats.signals import SignalsFile
+        from ecgscan_cli.reconstruct import lead_snr
+
+        a, b = SignalsFile(recon), SignalsFile(truth)
+        idx = a.index_of()
+        per = np.array([lead_snr(b.signal(i), a.signal(idx[r])) for i, r in enumerate(b.ids)])
+        rows = [{"lead": l, "mean_db": float(np.nanmean(per[:, k]))} for k, l in enumerate(LEADS)]
+        return rows, {r["lead"]: r["mean_db"] for r in rows}
+
+
+def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_rows, timings, has_page, has_loss,
+                  overlays, cfg: DemoConfig) -> None:
+    from ecgscan_cli.cli.probe import wide_rows
+
+    lines = ["# ecgscan demo report", "",
+             f"Data: {data_desc}. Splits: {splits.description} "
+             f"({len(splits.train)} / {len(splits.val)} / {len(splits.test)} records).", "",
+             f"Pretraining: preset `{tcfg.preset}`, {res.step} steps, batch {tcfg.batch_size}, "
+             f"image model `{tcfg.model.image_model}`, text model `{tcfg.model.text_model}`; "
+             f"best checkpoint `work/run/best` (validation loss "
+             f"{res.val.get('loss', float('nan')) if res.val else float('nan'):.4f}).", ""]
+    lines += ["## Renders", "", "Model-size renders of test records: clean (what embed/probe/zero-shot see) and "
+              "with the training augmentation.", "", "![renders](figures/renders.png)", ""]
+    if has_page:
+        lines += ["A full printout page (200 dpi):", "", "![page](figures/page.png)", ""]
+    if has_loss:
+        lines += ["## Pretraining losses", "", "From `work/run/metrics.jsonl`.", "",
+                  "![losses](figures/loss_curves.png)", ""]
+    rows, cols = wide_rows(probe_res)
+    lines += ["## Linear probe", "",
+              "Frozen embeddings, linear classifier (AdamW lr 1e-3, batch 16, up to "
+              f"{cfg.probe_epochs} epochs), epoch chosen on validation macro AUROC, test macro AUROC % with "
+              f"{cfg.bootstrap}-resample bootstrap 95% CI; the untrained encoder is the same architecture with "
+              "random weights.", "", _md_table(rows, cols), ""]
+    notes = sorted({n for r in probe_res for n in r.notes})
+    if notes:
+        lines += ["Skipped: " + "; ".join(notes), ""]
+    lines += ["![probe ROC](figures/probe_roc.png)", ""]
+    zrows = [{"class": "macro", "AUROC %": 100 * zs.macro_auroc}] + \
+            [{"class": c, "AUROC %": 100 * a} for c, a in zs.per_class.items()]
+    lines += ["## Zero-shot", "", f"Cosine similarity to the `{zs.prompt_set}` class descriptions, test split "
+              f"(n={zs.n}).", "", _md_table(zrows, ["class", "AUROC %"]), ""]
+    if zs.skipped:
+        lines += [f"Not scored (one label only): {', '.join(zs.skipped)}", ""]
+    lines += ["## Reconstruction", "", "Decoded 12×5000 signals of test records against the ground truth "
+              "(`ecgscan snr-check work/recon.h5 --reference work/recon_truth.h5`).", ""]
+    if snr_rows:
+        cols2 = [c for c in snr_rows[0].keys()]
+        lines += [_md_table(snr_rows, cols2), ""]
+    for name in overlays:
+        lines += [f"![{name}](figures/overlays/{name})", ""]
+    lines += ["## Timings", "", _md_table([{"step": k, "seconds": v} for k, v in timings.items()],
+                                          ["step", "seconds"]), ""]
+    lines += ["## Re-run by hand", "", "```bash",
+              "ecgscan embed work/run/best work/signals.h5 -o emb.h5",
+              "ecgscan embed work/run/best work/signals.h5 -o emb0.h5 --encoder random",
+              f"ecgscan probe emb.h5 emb0.h5 --train-folds {_folds(splits, 0)}",
+              "ecgscan zeroshot work/run/best work/test_signals.h5",
+              "ecgscan reconstruct work/run/best work/recon_truth.h5 -o recon.h5 --overlay overlays/",
+              "ecgscan snr-check recon.h5 --reference work/recon_truth.h5", "```", ""]
+    (rep / "README.md").write_text("\n".join(lines))
+
+
+def _folds(splits, _k) -> str:
+    d = splits.description  # "folds train 1-8, val 9, test 10"
+    try:
+        parts = dict(p.strip().split(" ", 1) for p in d.replace("folds ", "").split(","))
+        return f"{parts['train']} --val-folds {parts['val']} --test-folds {parts['test']}"
+    except Exception:
+        return "1-8 --val-folds 9 --test-folds 10"

@@ -1,0 +1,99 @@
+"""`embed` and `reconstruct` with a tiny (untrained) checkpoint: formats, inputs, bad input."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from ecgscan_cli.cli.app import app
+from ecgscan_cli.formats.embeddings import EmbeddingsFile
+from ecgscan_cli.formats.signals import SignalsFile
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    import torch
+
+    from ecgscan_cli.checkpoint import save_checkpoint
+    from ecgscan_cli.model import build_model, tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(image_size=64, patch=40), load_weights=False)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model)
+
+
+def test_embed_signals_file_trained_and_random(tiny_checkpoint, random_signals_file, tmp_path):
+    out = tmp_path / "emb.h5"
+    r = run("embed", tiny_checkpoint, random_signals_file, "-o", out, "--device", "cpu", "-q")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str(out)
+    e = EmbeddingsFile(out)
+    assert e.embeddings.shape == (6, 64) and e.ids == [f"r{i}" for i in range(6)]
+    assert np.allclose(np.linalg.norm(e.embeddings, axis=1), 1, atol=1e-4)
+    assert e.classes == ["A", "B"] and e.folds.tolist() == [1, 2, 3, 4, 5, 6] and e.encoder == "trained"
+    with h5py.File(out) as f:
+        assert f.attrs["ecgscan_format"] == "ecgscan-embeddings/1"
+    out0 = tmp_path / "emb0.h5"
+    r = run("embed", tiny_checkpoint, random_signals_file, "-o", out0, "--encoder", "random", "--seed", "3", "-q")
+    assert r.exit_code == 0, r.output
+    e0 = EmbeddingsFile(out0)
+    assert e0.encoder == "random" and not np.allclose(e0.embeddings, e.embeddings)
+    r = run("embed", tiny_checkpoint, random_signals_file, "-o", out, "-q")
+    assert r.exit_code == 2 and "--overwrite" in r.output
+
+
+def test_embed_folder_counts_corrupt_images(tiny_checkpoint, tmp_path):
+    imgs = tmp_path / "scans"
+    imgs.mkdir()
+    for k, (h, w) in enumerate([(200, 300), (300, 120), (50, 50)]):
+        Image.fromarray(np.full((h, w, 3), 200 + k, np.uint8)).save(imgs / f"s{k}.png")
+    (imgs / "bad.jpg").write_bytes(b"\xff\xd8\xff junk")
+    out = tmp_path / "e.h5"
+    r = run("embed", tiny_checkpoint, imgs, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "1 unreadable image(s) skipped" in r.output
+    assert EmbeddingsFile(out).ids == ["s0", "s1", "s2"]
+
+
+def test_reconstruct_writes_a_scorable_signals_file(tiny_checkpoint, random_signals_file, tmp_path):
+    out, wf, ov = tmp_path / "recon.h5", tmp_path / "wfdb", tmp_path / "overlays"
+    r = run("reconstruct", tiny_checkpoint, random_signals_file, "-o", out, "--wfdb", wf, "--overlay", ov,
+            "--overlays", "2", "-q")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str(out)
+    s = SignalsFile(out)
+    assert len(s) == 6 and s.n_samples == 5000 and s.fs == 500.0 and s.ids[0] == "r0"
+    assert np.isfinite(s.signals()).all()
+    assert len(list(wf.glob("*.hea"))) == 6 and len(list(ov.glob("*.png"))) == 2
+    import wfdb
+
+    rec = wfdb.rdrecord(str(wf / "r0"))
+    assert rec.p_signal.shape == (5000, 12) and rec.sig_name[3] == "aVR"
+    assert np.allclose(rec.p_signal.T, s.signal(0), atol=2e-3)
+    r = run("snr-check", out, "--reference", random_signals_file, "-f", "csv")
+    assert r.exit_code == 0, r.output
+
+
+def test_not_a_checkpoint_and_bad_inputs(tiny_checkpoint, random_signals_file, tmp_path):
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (["embed", tmp_path / "folder", random_signals_file, "-o", tmp_path / "e.h5"], "not an ecgscan checkpoint"),
+        (["embed", tmp_path / "none", random_signals_file, "-o", tmp_path / "e.h5"], "no such checkpoint"),
+        (["embed", tiny_checkpoint, tmp_path / "nothing.h5", "-o", tmp_path / "e.h5"], "no such file"),
+        (["embed", tiny_checkpoint, random_signals_file, "-o", tmp_path / "e.h5", "--encoder", "magic"], "--encoder"),
+        (["reconstruct", tmp_path / "folder", random_signals_file, "-o", tmp_path / "r.h5"], "not an ecgscan"),
+    ]
+    for args, msg in cases:
+        r = run(*args, "-q")
+        assert r.exit_code == 2, (args, r.output)
+        assert msg in r.output and "Traceback" not in r.output
+    assert [p.name for p in tmp_path.glob("*.h5")] == ["random.h5"] and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
