@@ -166,7 +166,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
     from ecgscan_cli.embed import embed_to_file, resolve_device
     from ecgscan_cli.formats.embeddings import EmbeddingsFile
     from ecgscan_cli.formats.signals import SignalsFile
-    from ecgscan_cli.probe import ProbeConfig, Splits, roc_plot, run_probe, splits_from_folds
+    from ecgscan_cli.probe import ProbeConfig, roc_plot, run_probe, splits_from_folds
     from ecgscan_cli.reconstruct import reconstruct_to_file
     from ecgscan_cli.train import METRICS, resolve_config, pretrain
     from ecgscan_cli.zeroshot import zeroshot

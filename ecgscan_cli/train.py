@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecgscan_cli.configfile import read_config_file
 from ecgscan_cli.errors import EcgscanError, EcgscanFailure
 from ecgscan_cli.model import ModelConfig
 
@@ -110,24 +110,7 @@ class TrainConfig:
 
 
 def _read_config_file(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise EcgscanError(f"config file not found: {path}")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except ValueError as e:  # json.JSONDecodeError and yaml.YAMLError (via its base)
-        raise EcgscanError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({e})") from e
-    except Exception as e:
-        raise EcgscanError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(data, dict):
-        raise EcgscanError(f"{path}: expected a mapping of config keys")
-    return data
+    return read_config_file(path, "config file")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -500,20 +483,25 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
             raise EcgscanError(f"output folder does not exist: {run_dir.parent}")
         run_dir.mkdir(exist_ok=True)
         (run_dir / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))  # marks it as ours at once
+    dist.barrier()  # rank 0 has prepared the run folder
+    # Every rank looks at the run folder before rank 0 may start writing into it (after the
+    # barrier); deciding after would race with rank 0's writes and deadlock the barriers below.
+    text_cached = (run_dir / TEXT_CACHE_DIR / "config.json").exists()
+    need_teacher = not cfg.signal_encoder and not (run_dir / TEACHER_DIR).exists()
     dist.barrier()
 
     # ---- frozen encoders
     torch.manual_seed(cfg.seed)
-    if (run_dir / TEXT_CACHE_DIR / "config.json").exists():  # --resume: the very encoder the run started with
+    if text_cached:  # --resume: the very encoder the run started with
         text_encoder = load_text_encoder(str(run_dir / TEXT_CACHE_DIR), dev, fallback=False)
     else:
         text_encoder = load_text_encoder(cfg.model.text_model, dev, cfg.model.text_pooling,
                                          cfg.model.text_max_length)
-    if dist.main and not (run_dir / TEXT_CACHE_DIR).exists():
+    if dist.main and not text_cached:
         text_encoder.save(run_dir / TEXT_CACHE_DIR)
     frozen = FrozenFeatures(text_encoder, None, cfg.cache_frozen)
     teacher_path = cfg.signal_encoder or str(run_dir / TEACHER_DIR)
-    if not cfg.signal_encoder and not (run_dir / TEACHER_DIR).exists():
+    if need_teacher:
         if dist.main:
             log.info("no --signal-encoder: training the built-in signal teacher (%d steps)", cfg.teacher_steps)
             train_signal_teacher(sf, train_idx, frozen, cfg, dev, run_dir / TEACHER_DIR, teacher_progress)

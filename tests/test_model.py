@@ -188,8 +188,13 @@ def test_signal_encoders(tmp_path):
         load_signal_encoder(tmp_path / "missing.pt")
 
 
-def test_text_encoder_fallback_is_offline_minilm(caplog):
+def test_text_encoder_fallback_is_offline_minilm(caplog, monkeypatch):
+    import logging
+
     from ecgscan_cli.encoders import load_text_encoder
+
+    # The CLI's logging setup stops propagation to the root logger, where caplog listens.
+    monkeypatch.setattr(logging.getLogger("ecgscan"), "propagate", True)
 
     enc = load_text_encoder("ncbi/MedCPT-Query-Encoder-not-cached-anywhere")
     assert enc.dim == 384 and "all-MiniLM" in caplog.text

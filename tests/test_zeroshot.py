@@ -20,7 +20,6 @@ def run(*args):
 
 
 def test_builtin_prompt_sets_cover_the_label_sets():
-    import pandas as pd
 
     from ecgscan_cli.synth import CLASSES
 
@@ -39,7 +38,6 @@ def test_builtin_prompt_sets_cover_the_label_sets():
 
 
 def test_ptbxl_class_names_match_scp_statements(ptbxl_dir):
-    import pandas as pd
 
     from ecgscan_cli.wfdb_import import ptbxl_classes, read_scp_statements
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ecgscan_cli.atomic import atomic_output
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, decode_strings, open_checked, read_classes, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, open_checked, read_classes, read_strings, write_header
 
 KIND = "embeddings"
 DEFAULT_LABEL_SET = "label"

@@ -35,7 +35,6 @@ At strength 1 (sizes in pixels are for a 224-px image and scale with the image):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ecgscan_cli.configfile import read_config_file
 from ecgscan_cli.errors import EcgscanError
 
 AUGMENTS = ("rotation", "perspective", "scale", "crop", "wrinkles", "creases", "lighting", "tint", "ink",
@@ -120,18 +120,7 @@ class AugmentConfig:
     @classmethod
     def from_file(cls, path) -> "AugmentConfig":
         path = Path(path)
-        if not path.is_file():
-            raise EcgscanError(f"augment config not found: {path}")
-        text = path.read_text()
-        try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-            raise EcgscanError(f"cannot parse augment config {path}: {str(e).splitlines()[0]}") from None
+        data = read_config_file(path, "augment config")
         return cls.from_dict(data or {}, name=path.stem)
 
     def to_dict(self) -> dict:

@@ -159,7 +159,7 @@ def _composite(page: np.ndarray, alpha: np.ndarray, r0: int, c0: int, colour) ->
 @functools.lru_cache(maxsize=512)
 def text_mask(text: str, size_px: int) -> np.ndarray:
     """Alpha mask (float32, [h, w]) of ``text`` at a font height of ``size_px`` pixels."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     font = _font(max(int(size_px), 4))
     left, top, right, bottom = font.getbbox(text)
