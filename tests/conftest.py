@@ -32,3 +32,14 @@ def random_signals_file(tmp_path):
     write_signals(path, x, [f"r{i}" for i in range(6)], [f"report {i}" for i in range(6)],
                   labels=rng.integers(0, 2, size=(6, 2)), classes=["A", "B"], folds=[1, 2, 3, 4, 5, 6])
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: far faster than two on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

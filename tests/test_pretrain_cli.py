@@ -16,14 +16,7 @@ FAST = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "2", "--batch
         "--log-every", "1", "--num-workers", "0", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

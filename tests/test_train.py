@@ -20,13 +20,7 @@ from ecgscan_cli.errors import EcgscanError, EcgscanFailure  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: far faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MINI = {"max_steps": 6, "batch_size": 8, "teacher_steps": 3, "teacher_batch": 8, "max_val": 16,
         "eval_every": 100, "save_every": 3, "log_every": 2, "augment": "light", "num_workers": 0,

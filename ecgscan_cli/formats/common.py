@@ -91,3 +91,53 @@ def read_strings(f: h5py.File, name: str, n: int) -> list[str]:
 def read_classes(dataset) -> list[str]:
     classes = dataset.attrs.get("classes", [])
     return decode_strings(np.atleast_1d(classes)) if len(classes) else []
+
+
+class AtomicH5Writer:
+    """Lifecycle shared by the streaming writers: an HDF5 file under a temporary name that
+    is renamed to its real name only by a clean :meth:`close`; any error removes it."""
+
+    path: Path
+    _f: h5py.File | None = None
+
+    def _open(self, path: str | os.PathLike, overwrite: bool) -> h5py.File:
+        from ecgscan_cli.atomic import atomic_output
+
+        self.path = Path(path)
+        self._ctx = atomic_output(self.path, overwrite=overwrite)
+        tmp = self._ctx.__enter__()
+        try:
+            self._f = h5py.File(tmp, "w")
+        except BaseException as e:
+            self._ctx.__exit__(type(e), e, None)
+            raise
+        return self._f
+
+    def _commit(self) -> Path:
+        self._f.close()
+        self._ctx.__exit__(None, None, None)
+        return self.path
+
+    def _abort(self, exc) -> None:
+        try:
+            if self._f is not None and self._f.id.valid:
+                self._f.close()
+        finally:
+            err = exc if exc is not None else EcgscanError("aborted")
+            if hasattr(self, "_ctx"):
+                try:
+                    self._ctx.__exit__(type(err), err, None)
+                except BaseException:
+                    pass
+
+    def close(self) -> Path:
+        return self._commit()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort(exc)

@@ -24,16 +24,15 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from ecgscan_cli.atomic import atomic_output
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, decode_strings, open_checked, read_classes, read_strings, write_header
-from ecgscan_cli.formats.signals import NAN_SENTINEL, int16_to_mv, mv_to_int16
-from ecgscan_cli.leads import LEADS
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_classes, read_strings, write_header
+from ecgscan_cli.formats.signals import (create_label_fold_datasets, create_signal_dataset, int16_to_mv,
+                                         mv_to_int16)
 
 KIND = "images"
 
 
-class ImagesWriter:
+class ImagesWriter(AtomicH5Writer):
     """Stream images (and optionally their signals) into a new images file.
 
     >>> with ImagesWriter("out.h5", height=224, width=224, classes=["A"]) as w:
@@ -52,10 +51,8 @@ class ImagesWriter:
         self.count = 0
         self._ids: set[str] = set()
         self._names = ["image", "id", "layout", "report", "label", "fold"] + (["signal"] if with_signals else [])
-        self._ctx = atomic_output(self.path, overwrite=overwrite)
-        tmp = self._ctx.__enter__()
+        self._open(path, overwrite)
         try:
-            self._f = h5py.File(tmp, "w")
             write_header(self._f, KIND, source, **(attrs or {}))
             cap = max(int(expected_rows), 0)
             h, w = self.height, self.width
@@ -63,19 +60,9 @@ class ImagesWriter:
                                    chunks=(1, h, w, 3), compression="gzip", compression_opts=compression_level)
             for name in ("id", "layout", "report"):
                 self._f.create_dataset(name, shape=(cap,), maxshape=(None,), dtype=STR_DTYPE, chunks=(1024,))
-            c = len(self.classes)
-            lab = self._f.create_dataset("label", shape=(cap, c), maxshape=(None, c), dtype="uint8",
-                                         chunks=(1024, max(c, 1)) if c else None)
-            lab.attrs["classes"] = self.classes
-            self._f.create_dataset("fold", shape=(cap,), maxshape=(None,), dtype="int16", chunks=(4096,))
+            create_label_fold_datasets(self._f, cap, self.classes)
             if with_signals:
-                t = self.n_samples
-                sig = self._f.create_dataset("signal", shape=(cap, 12, t), maxshape=(None, 12, t), dtype="int16",
-                                             chunks=(1, 12, t), compression="gzip", compression_opts=4, shuffle=True)
-                sig.attrs["fs"] = float(fs)
-                sig.attrs["leads"] = list(LEADS)
-                sig.attrs["units"] = "uV"
-                sig.attrs["nan_sentinel"] = int(NAN_SENTINEL)
+                create_signal_dataset(self._f, cap, self.n_samples, fs)
         except BaseException as e:
             self._abort(e)
             raise
@@ -117,29 +104,7 @@ class ImagesWriter:
     def close(self) -> Path:
         for name in self._names:
             self._f[name].resize(self.count, axis=0)
-        self._f.close()
-        self._ctx.__exit__(None, None, None)
-        return self.path
-
-    def _abort(self, exc) -> None:
-        try:
-            if getattr(self, "_f", None) is not None and self._f.id.valid:
-                self._f.close()
-        finally:
-            err = exc if exc is not None else EcgscanError("aborted")
-            try:
-                self._ctx.__exit__(type(err), err, None)
-            except BaseException:
-                pass
-
-    def __enter__(self) -> "ImagesWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort(exc)
+        return self._commit()
 
 
 class ImagesFile:

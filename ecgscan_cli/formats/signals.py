@@ -22,9 +22,8 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
-from ecgscan_cli.atomic import atomic_output
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, decode_strings, open_checked, read_classes, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_classes, read_strings, write_header
 from ecgscan_cli.leads import LEADS
 
 KIND = "signals"
@@ -54,7 +53,27 @@ def int16_to_mv(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-class SignalsWriter:
+def create_signal_dataset(f: h5py.File, rows: int, n_samples: int, fs: float) -> h5py.Dataset:
+    """The resizable ``/signal`` dataset (int16 µV, one record per chunk) with its attrs."""
+    sig = f.create_dataset("signal", shape=(rows, 12, n_samples), maxshape=(None, 12, n_samples), dtype="int16",
+                           chunks=(1, 12, n_samples), compression="gzip", compression_opts=4, shuffle=True)
+    sig.attrs["fs"] = float(fs)
+    sig.attrs["leads"] = list(LEADS)
+    sig.attrs["units"] = "uV"
+    sig.attrs["nan_sentinel"] = int(NAN_SENTINEL)
+    return sig
+
+
+def create_label_fold_datasets(f: h5py.File, rows: int, classes: Sequence[str]) -> None:
+    """Resizable ``/label`` [N, C] uint8 (attr classes) and ``/fold`` [N] int16."""
+    c = len(classes)
+    lab = f.create_dataset("label", shape=(rows, c), maxshape=(None, c), dtype="uint8",
+                           chunks=(1024, max(c, 1)) if c else None)
+    lab.attrs["classes"] = list(classes)
+    f.create_dataset("fold", shape=(rows,), maxshape=(None,), dtype="int16", chunks=(4096,))
+
+
+class SignalsWriter(AtomicH5Writer):
     """Stream records into a new signals file; the file appears only once closed cleanly.
 
     >>> with SignalsWriter("out.h5", classes=["NORM", "MI"]) as w:
@@ -78,28 +97,15 @@ class SignalsWriter:
         self.n_samples = int(n_samples)
         self.classes = list(classes)
         self.count = 0
-        self._ctx = atomic_output(self.path, overwrite=overwrite)
-        tmp = self._ctx.__enter__()
+        self._open(path, overwrite)
         try:
-            self._f = h5py.File(tmp, "w")
             write_header(self._f, KIND, source, **(attrs or {}))
             cap = max(int(expected_rows), 0)
             t = self.n_samples
-            sig = self._f.create_dataset(
-                "signal", shape=(cap, 12, t), maxshape=(None, 12, t), dtype="int16",
-                chunks=(1, 12, t), compression="gzip", compression_opts=4, shuffle=True,
-            )
-            sig.attrs["fs"] = self.fs
-            sig.attrs["leads"] = list(LEADS)
-            sig.attrs["units"] = "uV"
-            sig.attrs["nan_sentinel"] = int(NAN_SENTINEL)
+            create_signal_dataset(self._f, cap, t, self.fs)
             self._f.create_dataset("id", shape=(cap,), maxshape=(None,), dtype=STR_DTYPE, chunks=(1024,))
             self._f.create_dataset("report", shape=(cap,), maxshape=(None,), dtype=STR_DTYPE, chunks=(1024,))
-            c = len(self.classes)
-            lab = self._f.create_dataset("label", shape=(cap, c), maxshape=(None, c), dtype="uint8",
-                                         chunks=(1024, max(c, 1)) if c else None)
-            lab.attrs["classes"] = self.classes
-            self._f.create_dataset("fold", shape=(cap,), maxshape=(None,), dtype="int16", chunks=(4096,))
+            create_label_fold_datasets(self._f, cap, self.classes)
         except BaseException as e:
             self._abort(e)
             raise
@@ -138,29 +144,7 @@ class SignalsWriter:
             dup = next(x for x in ids if ids.count(x) > 1)
             self._abort(None)
             raise EcgscanError(f"duplicate record id {dup!r}: ids must be unique within a file")
-        self._f.close()
-        self._ctx.__exit__(None, None, None)
-        return self.path
-
-    def _abort(self, exc) -> None:
-        try:
-            if getattr(self, "_f", None) is not None and self._f.id.valid:
-                self._f.close()
-        finally:
-            err = exc if exc is not None else EcgscanError("aborted")
-            try:
-                self._ctx.__exit__(type(err), err, None)
-            except BaseException:
-                pass
-
-    def __enter__(self) -> "SignalsWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort(exc)
+        return self._commit()
 
 
 def write_signals(
