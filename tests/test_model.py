@@ -49,9 +49,24 @@ def test_every_lora_adapter_gets_a_nonzero_gradient(tiny_model):
     (z.sum() + recon.pow(2).mean()).backward()
     for name, p in lora.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    frozen = [n for n, p in model.visual.named_parameters() if p.requires_grad and "lora_" not in n]
-    assert frozen == []  # image_train="lora": only the adapters train in the ViT
+    others = [n for n, p in model.visual.named_parameters() if p.requires_grad and "lora_" not in n]
+    # image_train="lora": only the adapters train in the ViT, and the randomly initialised conv stem
+    assert others and all(n.startswith("conv1.layers.") for n in others)
     assert not any(p.requires_grad for p in model.text_encoder.parameters())
+
+
+def test_conv_stem_replaces_patchify_with_the_same_token_grid(tiny_text):
+    from ecgscan_cli.model import ConvStem, build_model, tiny_config
+
+    stem = ConvStem(64, 16)
+    assert stem(torch.rand(2, 3, 128, 128)).shape == (2, 64, 8, 8)  # as Conv2d(3, 64, 16, stride=16)
+    assert ConvStem(32, 8)(torch.rand(1, 3, 64, 64)).shape == (1, 32, 8, 8)
+    with pytest.raises(EcgscanError, match="power of two"):
+        ConvStem(64, 14)
+    patchify = build_model(tiny_config(image_stem="patch"), text_encoder=tiny_text)
+    assert isinstance(patchify.visual.conv1, torch.nn.Conv2d)
+    with pytest.raises(EcgscanError, match="image_stem"):
+        build_model(tiny_config(image_stem="resnet"), text_encoder=tiny_text)
 
 
 def test_out_proj_target_is_refused(tiny_text):
@@ -115,8 +130,9 @@ def test_local_weights_file_is_loaded(tmp_path, tiny_text):
     clip = open_clip.create_model("ecgscan-tiny", pretrained=None)
     path = tmp_path / "tiny-clip.safetensors"
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
-    model = build_model(tiny_config(image_pretrained=str(path)), text_encoder=tiny_text)
+    model = build_model(tiny_config(image_pretrained=str(path), image_stem="patch"), text_encoder=tiny_text)
     assert torch.equal(model.visual.conv1.weight, clip.visual.conv1.weight)
+    assert torch.equal(model.visual.positional_embedding, clip.visual.positional_embedding)
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path, tiny_model):
