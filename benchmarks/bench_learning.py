@@ -8,7 +8,7 @@ Synthetic: trains the tiny preset on ``--records`` synthetic records and scores 
 records of another seed (``ecgscan_cli.heldout``), for the random-initialised architecture
 (step 0) and the trained one. PTB-XL: imports the sample folder, trains with folds 1-8 / 9-10,
 and prints the validation loss per term at every evaluation (the loss curves) plus the
-held-out metrics on the validation folds. Prints JSON lines.
+held-out metrics on those two folds. Prints JSON lines.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def main() -> None:
             from ecgscan_cli.wfdb_import import import_records
 
             data, _ = import_records(args.ptbxl, tmp / "ptbxl.h5", label_set="superclass")
-            overrides.update(split="folds", val_folds=[9, 10], max_val=1000)
+            heldout_folds = sorted(set(SignalsFile(data).folds.tolist()))[-2:]  # PTB-XL: 9, 10; the sample: 7, 8
+            overrides.update(split="folds", val_folds=heldout_folds, max_val=1000)
         else:
             from ecgscan_cli.synth import write_synth
 
@@ -64,7 +65,7 @@ def main() -> None:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()}))
         if args.ptbxl:
             sf = SignalsFile(data)
-            idx = [i for i in range(len(sf)) if int(sf.folds[i]) in (9, 10)]
+            idx = [i for i in range(len(sf)) if int(sf.folds[i]) in heldout_folds]
             signals, reports, labels = sf.signals(idx), [sf.reports[i] for i in idx], sf.labels[idx]
         else:
             from ecgscan_cli.synth import synthesize

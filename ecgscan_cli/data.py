@@ -46,6 +46,10 @@ def split_indices(sf: SignalsFile, usable: np.ndarray, split: str = "random", va
         if (folds < 0).all():
             raise EcgscanError(f"{sf.path}: --split folds, but the file has no folds")
         val = np.isin(folds, list(val_folds))
+        if not val.any():
+            present = ", ".join(str(f) for f in sorted(set(folds.tolist())) if f >= 0)
+            raise EcgscanError(f"{sf.path}: no record in the validation folds {list(val_folds)} "
+                               f"(the file has folds {present}); pass --val-folds")
         train_idx, val_idx = usable[~val & (folds >= 0)], usable[val]
     elif split == "random":
         perm = np.random.default_rng(seed).permutation(usable)

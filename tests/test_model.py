@@ -12,7 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ecgscan_cli.errors import EcgscanError  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
