@@ -1,6 +1,6 @@
 """Renderer speed and memory. Plain script: prints figures (copy them into docs/render.md).
 
-    python benchmarks/bench_render.py            # everything (~3-5 min on 2 cores)
+    python benchmarks/bench_render.py            # everything (~5 min on 2 cores)
     python benchmarks/bench_render.py --quick    # fewer repetitions, smaller memory runs
 
 1. Full page, 200 dpi, clean (numpy page renderer): images/s, next to ecg-image-kit
@@ -70,7 +70,7 @@ def records(n):
 def bench_pages(reps):
     from ecgscan_cli.render import render_page
 
-    sigs, src = records(max(reps, 4))
+    sigs, src = records(20)  # the same 20 records whatever reps is: amplitudes change the cost a little
     render_page(sigs[0])  # background built once, glyphs cached
     i = iter(range(10**9))
     t = median_time(lambda: render_page(sigs[next(i) % len(sigs)]), reps)
@@ -183,10 +183,13 @@ def bench_memory(counts, page_counts):
                 print(f"  {label}: {n} records → peak RSS {rss:.0f} MB, {dt:.1f} s "
                       f"({n / dt:.1f} records/s), file {out.stat().st_size / 1e6:.1f} MB")
                 out.unlink()
-            (n0, r0, _, _), (n1, r1, t1, s1) = rows[0], rows[-1]
-            slope = (r1 - r0) / max(n1 - n0, 1)
-            print(f"  {label}: peak grows {slope * 1000:.2f} MB per 1,000 records → ~{r1 + slope * (10000 - n1):.0f} MB "
-                  f"for 10,000 records (extrapolated; file ~{s1 / n1 * 10000 / 1e9:.1f} GB, ~{t1 / n1 * 10000 / 60:.0f} min)")
+            # least-squares slope over all counts: single peaks wobble by ±15 MB (allocator)
+            n_, r_ = np.array([r[0] for r in rows], float), np.array([r[1] for r in rows])
+            slope = float(np.polyfit(n_, r_, 1)[0]) if len(rows) > 1 else 0.0
+            n1, r1, t1, s1 = rows[-1]
+            at_10k = r1 + slope * (10000 - n1)
+            print(f"  {label}: peak grows {slope * 1000:.2f} MB per 1,000 records → ~{at_10k:.0f} MB for 10,000 "
+                  f"records (extrapolated; file ~{s1 / n1 * 10000 / 1e9:.1f} GB, ~{t1 / n1 * 10000 / 60:.0f} min)")
 
 
 def main():
@@ -198,11 +201,11 @@ def main():
     a = ap.parse_args()
     reps = 5 if a.quick else 15
     if not a.memory_only:
-        page = bench_pages(reps)
+        page = bench_pages(4 * reps)
         bench_encode(page, max(3, reps // 3))
         bench_batch(3 if a.quick else 5, a.threads)
     if not a.skip_memory:
-        bench_memory([200, 500] if a.quick else [500, 2000], [20, 60] if a.quick else [50, 150])
+        bench_memory([200, 500] if a.quick else [500, 2000, 5000], [20, 60] if a.quick else [50, 150, 300])
 
 
 if __name__ == "__main__":

@@ -132,6 +132,10 @@ def _fig_losses(metrics: Path, path: Path) -> bool:
     return True
 
 
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _md_table(rows: list[dict], cols: list[str]) -> str:
     def cell(v):
         if isinstance(v, float):
@@ -230,7 +234,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
 
             size = int(read_meta(ckpt)["model_config"].get("image_size") or 128)
             sample = sf.signals(test_idx[:3])
-            _fig_renders(sample, [sf.ids[i] for i in test_idx[:3]], fig / "renders.png", 128, cfg.seed)
+            _fig_renders(sample, [sf.ids[i] for i in test_idx[:3]], fig / "renders.png", size, cfg.seed)
             has_page = _fig_page(sample[0], fig / "page.png")
             has_loss = _fig_losses(run / METRICS, fig / "loss_curves.png")
         # 4. embed
@@ -297,8 +301,8 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
              f"({len(splits.train)} / {len(splits.val)} / {len(splits.test)} records).", "",
              f"Pretraining: preset `{tcfg.preset}`, {res.step} steps, batch {tcfg.batch_size}, "
              f"image model `{tcfg.model.image_model}`, text model `{tcfg.model.text_model}`; "
-             f"best checkpoint `work/run/best` (validation loss "
-             f"{res.val.get('loss', float('nan')) if res.val else float('nan'):.4f}).", ""]
+             f"best checkpoint `work/run/best` (step {res.best_step}, validation loss {_num(res.best_val)}; "
+             f"last step {_num((res.val or {}).get('loss'))}).", ""]
     lines += ["## Renders", "", "Model-size renders of test records: clean (what embed/probe/zero-shot see) and "
               "with the training augmentation.", "", "![renders](figures/renders.png)", ""]
     if has_page:

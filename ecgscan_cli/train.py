@@ -400,8 +400,10 @@ class PretrainResult:
     best: Path
     last: Path
     step: int
-    val: dict
+    val: dict                      # validation losses at the last step
     stopped_early: bool = False
+    best_val: float | None = None  # validation loss of the best checkpoint
+    best_step: int | None = None
 
 
 def _render(signals, size, augment, gen):
@@ -450,7 +452,7 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
              overwrite: bool = False, progress: Callable[[int], None] | None = None,
              teacher_progress: Callable[[int], None] | None = None) -> PretrainResult:
     """Train ECG-Scan on a signals file; checkpoints and logs in ``run_dir``."""
-    from ecgscan_cli.checkpoint import load_model_weights, load_training_state, resolve, save_checkpoint
+    from ecgscan_cli.checkpoint import load_model_weights, load_training_state, read_meta, resolve, save_checkpoint
     from ecgscan_cli.data import PairDataset, check_pretraining_file, make_loader, split_indices
     from ecgscan_cli.encoders import load_signal_encoder, load_text_encoder
     from ecgscan_cli.formats.signals import SignalsFile
@@ -661,7 +663,11 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
     dist.barrier()
     if dist.world > 1:
         torch.distributed.destroy_process_group()
-    return PretrainResult(best=best_path, last=last_path, step=step, val=val, stopped_early=stopped_early)
+    best_step = None
+    if dist.main and resolve(best_path):
+        best_step = read_meta(best_path).get("step")
+    return PretrainResult(best=best_path, last=last_path, step=step, val=val, stopped_early=stopped_early,
+                          best_val=best_val, best_step=best_step)
 
 
 class _nullcontext:

@@ -143,6 +143,22 @@ def test_errors_are_one_line_in_a_real_process(tmp_path):
     assert r.stdout == ""
 
 
+def test_usage_errors_are_one_line_in_a_real_process():
+    for args, said in ((["render", "--bogus", "x"], "No such option: --bogus (see 'ecgscan render --help')"),
+                       (["snr-check"], "Missing argument"),
+                       (["synth", "-n", "0", "-o", "x.h5"], "Invalid value for '-n'"),
+                       (["no-such-command"], "No such command 'no-such-command'")):
+        r = py("-m", "ecgscan_cli", *args)
+        assert r.returncode == 2, args
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ecgscan: error: ") and said in lines[0], r.stderr
+        assert r.stdout == ""
+    r = py("-m", "ecgscan_cli")  # no arguments: the help text, as before
+    assert r.returncode == 2 and "Commands:" in r.stdout
+    r = py("-m", "ecgscan_cli", "--version")
+    assert r.returncode == 0 and r.stdout.startswith("ecgscan ")
+
+
 # ---------------------------------------------------------------- outputs
 
 

@@ -209,6 +209,35 @@ def test_large_amplitude_clipped_not_wrapped():
     assert ink[-3:, :].max() < 0.05              # nothing wraps round to the bottom
 
 
+def test_drawing_lines_together_equals_one_by_one():
+    # draw_polylines packs lines side by side into one pass; the pixels must be those of
+    # drawing each line on its own, in order, including where lines cross (composited twice)
+    # and where one leaves the page (clipped)
+    from ecgscan_cli.render.page import draw_polyline, draw_polylines
+
+    rng = np.random.default_rng(0)
+    h, w = 120, 300
+    x = np.linspace(2.0, 290.0, 700)
+    lines = [(x, 20 + 6 * np.sin(x / 7)),                       # rows ~14-26
+             (x, 60 + 5 * np.cumsum(rng.normal(0, 0.3, x.size))),  # a random walk
+             (x, 60 + 45 * np.sin(x / 30)),                     # crosses the others' rows
+             (x - 40, 100 + 3 * np.cos(x / 5)),                  # starts left of the page
+             (x[:10], np.full(10, np.nan))]                     # nothing to draw
+    lines[1][1][300:320] = np.nan
+    together = np.full((h, w, 3), 255, np.uint8)
+    draw_polylines(together, lines, 1.6, (10, 20, 200))
+    one_by_one = np.full((h, w, 3), 255, np.uint8)
+    for xs, ys in lines:
+        draw_polyline(one_by_one, xs, ys, 1.6, (10, 20, 200))
+    # same colour: compositing order only moves rounding, by at most one level
+    assert np.abs(together.astype(int) - one_by_one.astype(int)).max() <= 1
+    assert (together != 255).sum() > 2000
+    crossing = np.full((h, w, 3), 255, np.uint8)
+    draw_polyline(crossing, *lines[2], 1.6)
+    overlap = (ink_of(crossing) > 0.5) & (ink_of(one_by_one) > 0.5)
+    assert overlap.any()
+
+
 def test_bad_inputs_raise():
     from ecgscan_cli.errors import EcgscanError
 

@@ -50,7 +50,7 @@ def weights(run: Path) -> dict:
 def test_resume_ends_with_the_same_weights(tmp_path, synth_file):
     from ecgscan_cli.train import pretrain
 
-    straight = pretrain(synth_file, tmp_path / "a", mini_config(), device="cpu")
+    straight = pretrain(synth_file, tmp_path / "a", mini_config(eval_every=2), device="cpu")
     assert straight.step == 6
 
     calls = {"n": 0}
@@ -61,9 +61,9 @@ def test_resume_ends_with_the_same_weights(tmp_path, synth_file):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pretrain(synth_file, tmp_path / "b", mini_config(), device="cpu", progress=stop_after_four)
+        pretrain(synth_file, tmp_path / "b", mini_config(eval_every=2), device="cpu", progress=stop_after_four)
     assert json.loads((tmp_path / "b" / "last" / "ecgscan_checkpoint.json").read_text())["step"] == 4
-    resumed = pretrain(synth_file, tmp_path / "b", mini_config(), device="cpu", resume=True)
+    resumed = pretrain(synth_file, tmp_path / "b", mini_config(eval_every=2), device="cpu", resume=True)
     assert resumed.step == 6
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys()
@@ -74,7 +74,13 @@ def test_resume_ends_with_the_same_weights(tmp_path, synth_file):
     train = [r for r in rec if r["split"] == "train"]
     for key in ("loss", "clip", "gram", "mse", "lead", "lr", "steps_per_s", "images_per_s", "render_share"):
         assert key in train[0]
-    assert any(r["split"] == "val" for r in rec)
+    # best = the lowest validation loss of the run (steps 2, 4, 6), also across the resume
+    vals = [r for r in rec if r["split"] == "val"]
+    assert [r["step"] for r in vals] == [2, 4, 6]
+    lowest = min(vals, key=lambda r: r["val_loss"])
+    assert straight.best_val == pytest.approx(lowest["val_loss"]) and straight.best_step == lowest["step"]
+    assert json.loads((straight.best / "ecgscan_checkpoint.json").read_text())["step"] == lowest["step"]
+    assert resumed.best_step == straight.best_step and resumed.best_val == pytest.approx(straight.best_val)
     # the checkpoint loads with no other flags
     from ecgscan_cli.checkpoint import is_checkpoint, load_checkpoint
 
@@ -84,7 +90,7 @@ def test_resume_ends_with_the_same_weights(tmp_path, synth_file):
 
     # a different config on --resume is refused
     with pytest.raises(EcgscanError, match="config differs"):
-        pretrain(synth_file, tmp_path / "b", mini_config(lr=1e-2), device="cpu", resume=True)
+        pretrain(synth_file, tmp_path / "b", mini_config(eval_every=2, lr=1e-2), device="cpu", resume=True)
 
 
 def test_bad_input(tmp_path, synth_file):

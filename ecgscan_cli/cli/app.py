@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -48,4 +49,27 @@ app.command("demo")(demo.demo_command)
 
 
 def main() -> None:
-    app(prog_name="ecgscan")
+    """The ``ecgscan`` entry point.
+
+    Usage errors (unknown option or command, missing argument, bad value) are printed as
+    one line on stderr with exit code 2, like every other ecgscan error, instead of
+    Click's usage block. They are recognised by their documented ``format_message`` and
+    ``exit_code`` (Typer's own exception classes moved between releases).
+    """
+    try:
+        code = app(prog_name="ecgscan", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("ecgscan: aborted", err=True)
+        sys.exit(1)
+    except Exception as e:
+        if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+            raise
+        message = e.format_message().strip()
+        if "\n" in message:  # `ecgscan` alone: the help text, on stdout as before
+            typer.echo(message)
+        else:
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx is not None else "ecgscan"
+            typer.echo(f"ecgscan: error: {message.rstrip('.')} (see '{where} --help')", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

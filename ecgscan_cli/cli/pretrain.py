@@ -99,6 +99,7 @@ def pretrain_command(
             from ecgscan_cli.cli.common import log
 
             log.info("done: %d steps; validation loss %.4f (clip %.3f, gram %.3f, mse %.4f, lead %.4f), "
-                     "image→report R@1 %.3f", result.step, val["loss"], val["clip"], val["gram"], val["mse"],
-                     val["lead"], val.get("r1", float("nan")))
+                     "image→report R@1 %.3f; best checkpoint: step %s, validation loss %.4f", result.step, val["loss"],
+                     val["clip"], val["gram"], val["mse"], val["lead"], val.get("r1", float("nan")), result.best_step,
+                     result.best_val if result.best_val is not None else float("nan"))
         typer.echo(str(result.best))

@@ -114,11 +114,11 @@ def _plan_cpu(n_samples: int, fs: float, size: tuple[int, int], options: LayoutO
         ncol = c1 - c0
         edges = c0 + np.arange(ncol * k + 1) / k
         n = x.size
-        i = np.clip(np.searchsorted(x, edges, side="right"), 1, n - 1)
+        i = np.clip(np.searchsorted(x, edges, side="left"), 1, n - 1)  # left limits, as page._edge_values
         xa, xb = x[i - 1], x[i]
         dx = xb - xa
         t = np.clip(np.where(dx > 0, (edges - xa) / np.where(dx > 0, dx, 1.0), 1.0), 0, 1)
-        ok = (edges >= x[0]) & (edges <= x[-1])
+        ok = (edges > x[0]) & (edges <= x[-1])
         sub = np.floor((x - c0) * k).astype(np.int64)
         sub = np.where((sub >= 0) & (sub < ncol * k), sub, ncol * k)
         rows.append(_Row(torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(x.astype(np.float32)),

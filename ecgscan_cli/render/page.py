@@ -41,15 +41,20 @@ INK = (0, 0, 0)
 # ---------------------------------------------------------------- column-span core (numpy)
 
 def _edge_values(xs: np.ndarray, ys: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Polyline (xs non-decreasing, ys with NaN gaps) evaluated at ``edges``; NaN outside or in gaps."""
+    """Polyline (xs non-decreasing, ys with NaN gaps) at ``edges``, approached from the left.
+
+    NaN outside or in gaps. The left limit matters where an edge falls exactly on a
+    vertex: a line (or a piece after a gap) that *starts* at x = c puts no ink in column
+    c − 1, one that *ends* at x = c does; column c gets that vertex as a sample.
+    """
     n = xs.size
-    i = np.clip(np.searchsorted(xs, edges, side="right"), 1, n - 1)
+    i = np.clip(np.searchsorted(xs, edges, side="left"), 1, n - 1)
     xa, xb, ya, yb = xs[i - 1], xs[i], ys[i - 1], ys[i]
     dx = xb - xa
     t = np.where(dx > 0, (edges - xa) / np.where(dx > 0, dx, 1.0), 1.0)
     v = ya + np.clip(t, 0.0, 1.0) * (yb - ya)
     v = np.where(np.isnan(ya) | np.isnan(yb), np.nan, v)
-    v[(edges < xs[0]) | (edges > xs[-1])] = np.nan
+    v[(edges <= xs[0]) | (edges > xs[-1])] = np.nan
     return v
 
 
@@ -79,45 +84,62 @@ def _reduce_sorted(smin, smax, ci, ys):
     smax[ci[starts]] = np.maximum.reduceat(ys, starts)
 
 
-def span_alpha(lo: np.ndarray, hi: np.ndarray, width: float, height: int, col_width: float = 1.0):
-    """Ink alpha ``[R, C]`` and first row ``r0`` for column intervals ``lo..hi`` (pixels)."""
-    finite = np.isfinite(lo) & np.isfinite(hi)
-    if not finite.any():
-        return None, 0
-    length = np.where(finite, hi - lo, 0.0)
-    density = np.minimum(1.0, width * np.sqrt(col_width ** 2 + length ** 2) / ((length + width) * col_width))
-    a = np.where(finite, lo - width / 2, np.inf)
-    b = np.where(finite, hi + width / 2, -np.inf)
-    r0 = max(int(math.floor(a[finite].min())), 0)
-    r1 = min(int(math.ceil(b[finite].max())), height)
-    if r1 <= r0:
-        return None, 0
-    rows = np.arange(r0, r1, dtype=np.float64)[:, None]
-    alpha = np.clip(np.minimum(rows + 1, b[None, :]) - np.maximum(rows, a[None, :]), 0.0, 1.0)
-    alpha *= np.where(finite, density, 0.0)[None, :]
-    return alpha.astype(np.float32), r0
+_PIXEL = np.dtype((np.void, 3))  # one RGB pixel as a single item: gathers/scatters 3 bytes at once
 
 
 def draw_polyline(page: np.ndarray, xs, ys, width: float, colour=INK) -> None:
-    """Composite an antialiased polyline (pixel coordinates, xs non-decreasing) onto uint8 ``page``.
+    """Composite an antialiased polyline (pixel coordinates, xs non-decreasing) onto uint8 ``page``."""
+    draw_polylines(page, [(xs, ys)], width, colour)
+
+
+def draw_polylines(page: np.ndarray, lines, width: float, colour=INK) -> None:
+    """Composite several antialiased polylines ``[(xs, ys), ...]`` onto uint8 ``page``.
+
+    Lines whose columns all lie inside the page and whose rows overlap no other packed
+    line are laid side by side on a virtual page several pages wide (line k shifted by
+    k·W, a NaN gap between them) and drawn in one vectorised pass: a page's four trace
+    rows cost one pass instead of four. The rest (lines leaving the page, or crossing
+    another line's rows, whose pixels must be composited twice) are drawn one by one.
+    """
+    h, w = page.shape[:2]
+    if not page.flags.c_contiguous:
+        raise ValueError("draw_polylines needs a C-contiguous page")
+    packed_x, packed_y, packed_rows, alone = [], [], [], []
+    for xs, ys in lines:
+        xs = np.asarray(xs, np.float64)
+        ys = np.asarray(ys, np.float64)
+        fin = np.isfinite(ys)
+        if xs.size < 1 or not fin.any():
+            continue
+        if xs.size == 1:
+            xs, ys = np.r_[xs, xs], np.r_[ys, ys]
+        rows = (math.floor(ys[fin].min() - width), math.ceil(ys[fin].max() + width))  # pixel rows it may touch
+        if xs[0] >= 0 and xs[-1] < w and all(rows[1] <= r[0] or rows[0] >= r[1] for r in packed_rows):
+            k = len(packed_rows)
+            packed_x += [xs + k * w, [(k + 1) * w]]
+            packed_y += [ys, [np.nan]]
+            packed_rows.append(rows)
+        else:
+            alone.append((xs, ys))
+    if packed_x:
+        _draw_columns(page, np.concatenate(packed_x), np.concatenate(packed_y), width, colour, len(packed_rows))
+    for xs, ys in alone:
+        _draw_columns(page, xs, ys, width, colour, 1)
+
+
+def _draw_columns(page, xs, ys, width, colour, bands: int) -> None:
+    """The column-span pass for one polyline on a virtual page ``bands`` pages wide.
 
     Sparse: only the pixels inside each column's widened interval are touched (a flat
     trace touches ~3 rows per column), so the cost is independent of the band's height.
     """
-    xs = np.asarray(xs, np.float64)
-    ys = np.asarray(ys, np.float64)
     h, w = page.shape[:2]
-    if not page.flags.c_contiguous:
-        raise ValueError("draw_polyline needs a C-contiguous page")
     fin = np.isfinite(ys)
-    if xs.size < 1 or not fin.any():
-        return
-    c0 = max(int(math.floor(xs[fin].min())), 0)
-    c1 = min(int(math.ceil(xs[fin].max())) + (1 if xs[fin].max() == math.ceil(xs[fin].max()) else 0), w)
+    x_lo, x_hi = xs[fin].min(), xs[fin].max()
+    c0 = max(int(math.floor(x_lo)), 0)
+    c1 = min(int(math.ceil(x_hi)) + (1 if x_hi == math.ceil(x_hi) else 0), w * bands)
     if c1 <= c0:
         return
-    if xs.size == 1:
-        xs, ys = np.r_[xs, xs], np.r_[ys, ys]
     lo, hi = column_spans(xs, ys, c0, c1)
     finite = np.isfinite(lo) & np.isfinite(hi)
     if not finite.any():
@@ -137,13 +159,14 @@ def draw_polyline(page: np.ndarray, xs, ys, width: float, colour=INK) -> None:
     rows = r_a[rep] + (np.arange(total) - np.repeat(np.cumsum(m) - m, m))
     alpha = np.clip(np.minimum(rows + 1, b[rep]) - np.maximum(rows, a[rep]), 0.0, 1.0) * density[rep]
     keep = alpha > 0
-    fi = rows[keep] * w + (cols[rep[keep]] + c0)
+    page_cols = (cols + c0) % w if bands > 1 else cols + c0
+    fi = rows[keep] * w + page_cols[rep[keep]]
     alpha = alpha[keep].astype(np.float32)[:, None]
-    flat = page.reshape(-1, 3)  # a view: page is C-contiguous
-    px = flat[fi].astype(np.float32)
+    pixels = page.reshape(-1).view(_PIXEL)  # a view: page is C-contiguous
+    px = pixels[fi].view(np.uint8).reshape(-1, 3).astype(np.float32)
     px += (np.asarray(colour, np.float32) - px) * alpha
     px += 0.5
-    flat[fi] = px.astype(np.uint8)
+    pixels[fi] = px.astype(np.uint8).view(_PIXEL).reshape(-1)
 
 
 def _composite(page: np.ndarray, alpha: np.ndarray, r0: int, c0: int, colour) -> None:
@@ -245,9 +268,8 @@ def draw_static(page: np.ndarray, geo: PageGeometry, pm: PixelMap) -> None:
     o = geo.options
     _grid(page, geo, pm, GRID_STYLES[o.grid])
     lw = o.line_width_mm * (pm.sx + pm.sy) / 2
-    for row in range(4):
-        x, y = calibration_pulse_mm(geo, row)
-        draw_polyline(page, pm.x(x), pm.y(y), lw)
+    pulses = [calibration_pulse_mm(geo, row) for row in range(4)]
+    draw_polylines(page, [(pm.x(x), pm.y(y)) for x, y in pulses], lw)
     size = 3.5 * pm.sy
     if o.labels:
         for p in geo.panels:
@@ -313,10 +335,10 @@ def render_page(signal: np.ndarray, fs: float = 500.0, options: LayoutOptions | 
     page = background(options, float(dpi)).copy()
     flat = np.r_[s.reshape(-1), np.nan]
     lw = options.line_width_mm * (pm.sx + pm.sy) / 2
-    for r, (idx, xmm) in enumerate(row_polylines(geo, s, fs)):
-        v = flat[idx]  # idx -1 → the NaN at the end
-        y = pm.y(geo.baselines_mm[r] - v * options.gain)
-        draw_polyline(page, pm.x(xmm), y, lw, ink)
+    # idx -1 → the NaN at the end
+    traces = [(pm.x(xmm), pm.y(geo.baselines_mm[r] - flat[idx] * options.gain))
+              for r, (idx, xmm) in enumerate(row_polylines(geo, s, fs))]
+    draw_polylines(page, traces, lw, ink)
     text = header if (options.header and header) else None
     if text:
         draw_text(page, text, pm.x(geo.trace_x0_mm), pm.y(6.0), 4.0 * pm.sy)
