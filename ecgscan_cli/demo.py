@@ -302,7 +302,7 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
              f"Pretraining: preset `{tcfg.preset}`, {res.step} steps, batch {tcfg.batch_size}, "
              f"image model `{tcfg.model.image_model}`, text model `{tcfg.model.text_model}`; "
              f"best checkpoint `work/run/best` (step {res.best_step}, validation loss {_num(res.best_val)}; "
-             f"last step {_num((res.val or {}).get('loss'))}).", ""]
+             f"at the last step {_num((res.val or {}).get('loss'))}).", ""]
     lines += ["## Renders", "", "Model-size renders of test records: clean (what embed/probe/zero-shot see) and "
               "with the training augmentation.", "", "![renders](figures/renders.png)", ""]
     if has_page:

@@ -33,5 +33,9 @@ def test_demo_small_end_to_end(tmp_path):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "figures" / "overlays").glob("*.png"))) == 3
     assert (out / "work" / "run" / "best").is_dir() and (out / "work" / "recon.h5").is_file()
+    import json
+
+    best = json.loads((out / "work" / "run" / "best" / "ecgscan_checkpoint.json").read_text())
+    assert f"best checkpoint `work/run/best` (step {best['step']}, validation loss {best['val_loss']:.4f};" in md
     r = runner.invoke(app, ["demo", "-o", str(out), "-q"])
     assert r.exit_code == 2 and "--overwrite" in r.output
