@@ -34,11 +34,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    import numpy as np
     import torch
 
-    from ecgscan_cli.embed import load_encoder
-    from ecgscan_cli.heldout import heldout_metrics
+    from ecgscan_cli.heldout import trained_vs_step0
     from ecgscan_cli.train import pretrain, resolve_config
 
     if args.threads:
@@ -72,9 +70,7 @@ def main() -> None:
 
             held = synthesize(200, seed=99)
             signals, reports, labels = held.signals, held.reports, held.labels
-        for encoder in ("random", "trained"):
-            model, _ = load_encoder(tmp / "run", encoder)
-            m = heldout_metrics(model, np.asarray(signals), reports, labels)
+        for encoder, m in trained_vs_step0(tmp / "run", signals, reports, labels).items():
             print(json.dumps({"encoder": encoder, "steps": res.step, "data": "ptbxl" if args.ptbxl else "synth",
                               **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}}))
 

@@ -1,6 +1,7 @@
 """Does a model learn? Held-out image→report retrieval and reconstruction, each beside its chance level.
 
-Used by the learning test and ``benchmarks/bench_learning.py``. Images are rendered clean
+Used by the learning test and ``benchmarks/bench_learning.py`` (through
+:func:`trained_vs_step0`). Images are rendered clean
 (no augmentation) at the model's size from the held-out signals.
 
 * ``r1``: the top-1 retrieved report (among the held-out reports) is the record's own.
@@ -48,4 +49,18 @@ def heldout_metrics(model, signals: np.ndarray, reports, labels: np.ndarray | No
         same = (lab[:, None, :] == lab[None, :, :]).all(-1)
         out["label_match"] = float(same[np.arange(n), top].mean())
         out["label_match_chance"] = float(same.mean())
+    return out
+
+
+def trained_vs_step0(run_dir, signals: np.ndarray, reports, labels: np.ndarray | None = None) -> dict:
+    """:func:`heldout_metrics` of a run's trained encoder and of the same architecture at step 0.
+
+    Returns ``{"random": metrics, "trained": metrics}``.
+    """
+    from ecgscan_cli.embed import load_encoder
+
+    out = {}
+    for encoder in ("random", "trained"):
+        model, _ = load_encoder(run_dir, encoder)
+        out[encoder] = heldout_metrics(model, np.asarray(signals), reports, labels)
     return out

@@ -159,7 +159,7 @@ def _draw_columns(page, xs, ys, width, colour, bands: int) -> None:
     rows = r_a[rep] + (np.arange(total) - np.repeat(np.cumsum(m) - m, m))
     alpha = np.clip(np.minimum(rows + 1, b[rep]) - np.maximum(rows, a[rep]), 0.0, 1.0) * density[rep]
     keep = alpha > 0
-    page_cols = (cols + c0) % w if bands > 1 else cols + c0
+    page_cols = (cols + c0) % w  # virtual column → page column (band k starts at k·W)
     fi = rows[keep] * w + page_cols[rep[keep]]
     alpha = alpha[keep].astype(np.float32)[:, None]
     pixels = page.reshape(-1).view(_PIXEL)  # a view: page is C-contiguous
