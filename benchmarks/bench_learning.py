@@ -50,7 +50,7 @@ def main() -> None:
 
             data, _ = import_records(args.ptbxl, tmp / "ptbxl.h5", label_set="superclass")
             heldout_folds = sorted(set(SignalsFile(data).folds.tolist()))[-2:]  # PTB-XL: 9, 10; the sample: 7, 8
-            overrides.update(split="folds", val_folds=heldout_folds, max_val=1000)
+            overrides.update(split="folds", val_folds=heldout_folds, test_folds=[], max_val=1000)
         else:
             from ecgscan_cli.synth import write_synth
 

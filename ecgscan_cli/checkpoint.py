@@ -3,7 +3,8 @@
 A run folder (``ecgscan pretrain -o RUN``)::
 
     RUN/
-      run.json                 resolved training config (model config included)
+      run.json                 resolved training config (model config and split folds included)
+      pretrain_ids.txt         ids of every record the run read (training + validation)
       metrics.jsonl            one JSON object per logged step / validation
       teacher/                 built-in signal teacher, when pretrain trained one
       best/  last/             checkpoints (below); best = lowest validation loss
@@ -11,7 +12,9 @@ A run folder (``ecgscan pretrain -o RUN``)::
 A checkpoint folder::
 
     ecgscan_checkpoint.json    {"format": "ecgscan-checkpoint/1", "model_config": {...},
-                                "train_config": {...}, "step": .., "val_loss": .., ...}
+                                "train_config": {...}, "step": .., "val_loss": ..,
+                                "pretraining": {signals, split, train/val/test folds, counts}, ...}
+    pretrain_ids.txt           ids of every record pretraining read, one a line (see provenance.py)
     model.safetensors          every model tensor except the frozen text encoder
                                (image tower incl. LoRA adapters, projections, decoder)
     text_encoder/              the frozen text encoder (transformers save_pretrained, safetensors)
@@ -35,6 +38,7 @@ import torch
 from ecgscan_cli import __version__
 from ecgscan_cli.atomic import atomic_output
 from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.provenance import IDS_FILE
 
 FORMAT = "ecgscan-checkpoint/1"
 META = "ecgscan_checkpoint.json"
@@ -94,26 +98,34 @@ def read_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link a file that is never rewritten in place (only replaced); copy when links fail."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _link_or_copy_tree(src: Path, dst: Path) -> None:
     """Hard-link the (frozen, never rewritten) text encoder files; copy when links fail."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.is_dir():
             _link_or_copy_tree(f, dst / f.name)
-            continue
-        try:
-            os.link(f, dst / f.name)
-        except OSError:
-            shutil.copy2(f, dst / f.name)
+        else:
+            _link_or_copy(f, dst / f.name)
 
 
 def save_checkpoint(path: str | os.PathLike, model, *, train_config: dict | None = None, step: int = 0,
                     val_loss: float | None = None, extra: dict | None = None, training_state: dict | None = None,
-                    text_encoder_cache: str | os.PathLike | None = None) -> Path:
+                    text_encoder_cache: str | os.PathLike | None = None, pretraining: dict | None = None,
+                    pretrain_ids: str | os.PathLike | None = None) -> Path:
     """Write a checkpoint folder atomically (replacing ``path`` only when complete).
 
     ``training_state``: ``{"tensors": {name: tensor}, "json": {...}}`` for --resume.
     ``text_encoder_cache``: a folder holding the saved text encoder to link from.
+    ``pretraining`` / ``pretrain_ids``: what the run trained on (``Pretraining.to_meta()``)
+    and the file of record ids it read, linked into the checkpoint.
     """
     path = Path(path)
     with atomic_output(path, overwrite=True, directory=True) as tmp:
@@ -122,6 +134,8 @@ def save_checkpoint(path: str | os.PathLike, model, *, train_config: dict | None
             _link_or_copy_tree(Path(text_encoder_cache), tmp / TEXT_DIR)
         else:
             model.text_encoder.save(tmp / TEXT_DIR)
+        if pretrain_ids is not None:
+            _link_or_copy(Path(pretrain_ids), tmp / IDS_FILE)
         if training_state is not None:
             (tmp / STATE_DIR).mkdir()
             _save_tensors(training_state["tensors"], tmp / STATE_DIR / "state.safetensors")
@@ -129,6 +143,8 @@ def save_checkpoint(path: str | os.PathLike, model, *, train_config: dict | None
         meta = {"format": FORMAT, "ecgscan_version": __version__, "step": int(step),
                 "val_loss": None if val_loss is None else float(val_loss),
                 "model_config": model.cfg.to_dict(), "train_config": train_config or {}, **(extra or {})}
+        if pretraining is not None:
+            meta["pretraining"] = pretraining
         (tmp / META).write_text(json.dumps(meta, indent=2))
     return path
 

@@ -3,11 +3,15 @@
 Records are read one at a time in DataLoader workers (``SignalsFile`` reopens its HDF5
 handle per process). The order is a function of (seed, epoch) only, so a run can resume
 at any batch: :class:`ResumableBatchSampler` skips the batches already consumed.
+
+The split (:func:`split_records`) holds a test fold out of pretraining whenever the file
+has folds, so that the encoder is later evaluated on records it never read.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,28 +42,96 @@ def check_pretraining_file(sf: SignalsFile) -> np.ndarray:
     return np.flatnonzero(has_report)
 
 
-def split_indices(sf: SignalsFile, usable: np.ndarray, split: str = "random", val_fraction: float = 0.1,
-                  val_folds=(10,), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) record indices: a seeded 9:1 split, or by folds."""
-    if split == "folds":
-        folds = np.asarray(sf.folds)[usable]
-        if (folds < 0).all():
-            raise EcgscanError(f"{sf.path}: --split folds, but the file has no folds")
-        val = np.isin(folds, list(val_folds))
-        if not val.any():
-            present = ", ".join(str(f) for f in sorted(set(folds.tolist())) if f >= 0)
-            raise EcgscanError(f"{sf.path}: no record in the validation folds {list(val_folds)} "
-                               f"(the file has folds {present}); pass --val-folds")
-        train_idx, val_idx = usable[~val & (folds >= 0)], usable[val]
-    elif split == "random":
+SPLITS = ("auto", "folds", "random")
+
+
+def resolve_fold_split(present, train=None, val=None, test=None, where: str = "the file"
+                       ) -> tuple[list[int], list[int], list[int]]:
+    """(train, validation, test) folds. Unset (None) lists are filled from the highest free
+    fold down: test = the highest fold not named elsewhere, validation = the next one,
+    train = every fold left (PTB-XL 1-10 → 1-8 / 9 / 10; folds 1-8 → 1-6 / 7 / 8).
+    An explicitly empty test list holds out nothing."""
+    from ecgscan_cli.probe import fold_ranges
+
+    present = sorted({int(f) for f in present if int(f) >= 0})
+    given = {"train": train, "validation": val, "test": test}
+    for name, folds in given.items():
+        absent = sorted(set(folds or []) - set(present))
+        if absent:
+            raise EcgscanError(f"{where} has no {name} fold {fold_ranges(absent)} "
+                               f"(it has folds {fold_ranges(present) or 'none'})")
+    names = list(given)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = set(given[a] or []) & set(given[b] or [])
+            if both:
+                raise EcgscanError(f"folds {fold_ranges(both)} are in both the {a} and {b} folds")
+    taken = {f for folds in given.values() for f in (folds or [])}
+    free = [f for f in present if f not in taken]
+    hint = "name them with --train-folds/--val-folds/--test-folds (--test-folds none holds out nothing)"
+    if test is None:
+        if not free:
+            raise EcgscanError(f"{where}: no fold left to hold out as test (folds {fold_ranges(present)}); {hint}")
+        test = [free.pop()]
+    if val is None:
+        if not free:
+            raise EcgscanError(f"{where}: no fold left for validation (folds {fold_ranges(present)}); {hint}")
+        val = [free.pop()]
+    if train is None:
+        train = free
+    if not val:
+        raise EcgscanError("pretraining needs validation folds (val_folds is empty)")
+    if not train:
+        raise EcgscanError(f"{where}: no fold left for training (folds {fold_ranges(present)}); {hint}")
+    return sorted(train), sorted(val), sorted(test)
+
+
+@dataclass
+class DataSplit:
+    """Record indices of a pretraining split; ``test`` are held out (never read)."""
+
+    kind: str                    # "folds" | "random"
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    train_folds: list[int] = field(default_factory=list)
+    val_folds: list[int] = field(default_factory=list)
+    test_folds: list[int] = field(default_factory=list)
+
+
+def split_records(sf: SignalsFile, usable: np.ndarray, split: str = "auto", train_folds=None, val_folds=None,
+                  test_folds=None, val_fraction: float = 0.1, seed: int = 0) -> DataSplit:
+    """The pretraining split: by folds (``auto`` when the file has folds), else a seeded 9:1 split."""
+    if split not in SPLITS:
+        raise EcgscanError(f"split must be {', '.join(SPLITS)}, not {split!r}")
+    file_folds = np.asarray(sf.folds, int)
+    named = any(f is not None for f in (train_folds, val_folds, test_folds))
+    has_folds = bool((file_folds >= 0).any())
+    if split == "auto":
+        if named and not has_folds:
+            raise EcgscanError(f"{sf.path}: folds were named but the file has no folds")
+        split = "folds" if has_folds else "random"
+    if split == "random":
+        if named:
+            log.warning("split random: train_folds/val_folds/test_folds are ignored")
         perm = np.random.default_rng(seed).permutation(usable)
         n_val = max(1, int(round(len(perm) * val_fraction))) if len(perm) > 1 else 0
-        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        out = DataSplit("random", np.sort(perm[n_val:]), np.sort(perm[:n_val]), np.zeros(0, int))
     else:
-        raise EcgscanError(f"split must be 'random' or 'folds', not {split!r}")
-    if len(train_idx) == 0:
-        raise EcgscanError(f"{sf.path}: no training records left after the {split} split")
-    return train_idx, val_idx
+        if not has_folds:
+            raise EcgscanError(f"{sf.path}: split folds, but the file has no folds")
+        tr, va, te = resolve_fold_split(file_folds, train_folds, val_folds, test_folds, where=str(sf.path))
+        folds = file_folds[usable]
+        out = DataSplit("folds", usable[np.isin(folds, tr)], usable[np.isin(folds, va)],
+                        np.flatnonzero(np.isin(file_folds, te)), tr, va, te)
+        if not len(out.val):
+            raise EcgscanError(f"{sf.path}: no record with a report in the validation folds {va}")
+        unfolded = int((folds < 0).sum())
+        if unfolded:
+            log.warning("%s: %d records without a fold are left out of a split by folds", sf.path, unfolded)
+    if len(out.train) == 0:
+        raise EcgscanError(f"{sf.path}: no training records left after the {out.kind} split")
+    return out
 
 
 class PairDataset(torch.utils.data.Dataset):

@@ -18,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 
-from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.leads import LEADS
 
 log = logging.getLogger("ecgscan")
@@ -50,13 +49,10 @@ class DemoResult:
 
 
 def choose_folds(folds: np.ndarray) -> tuple[list[int], list[int], list[int]]:
-    """PTB-XL's 1-8/9/10 when folds 9 and 10 exist, else the last two folds present as val/test."""
-    present = sorted(int(f) for f in np.unique(folds) if f >= 0)
-    if {9, 10} <= set(present) and any(f <= 8 for f in present):
-        return [f for f in present if f <= 8], [9], [10]
-    if len(present) < 3:
-        raise EcgscanError(f"need at least 3 folds for train/val/test, found {present}")
-    return present[:-2], [present[-2]], [present[-1]]
+    """pretrain's rule: the highest fold is test, the next validation, the rest train (PTB-XL 1-8/9/10)."""
+    from ecgscan_cli.data import resolve_fold_split
+
+    return resolve_fold_split(np.unique(folds), where="the demo data")
 
 
 def _fig_renders(sig: np.ndarray, ids, path: Path, size: int, seed: int) -> None:
@@ -214,8 +210,9 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
         tr_f, va_f, te_f = choose_folds(sf.folds)
         splits = splits_from_folds(sf.ids, sf.folds, tr_f, va_f, te_f)
         test_idx = [i for i, f in enumerate(sf.folds) if f in te_f]
-        # 2. pretrain
-        overrides = {"seed": cfg.seed, "max_minutes": cfg.max_minutes, "teacher_steps": 100}
+        # 2. pretrain: on the train and validation folds; the test fold is never read
+        overrides = {"seed": cfg.seed, "max_minutes": cfg.max_minutes, "teacher_steps": 100, "split": "folds",
+                     "train_folds": tr_f, "val_folds": va_f, "test_folds": te_f}
         if cfg.steps is not None:
             overrides.update(max_steps=int(cfg.steps), eval_every=max(10, int(cfg.steps) // 3),
                              save_every=max(10, int(cfg.steps) // 3), log_every=max(1, min(10, int(cfg.steps) // 10)),
@@ -223,10 +220,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
         tcfg = resolve_config("tiny", overrides=overrides)
         run = work / "run"
         with timed(f"pretraining the tiny preset ({tcfg.max_steps} steps)"):
-            # test records never take part in pretraining (no image/report/signal of them is seen)
-            pre = _subset_signals(sf, [i for i, f in enumerate(sf.folds) if f not in te_f], work / "pretrain.h5")
             with pf(tcfg.max_steps, "pretrain") as adv:
-                res = pretrain(pre, run, tcfg, device=str(dev), progress=adv)
+                res = pretrain(signals, run, tcfg, device=str(dev), progress=adv)
         ckpt = res.best
         # 3. renders + losses
         with timed("figures: renders and loss curves"):
@@ -300,7 +295,8 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
              f"Data: {data_desc}. Splits: {splits.description} "
              f"({len(splits.train)} / {len(splits.val)} / {len(splits.test)} records).", "",
              f"Pretraining: preset `{tcfg.preset}`, {res.step} steps, batch {tcfg.batch_size}, "
-             f"image model `{tcfg.model.image_model}`, text model `{tcfg.model.text_model}`; "
+             f"image model `{tcfg.model.image_model}`, text model `{tcfg.model.text_model}`, on the training and "
+             "validation folds (the test fold is never read: `work/run/best/pretrain_ids.txt` lists what was); "
              f"best checkpoint `work/run/best` (step {res.best_step}, validation loss {_num(res.best_val)}; "
              f"at the last step {_num((res.val or {}).get('loss'))}).", ""]
     lines += ["## Renders", "", "Model-size renders of test records: clean (what embed/probe/zero-shot see) and "

@@ -3,6 +3,7 @@
 ::
 
     image [B,3,H,W] in [0,1] ──CLIP-normalise──▶ ViT (open_clip, frozen + LoRA) ──▶ h_I
+                  (or ──(x−0.5)/0.5──▶ EfficientNet-Lite0, ImageNet weights, :mod:`ecgscan_cli.towers`)
     h_I ──Linear+Tanh──▶ z_I  (contrastive space, L2-normalised)
     h_I ──Linear+Tanh──▶ r_I  (reconstruction latent) ──▶ SignalDecoder ──▶ [B,12,5000] mV
     report ──frozen text encoder──▶ Linear+Tanh ──▶ z_T
@@ -47,18 +48,22 @@ _TINY_OPEN_CLIP_CONFIG = {
 class ModelConfig:
     """Everything needed to rebuild the architecture (saved with every checkpoint)."""
 
-    # image encoder (open_clip vision tower)
-    image_model: str = "ViT-B-16"  # open_clip model name, or "ecgscan-tiny"
-    image_pretrained: str | None = "openai"  # open_clip tag, a local weights file, or None (random)
-    image_size: int | None = None  # None: the model's native size
+    # image encoder (open_clip vision tower, or a CNN tower: "efficientnet-lite0")
+    image_model: str = "ViT-B-16"  # open_clip model name, "ecgscan-tiny", or "efficientnet-lite0"
+    # open_clip tag (ViT) or "imagenet" (efficientnet-lite0), a local weights file, or None (random)
+    image_pretrained: str | None = "openai"
+    image_size: int | None = None  # None: the model's native size (efficientnet-lite0: 224)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("attn", "c_fc", "c_proj")
+    # None: the tower's own (ViT: attn, c_fc, c_proj; efficientnet-lite0: conv_pw, conv_pwl, conv_head)
+    lora_targets: tuple[str, ...] | None = None
     # what of the ViT trains besides LoRA: "lora" (paper), "lora+norms" (LayerNorms and the ViT's
     # own projection too), "full" (all ViT weights except nn.MultiheadAttention's, which peft
-    # re-creates on every forward; for the random tiny ViT)
+    # re-creates on every forward; for the random tiny ViT). efficientnet-lite0: lora, lora+norms
+    # (BatchNorm scale/shift), partial (the last image_train_blocks stages + head, no LoRA), full
     image_train: str = "lora"
+    image_train_blocks: int = 2  # image_train partial: how many of the CNN's last stages train
     # the ViT's patch embedding: "patch" (its own, pretrained with it) or "conv" (a trainable ConvStem;
     # for a randomly initialised ViT, which cannot learn from patchify in a CPU budget)
     image_stem: str = "patch"
@@ -81,7 +86,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["lora_targets"] = list(self.lora_targets)
+        d["lora_targets"] = None if self.lora_targets is None else list(self.lora_targets)
         return d
 
     @classmethod
@@ -91,7 +96,7 @@ class ModelConfig:
         if unknown:
             raise EcgscanError(f"unknown model config keys: {', '.join(sorted(unknown))}")
         d = dict(d)
-        if "lora_targets" in d:
+        if d.get("lora_targets") is not None:
             d["lora_targets"] = tuple(d["lora_targets"])
         return cls(**d)
 
@@ -101,6 +106,15 @@ def tiny_config(**overrides) -> ModelConfig:
                       image_train="full", image_stem="conv", embed_dim=64, text_model="tiny", text_max_length=64,
                       signal_dim=64, decoder_width=64, decoder_layers=2, decoder_heads=4, mask_ratio=0.25)
     return dataclasses.replace(cfg, **overrides)
+
+
+def default_image_pretrained(image_model: str) -> str | None:
+    """The pretrained weights an image model gets when none are named."""
+    from ecgscan_cli.towers import IMAGENET, is_cnn
+
+    if image_model == TINY_VISION:
+        return None
+    return IMAGENET if is_cnn(image_model) else "openai"
 
 
 def register_tiny() -> None:
@@ -180,7 +194,7 @@ def _build_vision(cfg: ModelConfig, load_weights: bool) -> nn.Module:
     register_tiny()
     if cfg.image_model not in open_clip.list_models():
         raise EcgscanError(f"unknown image model {cfg.image_model!r} (open_clip models: ViT-B-16, ViT-L-14-336, ...; "
-                           f"or {TINY_VISION} for tests)")
+                           f"efficientnet-lite0; or {TINY_VISION} for tests)")
     pretrained = cfg.image_pretrained if load_weights else None
     kwargs = {}
     if cfg.image_size:
@@ -220,14 +234,15 @@ def _build_vision(cfg: ModelConfig, load_weights: bool) -> nn.Module:
 def _inject_lora(visual: nn.Module, cfg: ModelConfig) -> nn.Module:
     from peft import LoraConfig, inject_adapter_in_model
 
-    if "out_proj" in cfg.lora_targets:
+    targets = cfg.lora_targets or ("attn", "c_fc", "c_proj")
+    if "out_proj" in targets:
         raise EcgscanError("LoRA target 'out_proj' never receives gradients (nn.MultiheadAttention does not call it); "
                            "target 'attn' instead")
     if cfg.image_train not in ("lora", "lora+norms", "full"):
-        raise EcgscanError(f"image_train must be lora, lora+norms or full, not {cfg.image_train!r}")
+        raise EcgscanError(f"image_train for a ViT must be lora, lora+norms or full, not {cfg.image_train!r}")
     visual.requires_grad_(False)
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets), bias="none")
+                      target_modules=list(targets), bias="none")
     visual = inject_adapter_in_model(lcfg, visual)
     for name, p in visual.named_parameters():
         trainable = "lora_" in name
@@ -245,8 +260,15 @@ class ECGScanModel(nn.Module):
         super().__init__()
         from ecgscan_cli.encoders import load_text_encoder
 
+        from ecgscan_cli.towers import build_cnn_tower, is_cnn
+
         self.cfg = cfg
-        self.visual = _inject_lora(_build_vision(cfg, load_weights), cfg)
+        if is_cnn(cfg.image_model):
+            self.visual = build_cnn_tower(cfg, load_weights)
+            mean, std = self.visual.mean, self.visual.std
+        else:
+            self.visual = _inject_lora(_build_vision(cfg, load_weights), cfg)
+            mean, std = CLIP_MEAN, CLIP_STD
         size = self.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         self.image_size = int(size)
@@ -260,18 +282,19 @@ class ECGScanModel(nn.Module):
         self.signal_proj = Projection(cfg.signal_dim, cfg.embed_dim)
         self.decoder = SignalDecoder(cfg.decoder_width, cfg.decoder_layers, cfg.decoder_heads, cfg.n_samples,
                                      cfg.patch, cfg.decoder_dropout, cfg.mask_ratio)
-        self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        # the input normalisation the image tower was pretrained with (CLIP's, or the CNN's own)
+        self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     # ---- parts
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """h_I: the ViT's pooled output for images in [0,1]."""
+        """h_I: the image tower's pooled output for images in [0,1]."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise EcgscanError(f"images must be [B,3,H,W], got {list(images.shape)}")
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise EcgscanError(f"images are {images.shape[-2]}×{images.shape[-1]}, the model expects "
                                f"{self.image_size}×{self.image_size}")
-        x = (images.to(self.clip_mean.device, torch.float32) - self.clip_mean) / self.clip_std
+        x = (images.to(self.image_mean.device, torch.float32) - self.image_mean) / self.image_std
         return self.visual(x)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -16,6 +16,10 @@ Per label set and per training fraction (1 %, 10 %, 100 % by default):
 Classes without a positive (or without a negative) in a split cannot be trained or
 scored there: they are skipped and reported in ``ProbeResult.notes``.
 
+Leakage: an embeddings file of a trained encoder carries the ids of the records its
+pretraining read; a test split holding any of them is refused (``allow_overlap`` warns
+instead). Training/validation records seen in pretraining are fine.
+
 Speed: all encoders of one comparison are trained *together* as one stacked linear layer
 (features zero-padded to a common width, which leaves the padded weights at zero), and
 gradients and AdamW steps are written out by hand, so one optimiser step costs a few
@@ -92,11 +96,13 @@ def bootstrap_macro_auroc(scores: np.ndarray, y: np.ndarray, n_boot: int = 1000,
 # ---------------------------------------------------------------- splits
 
 def parse_folds(text: str | Sequence[int] | None) -> list[int]:
-    """'1-6,8' → [1, 2, 3, 4, 5, 6, 8]."""
+    """'1-6,8' → [1, 2, 3, 4, 5, 6, 8]; 'none' or '' → []."""
     if text is None:
         return []
     if not isinstance(text, str):
         return [int(x) for x in text]
+    if text.strip().lower() == "none":
+        return []
     out: list[int] = []
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -156,14 +162,14 @@ def splits_from_folds(ids: Sequence[str], folds: np.ndarray, train_folds: Sequen
         sel = [ids[i] for i in np.flatnonzero(np.isin(folds, list(s)))]
         if not sel:
             raise EcgscanError(f"no records in the {name} folds {sorted(s)} (folds present: "
-                               f"{_fold_ranges(present)}); choose with --train-folds/--val-folds/--test-folds")
+                               f"{fold_ranges(present)}); choose with --train-folds/--val-folds/--test-folds")
         out[name] = sel
-    desc = (f"folds train {_fold_ranges(sorted(sets['train']))}, val {_fold_ranges(sorted(sets['validation']))}, "
-            f"test {_fold_ranges(sorted(sets['test']))}")
+    desc = (f"folds train {fold_ranges(sorted(sets['train']))}, val {fold_ranges(sorted(sets['validation']))}, "
+            f"test {fold_ranges(sorted(sets['test']))}")
     return Splits(out["train"], out["validation"], out["test"], desc)
 
 
-def _fold_ranges(vals: Sequence[int]) -> str:
+def fold_ranges(vals: Sequence[int]) -> str:
     vals = sorted(vals)
     parts, i = [], 0
     while i < len(vals):
@@ -415,14 +421,37 @@ def _aligned(files, ids: Sequence[str]):
     return out
 
 
+def check_test_leakage(files, splits: Splits, allow_overlap: bool = False, warn=None) -> None:
+    """Refuse a test split whose records an encoder's pretraining read (``allow_overlap``:
+    warn instead). Training/validation records seen in pretraining are fine."""
+    for f in files:
+        p = f.pretraining
+        if p is None:
+            if f.encoder == "trained" and f.attrs.get("checkpoint") and warn is not None:
+                warn(f"{f.path}: its checkpoint records no pretraining data (older ecgscan?): "
+                     "test records cannot be checked for leakage")
+            continue
+        seen = p.seen(splits.test)
+        if not seen:
+            continue
+        msg = f"{f.path}: " + p.overlap_message(seen, len(splits.test), "test records")
+        if not allow_overlap:
+            raise EcgscanError(f"{msg} (or pass --allow-overlap)")
+        if warn is not None:
+            warn(f"--allow-overlap: {msg}; the test AUROC is optimistic")
+
+
 def run_probe(files, label_sets: Sequence[str] | None, splits: Splits, cfg: ProbeConfig,
-              names: Sequence[str] | None = None, progress=None, warn=None) -> list[ProbeResult]:
+              names: Sequence[str] | None = None, progress=None, warn=None,
+              allow_overlap: bool = False) -> list[ProbeResult]:
     """Probe each embeddings file (``EmbeddingsFile``) on each label set and fraction.
 
     All files must hold the same record ids; labels and splits are taken from the first.
+    Refuses test records that an encoder's pretraining read unless ``allow_overlap``.
     """
     if not files:
         raise EcgscanError("no embeddings file given")
+    check_test_leakage(files, splits, allow_overlap, warn)
     names = list(names) if names else [f.name for f in files]
     if len(set(names)) != len(names):
         names = [f"{n} ({i + 1})" for i, n in enumerate(names)]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +44,7 @@ METRICS = "metrics.jsonl"
 TEACHER_DIR = "teacher"
 TEXT_CACHE_DIR = "text_encoder"
 LOSS_TERMS = ("clip", "gram", "mse", "lead")
+FOLD_KEYS = ("train_folds", "val_folds", "test_folds")
 # keys that may differ on --resume (they do not change the trajectory)
 RESUME_FREE = {"max_minutes", "num_workers", "log_every", "eval_every", "save_every", "device", "signal_encoder"}
 
@@ -52,9 +54,14 @@ class TrainConfig:
     preset: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
     # data
-    split: str = "random"  # random (9:1) | folds
+    # auto: by folds when the file has folds (test = highest fold, never read; validation =
+    # the next one; train = the rest), else random (seeded 9:1). Fold lists left unset are
+    # filled that way; run.json holds the resolved ones.
+    split: str = "auto"  # auto | folds | random
     val_fraction: float = 0.1
-    val_folds: list[int] = field(default_factory=lambda: [10])
+    train_folds: list[int] | None = None
+    val_folds: list[int] | None = None
+    test_folds: list[int] | None = None
     max_val: int = 2000  # validation records used (first N of the split)
     augment: str = "paper"  # render augmentation preset: none | light | paper | heavy
     num_workers: int = 4
@@ -150,6 +157,11 @@ def resolve_config(preset: str | None = "tiny", config_file: str | None = None, 
         else:
             flat[k] = v
     data = _merge(data, flat)
+    for key in FOLD_KEYS:  # '1-6,8' (flags, config files) or a list; 'none' = no fold
+        if data.get(key) is not None:
+            from ecgscan_cli.probe import parse_folds
+
+            data[key] = parse_folds([data[key]] if isinstance(data[key], int) else data[key])
     try:
         cfg = TrainConfig.from_dict(data)
     except TypeError as e:
@@ -164,6 +176,7 @@ def _validate(cfg: TrainConfig) -> None:
               (cfg.lr > 0, "lr must be > 0"), (0 <= cfg.warmup_frac < 1, "warmup_frac must be in [0, 1)"),
               (cfg.augment in ("none", "light", "paper", "heavy"), "augment must be none|light|paper|heavy"),
               (cfg.amp in ("auto", "none", "bf16"), "amp must be auto|none|bf16"),
+              (cfg.split in ("auto", "folds", "random"), "split must be auto|folds|random"),
               (0 < cfg.val_fraction < 1, "val_fraction must be in (0, 1)")]
     for ok, msg in checks:
         if not ok:
@@ -183,7 +196,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class Objective(nn.Module):
-    """Model + the four losses; ``forward`` returns (total, terms, z_image, z_text)."""
+    """Model + the four losses; ``forward`` returns (total, terms, z_image, z_text).
+
+    Under DDP (training mode) CLIP and GRAM score each rank's images against the pairs of
+    all ranks, and the gradient of the local features is scaled so that DDP's average gives
+    every parameter the gradient of one process on the concatenated batch (no extra scaling
+    here: see ``losses.gather_features``). Every rank must therefore run forward in step.
+    In eval mode the losses are local to the rank.
+    """
 
     def __init__(self, model, cfg: TrainConfig):
         super().__init__()
@@ -191,8 +211,8 @@ class Objective(nn.Module):
 
         self.model = model
         self.cfg = cfg
-        self.clip = CLIPLoss(cfg.label_smoothing, cfg.init_tau)
-        self.gram = GramianVolumeLoss(cfg.label_smoothing, cfg.init_tau)
+        self.clip = CLIPLoss(cfg.label_smoothing, cfg.init_tau, all_ranks=True)
+        self.gram = GramianVolumeLoss(cfg.label_smoothing, cfg.init_tau, all_ranks=True)
         self.mse = ReconstructionMSELoss()
         self.lead = LeadConsistencyLoss(cfg.alpha, cfg.beta)
 
@@ -448,22 +468,54 @@ def evaluate(objective: Objective, frozen: FrozenFeatures, sf, indices, cfg: Tra
     return out
 
 
+def _with_resolved_split(cfg: TrainConfig, split) -> TrainConfig:
+    """The config with the split actually used (run.json and --resume compare this one)."""
+    if split.kind == "folds":
+        return dataclasses.replace(cfg, split="folds", train_folds=split.train_folds, val_folds=split.val_folds,
+                                   test_folds=split.test_folds)
+    return dataclasses.replace(cfg, split="random")
+
+
+def _pretraining_record(sf, signals_path, split, train_idx, val_idx, cfg: TrainConfig):
+    """What the run reads: the built-in teacher trains on ``train_idx``, validation reads ``val_idx``."""
+    from ecgscan_cli.provenance import Pretraining
+
+    read = np.union1d(train_idx, val_idx)
+    teacher = (f"{cfg.signal_encoder} (external: its own training data is not recorded)" if cfg.signal_encoder
+               else "built-in (trained on the training records)")
+    return Pretraining(signals=os.path.abspath(signals_path), split=split.kind, train_folds=split.train_folds,
+                       val_folds=split.val_folds, test_folds=split.test_folds, n_train=len(train_idx),
+                       n_val=len(val_idx), n_test=len(split.test), ids=frozenset(sf.ids[int(i)] for i in read),
+                       signal_teacher=teacher)
+
+
 def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", resume: bool = False,
              overwrite: bool = False, progress: Callable[[int], None] | None = None,
              teacher_progress: Callable[[int], None] | None = None) -> PretrainResult:
     """Train ECG-Scan on a signals file; checkpoints and logs in ``run_dir``."""
     from ecgscan_cli.checkpoint import load_model_weights, load_training_state, read_meta, resolve, save_checkpoint
-    from ecgscan_cli.data import PairDataset, check_pretraining_file, make_loader, split_indices
+    from ecgscan_cli.data import PairDataset, check_pretraining_file, make_loader, split_records
     from ecgscan_cli.encoders import load_signal_encoder, load_text_encoder
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.model import build_model
+    from ecgscan_cli.provenance import IDS_FILE, write_ids
 
     dist, dev = init_distributed(device)
     run_dir = Path(run_dir)
     sf = SignalsFile(signals_path)
     usable = check_pretraining_file(sf)
-    train_idx, val_idx = split_indices(sf, usable, cfg.split, cfg.val_fraction, cfg.val_folds, cfg.seed)
-    val_idx = val_idx[: cfg.max_val]
+    split = split_records(sf, usable, cfg.split, cfg.train_folds, cfg.val_folds, cfg.test_folds, cfg.val_fraction,
+                          cfg.seed)
+    cfg = _with_resolved_split(cfg, split)
+    train_idx, val_idx = split.train, split.val[: cfg.max_val]
+    pretraining = _pretraining_record(sf, signals_path, split, train_idx, val_idx, cfg)
+    if dist.main:
+        from ecgscan_cli.probe import fold_ranges
+
+        held = (f"{len(split.test)} records of folds {fold_ranges(split.test_folds)} held out as test (never read)"
+                if len(split.test) else "no record held out as test")
+        log.info("split: %s; %d training and %d validation records; %s", pretraining.describe(), len(train_idx),
+                 len(val_idx), held)
     if len(train_idx) < cfg.batch_size * dist.world:
         raise EcgscanError(f"{len(train_idx)} training records are fewer than one batch "
                            f"({cfg.batch_size} × {dist.world} process(es)); lower --batch-size")
@@ -537,6 +589,8 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
         torch.manual_seed(cfg.seed * 1000 + dist.rank)
     if dist.main:
         (run_dir / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
+        # every checkpoint links it: the ids of what this run reads (never a test-fold record)
+        write_ids(run_dir / IDS_FILE, [sf.ids[int(i)] for i in np.union1d(train_idx, val_idx)])
     runner = objective
     if dist.world > 1:
         runner = nn.parallel.DistributedDataParallel(objective, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -557,7 +611,8 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
             save_checkpoint(last_path if kind == "last" else best_path, model, train_config=cfg.to_dict(), step=step,
                             val_loss=None if not val else val.get("loss"), extra=extra,
                             training_state=state if kind == "last" else None,
-                            text_encoder_cache=run_dir / TEXT_CACHE_DIR)
+                            text_encoder_cache=run_dir / TEXT_CACHE_DIR, pretraining=pretraining.to_meta(),
+                            pretrain_ids=run_dir / IDS_FILE)
         except OSError as e:
             good = resolve(last_path) or resolve(best_path)
             raise EcgscanFailure(f"cannot save the {kind} checkpoint at step {step}: {e.strerror or e}"

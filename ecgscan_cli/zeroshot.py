@@ -161,23 +161,29 @@ def score(image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray, class
 def zeroshot(checkpoint, input_path, *, prompts: str | Path | None = None, labels: str | None = None,
              batch_size: int = 32, device="auto", thresholds: bool = False, progress_factory=None) -> ZeroShotResult:
     """Zero-shot AUROC of a checkpoint on INPUT (folder/images/signals file, or an embeddings
-    file made with the same checkpoint's trained encoder)."""
+    file made with the same checkpoint's trained encoder). Logs a warning when the
+    checkpoint's pretraining read some of the evaluated records."""
     import contextlib
 
     from ecgscan_cli.embed import embed_source, load_model, resolve_device
     from ecgscan_cli.formats.common import file_kind
+    from ecgscan_cli.provenance import from_checkpoint
 
     dev = resolve_device(device)
     if file_kind(input_path) == "embeddings":
         from ecgscan_cli.formats.embeddings import EmbeddingsFile
 
         ef = EmbeddingsFile(input_path)
-        if ef.encoder == "random":
-            log.warning("%s was embedded with an untrained encoder; its space is not aligned with text", input_path)
+        if ef.features != "projected":
+            raise EcgscanError(f"{input_path} holds {ef.features} features, not the contrastive embedding: "
+                               "zero-shot needs `ecgscan embed --features projected`")
+        if ef.encoder in ("random", "imagenet"):
+            log.warning("%s was embedded with an encoder without ECG training (%s); its space is not aligned "
+                        "with text", input_path, ef.encoder)
         ls = ef.label_set_named(labels) if labels else (ef.label_sets.get(ef.label_set) if ef.label_sets else None)
         if ls is None:
             raise EcgscanError(f"{input_path} has no labels: zero-shot AUROC needs labelled records")
-        emb, lab, classes, ls_name = ef.embeddings, ls.labels, ls.classes, ls.name
+        emb, lab, classes, ls_name, ids = ef.embeddings, ls.labels, ls.classes, ls.name, ef.ids
         model = load_model(checkpoint, dev)
         if emb.shape[1] != model.embed_dim:
             raise EcgscanError(f"{input_path}: embeddings have {emb.shape[1]} dimensions, the checkpoint "
@@ -201,11 +207,15 @@ def zeroshot(checkpoint, input_path, *, prompts: str | Path | None = None, label
         model = load_model(checkpoint, dev)
         ctx = progress_factory(len(source), "zero-shot") if progress_factory else contextlib.nullcontext(None)
         with ctx as advance:
-            rows, _, emb = embed_source(model, source, batch_size, dev, advance)
+            rows, ids, emb = embed_source(model, source, batch_size, dev, advance)
         if not rows:
             raise EcgscanError(f"{input_path}: no readable image")
         lab = np.asarray(all_lab)[np.asarray(rows, int)]
         source.close()
+    pretraining = from_checkpoint(checkpoint)
+    seen = pretraining.seen(ids) if pretraining is not None else 0
+    if seen:
+        log.warning("%s", pretraining.overlap_message(seen, len(ids)) + "; this zero-shot AUROC is optimistic")
     name, pr = choose_prompts(classes, prompts, ls_name)
     text = class_text_embeddings(model, pr, classes)
     return score(emb, text, lab, classes, name, ls_name, thresholds)

@@ -97,3 +97,39 @@ def test_not_a_checkpoint_and_bad_inputs(tiny_checkpoint, random_signals_file, t
         assert r.exit_code == 2, (args, r.output)
         assert msg in r.output and "Traceback" not in r.output
     assert [p.name for p in tmp_path.glob("*.h5")] == ["random.h5"] and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_embed_imagenet_and_backbone_features(tiny_checkpoint, random_signals_file, tmp_path):
+    """--encoder imagenet loads the tower's pretrained weights (here a local file); random does not."""
+    import open_clip
+    import torch
+
+    from ecgscan_cli.checkpoint import save_checkpoint
+    from ecgscan_cli.model import TINY_VISION, build_model, register_tiny, tiny_config
+
+    # the tiny checkpoint has no pretrained image weights: refused
+    r = run("embed", tiny_checkpoint, random_signals_file, "-o", tmp_path / "x.h5", "--encoder", "imagenet", "-q")
+    assert r.exit_code == 2 and "no pretrained image weights (image_pretrained is null)" in r.output
+    register_tiny()
+    torch.manual_seed(5)
+    weights = tmp_path / "tower.pt"
+    torch.save(open_clip.create_model(TINY_VISION, force_image_size=64).state_dict(), weights)
+    cfg = tiny_config(image_size=64, patch=40, image_stem="patch", image_pretrained=str(weights))
+    ck = save_checkpoint(tmp_path / "ck", build_model(cfg, load_weights=True))
+    emb = {}
+    for enc in ("imagenet", "random"):
+        for seed in (0, 1):
+            out = tmp_path / f"{enc}{seed}.h5"
+            r = run("embed", ck, random_signals_file, "-o", out, "--encoder", enc, "--features", "backbone",
+                    "--seed", seed, "--device", "cpu", "-q")
+            assert r.exit_code == 0, r.output
+            emb[enc, seed] = EmbeddingsFile(out)
+    e = emb["imagenet", 0]
+    assert e.encoder == "imagenet" and e.features == "backbone" and e.pretraining is None
+    assert e.embeddings.shape == (6, 64) and not np.allclose(np.linalg.norm(e.embeddings, axis=1), 1, atol=1e-3)
+    # the backbone of a patch-stem tower is all pretrained weights: the seed does not matter
+    assert np.array_equal(emb["imagenet", 0].embeddings, emb["imagenet", 1].embeddings)
+    assert not np.allclose(emb["random", 0].embeddings, emb["random", 1].embeddings)
+    assert not np.allclose(emb["imagenet", 0].embeddings, emb["random", 0].embeddings)
+    r = run("embed", ck, random_signals_file, "-o", tmp_path / "y.h5", "--features", "pooled", "-q")
+    assert r.exit_code == 2 and "--features must be one of projected, backbone" in r.output

@@ -121,7 +121,7 @@ def test_bad_input(tmp_path, synth_file):
         pretrain(synth_file, tmp_path / "none", mini_config(), device="cpu", resume=True)
     with pytest.raises(EcgscanError, match="unknown image model"):
         pretrain(synth_file, tmp_path / "r4", mini_config(**{"model.image_model": "ViT-Nope"}), device="cpu")
-    with pytest.raises(EcgscanError, match=r"no record in the validation folds \[11\] \(the file has folds 1, 2"):
+    with pytest.raises(EcgscanError, match=r"has no validation fold 11 \(it has folds 1-10\)"):
         pretrain(synth_file, tmp_path / "r5", mini_config(split="folds", val_folds=[11]), device="cpu")
     assert not (tmp_path / "r5").exists()
 

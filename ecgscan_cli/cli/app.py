@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ecgscan_cli import __version__
-from ecgscan_cli.cli import demo, embed, imports, pretrain, probe, reconstruct, render, snr, synth, zeroshot
+from ecgscan_cli.cli import benchmark, demo, embed, imports, pretrain, probe, reconstruct, render, snr, synth, zeroshot
 
 app = typer.Typer(
     name="ecgscan",
@@ -45,6 +45,7 @@ app.command("embed")(embed.embed_command)
 app.command("probe")(probe.probe_command)
 app.command("zeroshot")(zeroshot.zeroshot_command)
 app.command("reconstruct")(reconstruct.reconstruct_command)
+app.command("benchmark")(benchmark.benchmark_command)
 app.command("demo")(demo.demo_command)
 
 

@@ -21,18 +21,27 @@ def embed_command(
                                                "file (rendered on the fly).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write (.h5).",
                                          show_default=False)],
-    encoder: Annotated[str, typer.Option("--encoder", help="trained (the checkpoint) or random (same architecture, "
-                                         "untrained: the baseline).")] = "trained",
+    encoder: Annotated[str, typer.Option("--encoder", help="trained (the checkpoint), random (same architecture, "
+                                         "untrained) or imagenet (same architecture with the image tower's "
+                                         "pretrained weights, no ECG training).")] = "trained",
+    features: Annotated[str, typer.Option("--features", help="projected (L2-normalised contrastive embedding) or "
+                                          "backbone (the image tower's pooled output: for probing baselines).")
+                        ] = "projected",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
     device: Device = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Embed images with the checkpoint's image encoder (L2-normalised, contrastive space)."""
+    """Embed images with the checkpoint's image encoder (L2-normalised, contrastive space).
+
+    Warns when the checkpoint's pretraining read some of the embedded records; the
+    embeddings file keeps their ids so that `ecgscan probe` can refuse such a test split.
+    """
     from ecgscan_cli.embed import embed_to_file
 
-    path, source = embed_to_file(checkpoint, input, output, encoder=encoder, batch_size=batch_size, device=device,
+    path, source = embed_to_file(checkpoint, input, output, encoder=encoder, features=features,
+                                 batch_size=batch_size, device=device,
                                  overwrite=overwrite, seed=seed,
                                  progress_factory=lambda n, d: progress_bar(n, d, quiet))
     if source.skipped:

@@ -1,4 +1,4 @@
-"""`ecgscan import`: PTB-XL roots and WFDB folders → one HDF5 signals file."""
+"""`ecgscan import`: PTB-XL (folders or archives) and WFDB folders → one HDF5 signals file."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import typer
 from ecgscan_cli.cli.common import Overwrite, Quiet, command, progress_bar
 
 
-class LabelSet(str, Enum):
-    auto = "auto"
-    superclass = "superclass"
-    subclass = "subclass"
-    form = "form"
-    rhythm = "rhythm"
-    dx = "dx"
-    none = "none"
+LABEL_SET_CHOICES = ("auto", "all", "superclass", "subclass", "form", "rhythm", "dx", "none")
+
+
+def complete_label_sets(incomplete: str) -> list[str]:
+    """Shell completion of --labels: the names, also after a comma."""
+    head, _, last = incomplete.rpartition(",")
+    prefix = head + "," if head else ""
+    return [prefix + c for c in LABEL_SET_CHOICES if c.startswith(last)]
 
 
 class Pad(str, Enum):
@@ -42,12 +42,16 @@ def print_summary(rows: list[dict], title: str) -> None:
 
 @command
 def import_command(
-    source: Annotated[Path, typer.Argument(help="PTB-XL root (with ptbxl_database.csv), folder of WFDB "
-                                                "records (.hea + .dat/.mat, searched recursively) or one .hea.")],
+    source: Annotated[Path, typer.Argument(help="PTB-XL root (with ptbxl_database.csv; records in records100/ "
+                                                "records500/ or in archives beside the CSVs), PTB-XL archive "
+                                                "(.zip, .tar.xz... with the CSVs inside or beside it), folder of "
+                                                "WFDB records (.hea + .dat/.mat, searched recursively) or one .hea.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Signals file to write (.h5).", dir_okay=False)],
-    labels: Annotated[LabelSet, typer.Option(
-        "--labels", "-l", help="Label set: PTB-XL superclass (5), subclass (23), form (19), rhythm (12); "
-        "dx = '# Dx:' SNOMED codes of WFDB headers; auto = superclass for PTB-XL, else dx.")] = LabelSet.auto,
+    labels: Annotated[str, typer.Option(
+        "--labels", "-l", autocompletion=complete_label_sets,
+        help="Label set: PTB-XL superclass (5), subclass (23), form (19), rhythm (12), several comma-separated "
+        "or all (the first goes to /label, the others to /label_sets/NAME); dx = '# Dx:' SNOMED codes of WFDB "
+        "headers; none; auto = superclass for PTB-XL, else dx.")] = "auto",
     sampling_rate: Annotated[int, typer.Option("--sampling-rate", "-r",
                                                help="PTB-XL source: records500 or records100 "
                                                     "(output is always 500 Hz).")] = 500,
@@ -83,11 +87,12 @@ def import_command(
     check_output_path(output, overwrite)
     if sampling_rate not in (100, 500):
         raise EcgscanError(f"--sampling-rate must be 100 or 500 (PTB-XL's two versions), not {sampling_rate}")
-    plan = plan_import(source, label_set=labels.value, sampling_rate=sampling_rate,
+    plan = plan_import(source, label_set=labels, sampling_rate=sampling_rate,
                        min_likelihood=min_likelihood, drop_unlabelled=drop_unlabelled, limit=limit)
     with progress_bar(len(plan.tasks), "importing", quiet=quiet) as advance:
         path, stats = run_import(plan, output, derive_limb_leads=derive_limb_leads, pad=pad.value,
                                  workers=workers, strict=strict, overwrite=overwrite, progress=advance)
     if not quiet:
-        print_summary(stats.rows(), f"import: {plan.kind}, {len(plan.classes)} classes")
+        n_classes = "+".join(str(len(classes)) for classes, _ in plan.label_sets.values()) or "0"
+        print_summary(stats.rows(), f"import: {plan.kind}, {n_classes} classes")
     typer.echo(str(path))

@@ -18,7 +18,7 @@ _O = typer.Option
 def pretrain_command(
     signals: Annotated[Path, typer.Argument(help="Signals file with reports (from `ecgscan import` or `ecgscan synth`).")],
     output: Annotated[Path, _O("--output", "-o", help="Run folder: checkpoints best/ and last/, run.json, metrics.jsonl.")],
-    preset: Annotated[Optional[str], _O("--preset", help="tiny (CPU, tests, demo) or paper (the paper's settings). "
+    preset: Annotated[Optional[str], _O("--preset", help="tiny (CPU, tests, demo), cpu (EfficientNet-Lite0, 30-60 min on 2 cores) or paper (the paper's settings). "
                                         "Default: tiny; on --resume, the run's own config.")] = None,
     config: Annotated[Optional[Path], _O("--config", help="YAML or JSON config; overrides the preset, flags override it.")] = None,
     resume: Annotated[bool, _O("--resume", help="Continue the run in --output from its last checkpoint.")] = False,
@@ -37,10 +37,16 @@ def pretrain_command(
     alpha: Annotated[Optional[float], _O("--alpha", help="Einthoven weight in the lead loss.")] = None,
     beta: Annotated[Optional[float], _O("--beta", help="Goldberger weight in the lead loss.")] = None,
     augment: Annotated[Optional[str], _O("--augment", help="Render augmentation: none|light|paper|heavy.")] = None,
-    split: Annotated[Optional[str], _O("--split", help="random (9:1) or folds (validation = --val-folds).")] = None,
-    val_folds: Annotated[Optional[str], _O("--val-folds", help="Comma-separated validation folds, e.g. 10.")] = None,
-    image_model: Annotated[Optional[str], _O("--image-model", help="open_clip model, e.g. ViT-B-16, ViT-L-14-336.")] = None,
-    image_pretrained: Annotated[Optional[str], _O("--image-pretrained", help="open_clip tag (openai...) or a local weights file; 'none' for random.")] = None,
+    split: Annotated[Optional[str], _O("--split", help="auto (default: by folds when the file has folds, else "
+                                       "random), folds, or random (seeded 9:1, no test held out).")] = None,
+    train_folds: Annotated[Optional[str], _O("--train-folds", help="Training folds, e.g. 1-6. Default: the folds "
+                                             "left after test and validation.")] = None,
+    val_folds: Annotated[Optional[str], _O("--val-folds", help="Validation folds, e.g. 7. Default: the second "
+                                           "highest fold.")] = None,
+    test_folds: Annotated[Optional[str], _O("--test-folds", help="Folds held out (never read), e.g. 8. Default: the "
+                                            "highest fold; 'none' holds out nothing.")] = None,
+    image_model: Annotated[Optional[str], _O("--image-model", help="open_clip model, e.g. ViT-B-16, ViT-L-14-336; or efficientnet-lite0.")] = None,
+    image_pretrained: Annotated[Optional[str], _O("--image-pretrained", help="open_clip tag (openai...), imagenet (efficientnet-lite0) or a local weights file; 'none' for random.")] = None,
     lora_r: Annotated[Optional[int], _O("--lora-r")] = None,
     lora_alpha: Annotated[Optional[int], _O("--lora-alpha")] = None,
     lora_dropout: Annotated[Optional[float], _O("--lora-dropout")] = None,
@@ -59,6 +65,10 @@ def pretrain_command(
 ) -> None:
     """Pretrain ECG-Scan: CLIP + Gramian + reconstruction + lead-consistency losses.
 
+    With folds in the signals file, the highest fold is held out as test (never read), the
+    next is validation, the rest train (PTB-XL 1-10: 1-8 / 9 / 10); run.json and every
+    checkpoint record the folds, and each checkpoint lists the ids of the records read.
+
     Prints the best checkpoint folder on stdout. Multi-GPU:
     torchrun --nproc_per_node N -m ecgscan_cli pretrain SIGNALS.h5 -o RUN --preset paper
     """
@@ -70,7 +80,7 @@ def pretrain_command(
         "lr": lr, "weight_decay": weight_decay, "warmup_frac": warmup_frac, "grad_clip": grad_clip,
         "lambda_clip": lambda_clip, "lambda_gram": lambda_gram, "lambda_mse": lambda_mse, "lambda_lead": lambda_lead,
         "alpha": alpha, "beta": beta, "augment": augment, "split": split,
-        "val_folds": [int(f) for f in val_folds.split(",")] if val_folds else None,
+        "train_folds": train_folds, "val_folds": val_folds, "test_folds": test_folds,
         "model.image_model": image_model, "model.lora_r": lora_r, "model.lora_alpha": lora_alpha,
         "model.lora_dropout": lora_dropout, "model.text_model": text_model,
         "signal_encoder": str(signal_encoder) if signal_encoder else None, "teacher_steps": teacher_steps,
@@ -80,7 +90,9 @@ def pretrain_command(
     if image_pretrained is not None:
         overrides["model.image_pretrained"] = None if image_pretrained.lower() == "none" else image_pretrained
     if image_model is not None and image_pretrained is None:
-        overrides["model.image_pretrained"] = None if image_model == "ecgscan-tiny" else "openai"
+        from ecgscan_cli.model import default_image_pretrained
+
+        overrides["model.image_pretrained"] = default_image_pretrained(image_model)
     base = None
     if resume and preset is None and config is None:
         run_config = output / RUN_CONFIG

@@ -54,6 +54,8 @@ def probe_command(
     test_folds: Annotated[str, typer.Option("--test-folds", help="Test folds (reported AUROC).")] = "10",
     split_file: Annotated[Optional[Path], typer.Option("--split-file", help="CSV/TSV of id,split (train/val/test) "
                                                        "rows instead of folds.")] = None,
+    allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Probe even when test records were read by "
+                                                "an encoder's pretraining (refused by default).")] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CI "
                                            "(0 = none).")] = 1000,
     roc_plot: Annotated[Optional[Path], typer.Option("--roc-plot", help="Write macro ROC curves (PNG).")] = None,
@@ -63,7 +65,11 @@ def probe_command(
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Linear probe: frozen embeddings -> macro AUROC on test (model chosen on validation)."""
+    """Linear probe: frozen embeddings -> macro AUROC on test (model chosen on validation).
+
+    Refuses a test split holding records that an encoder's pretraining read
+    (recorded by `ecgscan embed`), unless --allow-overlap.
+    """
     from ecgscan_cli import probe as P
     from ecgscan_cli.atomic import check_output_path
     from ecgscan_cli.errors import EcgscanError
@@ -88,7 +94,8 @@ def probe_command(
     log.info("probing %d file(s): %s; %d train / %d val / %d test", len(files), splits.description,
              len(splits.train), len(splits.val), len(splits.test))
     with progress_bar(P.total_epochs(n_ls, cfg), "probe epochs", quiet) as advance:
-        results = P.run_probe(files, label_sets, splits, cfg, progress=advance, warn=log.warning)
+        results = P.run_probe(files, label_sets, splits, cfg, progress=advance, warn=log.warning,
+                              allow_overlap=allow_overlap)
     if fmt is TableFormat.table:
         rows, cols = wide_rows(results)
         print_table(rows, cols, fmt, title=f"linear probe: test macro AUROC % [95% CI] ({splits.description})")

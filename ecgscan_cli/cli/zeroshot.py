@@ -33,7 +33,10 @@ def zeroshot_command(
     fmt: Format = TableFormat.table,
     quiet: Quiet = False,
 ) -> None:
-    """Zero-shot AUROC: cosine similarity of image and class-description embeddings."""
+    """Zero-shot AUROC: cosine similarity of image and class-description embeddings.
+
+    Warns when the checkpoint's pretraining read some of the evaluated records.
+    """
     from ecgscan_cli.zeroshot import zeroshot
 
     res = zeroshot(checkpoint, input, prompts=prompts, labels=labels, batch_size=batch_size, device=device,

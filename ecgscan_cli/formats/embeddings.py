@@ -7,8 +7,12 @@ Layout (see docs/evaluate.md)::
     /label     [N, C] uint8     attrs classes, label_set (name, e.g. "superclass"; may be "")
     /label_sets/<name> [N, C'] uint8  attr classes   (optional extra label sets)
     /fold      [N] int16        -1 when unknown
+    /pretrain_ids [K] str       ids of the records the encoder's pretraining read (only for
+                                a trained encoder whose checkpoint records them);
+                                attr pretraining = JSON (signals, split, folds, counts)
     root attrs ecgscan_format="ecgscan-embeddings/1", source, ecgscan_version, command_line,
-               encoder ("trained" | "random"), encoder_description, checkpoint, embed_dim
+               encoder ("trained" | "random" | "imagenet"), features ("projected" | "backbone"),
+               encoder_description, checkpoint, embed_dim
 
 The probe works on the label sets (``/label`` under its ``label_set`` name, plus every
 ``/label_sets/<name>``).
@@ -16,6 +20,7 @@ The probe works on the label sets (``/label`` under its ``label_set`` name, plus
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +59,14 @@ def write_embeddings(
     checkpoint: str = "",
     source: str | None = None,
     overwrite: bool = False,
+    features: str = "projected",
+    pretraining=None,
 ) -> Path:
-    """Write an embeddings file at once (atomically)."""
+    """Write an embeddings file at once (atomically).
+
+    ``pretraining``: the encoder's :class:`~ecgscan_cli.provenance.Pretraining` (its ids
+    and description are stored), or None.
+    """
     emb = np.asarray(embeddings, dtype=np.float32)
     ids = [str(i) for i in ids]
     n = len(ids)
@@ -78,7 +89,11 @@ def write_embeddings(
     with atomic_output(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             write_header(f, KIND, source, encoder=str(encoder), encoder_description=str(encoder_description),
-                         checkpoint=str(checkpoint), embed_dim=int(emb.shape[1]))
+                         checkpoint=str(checkpoint), embed_dim=int(emb.shape[1]), features=str(features))
+            if pretraining is not None:
+                d = f.create_dataset("pretrain_ids", data=np.array(sorted(pretraining.ids), dtype=object),
+                                     dtype=STR_DTYPE)
+                d.attrs["pretraining"] = json.dumps(pretraining.to_meta())
             f.create_dataset("embedding", data=emb, chunks=(min(max(n, 1), 1024), emb.shape[1]) if n else None)
             f.create_dataset("id", data=np.array(ids, dtype=object), dtype=STR_DTYPE)
             ds = f.create_dataset("label", data=lab)
@@ -109,6 +124,7 @@ class EmbeddingsFile:
     label_set: str
     label_sets: dict[str, LabelSet] = field(repr=False)
     attrs: dict = field(repr=False)
+    pretraining: object = field(repr=False)   # provenance.Pretraining | None
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -155,6 +171,14 @@ class EmbeddingsFile:
             if self.folds.shape != (n,):
                 raise EcgscanError(f"{self.path}: /fold has shape {self.folds.shape}, expected [{n}]")
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            self.pretraining = None
+            if "pretrain_ids" in f:
+                from ecgscan_cli.provenance import Pretraining
+
+                ds = f["pretrain_ids"]
+                meta = ds.attrs.get("pretraining", "{}")
+                meta = json.loads(meta.decode() if isinstance(meta, bytes) else meta)
+                self.pretraining = Pretraining.from_meta(meta, read_strings(f, "pretrain_ids", ds.shape[0]))
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -166,6 +190,11 @@ class EmbeddingsFile:
     @property
     def encoder(self) -> str:
         return str(self.attrs.get("encoder", ""))
+
+    @property
+    def features(self) -> str:
+        """'projected' (L2-normalised z_I, the contrastive space) or 'backbone' (the tower's h_I)."""
+        return str(self.attrs.get("features", "projected"))
 
     @property
     def name(self) -> str:

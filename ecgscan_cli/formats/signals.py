@@ -5,7 +5,8 @@ Layout (see docs/formats.md)::
     /signal  [N, 12, T] int16 µV, gzip+shuffle, one record per chunk
              attrs fs, leads, units="uV", nan_sentinel=-32768
     /id      [N] str        /report [N] str (may be empty)
-    /label   [N, C] uint8   attr classes (C may be 0)
+    /label   [N, C] uint8   attrs classes (C may be 0), label_set (its name; may be absent)
+    /label_sets/<name> [N, C'] uint8  attr classes (optional: more label sets, e.g. PTB-XL's four)
     /fold    [N] int16      -1 when unknown
     root attrs ecgscan_format="ecgscan-signals/1", source, ecgscan_version, command_line
 
@@ -29,6 +30,7 @@ from ecgscan_cli.leads import LEADS
 KIND = "signals"
 NAN_SENTINEL = np.int16(-32768)
 MAX_MV = 32.767
+GZIP_LEVEL = 4
 
 
 def mv_to_int16(signal: np.ndarray, record_id: str = "") -> np.ndarray:
@@ -53,10 +55,24 @@ def int16_to_mv(raw: np.ndarray) -> np.ndarray:
     return out
 
 
+def encode_signal(signal_mv: np.ndarray, record_id: str = "") -> bytes:
+    """One record, float mV ``[12, T]``, as the stored bytes of its ``/signal`` chunk.
+
+    The same bytes HDF5's filter pipeline makes (int16 µV, shuffle, then deflate), so
+    the costly compression can run in worker processes and the writer only stores them
+    (:meth:`SignalsWriter.write_encoded`).
+    """
+    import zlib
+
+    raw = mv_to_int16(signal_mv, record_id)
+    shuffled = np.ascontiguousarray(raw.reshape(-1).view(np.uint8).reshape(-1, raw.itemsize).T)
+    return zlib.compress(shuffled.tobytes(), GZIP_LEVEL)
+
+
 def create_signal_dataset(f: h5py.File, rows: int, n_samples: int, fs: float) -> h5py.Dataset:
     """The resizable ``/signal`` dataset (int16 µV, one record per chunk) with its attrs."""
     sig = f.create_dataset("signal", shape=(rows, 12, n_samples), maxshape=(None, 12, n_samples), dtype="int16",
-                           chunks=(1, 12, n_samples), compression="gzip", compression_opts=4, shuffle=True)
+                           chunks=(1, 12, n_samples), compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
     sig.attrs["fs"] = float(fs)
     sig.attrs["leads"] = list(LEADS)
     sig.attrs["units"] = "uV"
@@ -91,6 +107,7 @@ class SignalsWriter(AtomicH5Writer):
         source: str | None = None,
         attrs: dict | None = None,
         expected_rows: int = 0,
+        label_set: str = "",
     ):
         self.path = Path(path)
         self.fs = float(fs)
@@ -106,6 +123,8 @@ class SignalsWriter(AtomicH5Writer):
             self._f.create_dataset("id", shape=(cap,), maxshape=(None,), dtype=STR_DTYPE, chunks=(1024,))
             self._f.create_dataset("report", shape=(cap,), maxshape=(None,), dtype=STR_DTYPE, chunks=(1024,))
             create_label_fold_datasets(self._f, cap, self.classes)
+            if label_set:
+                self._f["label"].attrs["label_set"] = str(label_set)
         except BaseException as e:
             self._abort(e)
             raise
@@ -135,6 +154,56 @@ class SignalsWriter(AtomicH5Writer):
             self._f["label"][i] = label
         self._f["fold"][i] = int(fold)
         self.count += 1
+
+    # Faster path for big imports: signals pre-encoded elsewhere, stored at any row in any
+    # order, then the metadata of all the rows kept written in one call per dataset.
+
+    def write_encoded(self, row: int, chunk: bytes) -> None:
+        """Store one record's signal, encoded by :func:`encode_signal`, at ``row``.
+
+        Rows may come in any order and leave holes; :meth:`keep_rows` then says which rows
+        the file keeps. Do not mix with :meth:`append`.
+        """
+        ds = self._f["signal"]
+        if ds.shape[0] <= row:
+            ds.resize(max(2 * ds.shape[0], row + 1, 256), axis=0)
+        ds.id.write_direct_chunk((int(row), 0, 0), chunk)
+
+    def keep_rows(self, rows: Sequence[int], ids: Sequence[str], reports: Sequence[str] | None = None,
+                  labels=None, folds: Sequence[int] | None = None) -> None:
+        """Keep the signals stored at ``rows`` (increasing), moved up over the holes, with their metadata."""
+        rows = [int(r) for r in rows]
+        n = len(rows)
+        if any(b <= a for a, b in zip(rows, rows[1:])):
+            raise ValueError("keep_rows: rows must be strictly increasing")
+        if len(ids) != n:
+            raise EcgscanError(f"{len(ids)} ids for {n} records")
+        sig = self._f["signal"]
+        for new, old in enumerate(rows):
+            if new != old:  # new < old: never overwrites a chunk still to be moved
+                mask, chunk = sig.id.read_direct_chunk((old, 0, 0))
+                sig.id.write_direct_chunk((new, 0, 0), chunk, mask)
+        for name in ("signal", "id", "report", "label", "fold"):
+            self._f[name].resize(n, axis=0)
+        if n:
+            self._f["id"][:] = np.asarray([str(i) for i in ids], dtype=object)
+            self._f["report"][:] = np.asarray(["" if r is None else str(r) for r in (reports or [""] * n)],
+                                              dtype=object)
+            if self.classes:
+                lab = np.zeros((n, len(self.classes)), np.uint8) if labels is None else np.asarray(labels, np.uint8)
+                if lab.shape != (n, len(self.classes)):
+                    raise EcgscanError(f"labels of shape {lab.shape}, expected ({n}, {len(self.classes)})")
+                self._f["label"][:] = lab
+            self._f["fold"][:] = np.full(n, -1) if folds is None else np.asarray(folds, np.int16)
+        self.count = n
+
+    def add_label_set(self, name: str, classes: Sequence[str], labels) -> None:
+        """``/label_sets/<name>`` [N, C] uint8 (attr classes): one more label set for the N records written."""
+        lab = np.asarray(labels, np.uint8).reshape(self.count, len(classes))
+        if lab.shape[1] != len(classes):
+            raise EcgscanError(f"label set {name!r}: {lab.shape[1]} columns for {len(classes)} classes")
+        ds = self._f.require_group("label_sets").create_dataset(name, data=lab)
+        ds.attrs["classes"] = [str(c) for c in classes]
 
     def close(self) -> Path:
         for name in ("signal", "id", "report", "label", "fold"):
