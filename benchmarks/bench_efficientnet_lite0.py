@@ -95,6 +95,7 @@ def preprocessing(args) -> None:
     crops = torch.stack([_crop(photos[i % len(photos)], args.size, gen) for i in range(48)])
     centres = torch.stack([_crop(p, args.size, gen, center=True) for p in photos])
     info = ImageNetInfo()
+    per_layer = {}
     for arch, padding in (("tf_efficientnet_lite0", "TF same"), ("efficientnet_lite0", "symmetric")):
         model = timm.create_model(arch, pretrained=False)
         state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
@@ -108,6 +109,7 @@ def preprocessing(args) -> None:
         for name, (mean, std) in NORMALISATIONS.items():
             mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
             rows, _ = _bn_mismatch(model, (crops - mean) / std)
+            per_layer[padding, name] = rows
             _, logits = _bn_mismatch(model, (centres - mean) / std)
             probs = logits.softmax(-1)
             top1 = [f"{info.index_to_description(int(p.argmax())).split(',')[0]} {float(p.max()):.2f}" for p in probs]
@@ -117,6 +119,10 @@ def preprocessing(args) -> None:
                               "first5_mean_shift": round(statistics.fmean(r[0] for r in rows[:5]), 3),
                               "first5_log_var_ratio": round(statistics.fmean(r[1] for r in rows[:5]), 3),
                               "top1_hopper_china_flower": top1}))
+    tf, sym = per_layer["TF same", "mean=std=0.5"], per_layer["symmetric", "mean=std=0.5"]
+    better = {"mean_shift": sum(a[0] < b[0] for a, b in zip(tf, sym)),
+              "log_var_ratio": sum(a[1] < b[1] for a, b in zip(tf, sym)), "of": len(tf)}
+    print(json.dumps({"normalisation": "mean=std=0.5", "layers_where_TF_same_matches_better": better}))
 
 
 def throughput(args) -> None:

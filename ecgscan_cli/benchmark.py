@@ -195,17 +195,27 @@ def embed_signals_with_teacher(checkpoint: Path, signals_path, out: Path, batch_
     return path
 
 
-def zeroshot_rows(checkpoint: Path, projected_path: Path, test_ids: Sequence[str], label_sets: Sequence[str],
+def zeroshot_rows(checkpoint: Path, embeddings_path: Path, test_ids: Sequence[str], label_sets: Sequence[str],
                   row: str, device) -> list[dict]:
-    """Zero-shot macro AUROC on the test records, per label set with a built-in prompt set."""
+    """Zero-shot macro AUROC on the test records, per label set with a built-in prompt set.
+
+    Backbone features (h_I) are projected into the contrastive space with the checkpoint's own
+    head, which is exactly what ``encode_image`` does, so no second pass over the images is needed.
+    """
+    import torch
+
     from ecgscan_cli.embed import load_model
     from ecgscan_cli.formats.embeddings import EmbeddingsFile
     from ecgscan_cli.zeroshot import choose_prompts, class_text_embeddings, score
 
-    ef = EmbeddingsFile(projected_path)
+    ef = EmbeddingsFile(embeddings_path)
     index = {rid: i for i, rid in enumerate(ef.ids)}
     rows = np.array([index[i] for i in test_ids], int)
     model = load_model(checkpoint, device)
+    emb = ef.embeddings[rows]
+    if ef.features == "backbone":
+        with torch.inference_mode():
+            emb = model.project_image_features(torch.from_numpy(emb).to(device)).cpu().numpy()
     out = []
     for ls_name in label_sets:
         ls = ef.label_set_named(ls_name)
@@ -215,7 +225,7 @@ def zeroshot_rows(checkpoint: Path, projected_path: Path, test_ids: Sequence[str
             log.warning("zero-shot %s: %s", ls_name, e)
             continue
         text = class_text_embeddings(model, prompts, ls.classes)
-        res = score(ef.embeddings[rows], text, ls.labels[rows], ls.classes, prompt_name, ls_name)
+        res = score(emb, text, ls.labels[rows], ls.classes, prompt_name, ls_name)
         out.append({"row": row, "label_set": ls_name, "macro_auroc": round(100 * res.macro_auroc, 4),
                     "n": int(res.n), "prompt_set": prompt_name, "n_classes": len(res.classes)})
     return out
@@ -304,12 +314,7 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
                           batch_size=cfg.batch_size, device=dev, overwrite=True, seed=cfg.seed,
                           progress_factory=pf, allow_overlap=True)
             if row == "ecgscan" and cfg.zeroshot:
-                zpath = path if cfg.features == "projected" else out_dir / f"{row}-projected.h5"
-                if zpath != path:
-                    embed_to_file(checkpoint, signals_path, zpath, encoder="trained", features="projected",
-                                  batch_size=cfg.batch_size, device=dev, overwrite=True, seed=cfg.seed,
-                                  progress_factory=pf, allow_overlap=True)
-                result.zeroshot += zeroshot_rows(checkpoint, zpath, splits.test, label_sets, row, dev)
+                result.zeroshot += zeroshot_rows(checkpoint, path, splits.test, label_sets, row, dev)
         result.timings[f"embed {row}"] = round(time.perf_counter() - t0, 1)
         files.append(EmbeddingsFile(path))
         names.append(row)

@@ -34,6 +34,7 @@ log = logging.getLogger("ecgscan")
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+VIT_TRAIN_MODES = ("lora", "lora+norms", "full")
 
 # A small ViT registered with open_clip at runtime: for tests and the CPU demo only.
 TINY_VISION = "ecgscan-tiny"
@@ -117,6 +118,19 @@ def default_image_pretrained(image_model: str) -> str | None:
     return IMAGENET if is_cnn(image_model) else "openai"
 
 
+def check_image_config(cfg: ModelConfig) -> None:
+    """Refuse image-tower settings that cannot work, before anything is built or written."""
+    from ecgscan_cli.towers import check_cnn_config, is_cnn
+
+    if is_cnn(cfg.image_model):
+        check_cnn_config(cfg)
+        return
+    if cfg.image_train not in VIT_TRAIN_MODES:
+        raise EcgscanError(f"image_train for a ViT must be {', '.join(VIT_TRAIN_MODES)}, not {cfg.image_train!r}")
+    if cfg.image_stem not in ("patch", "conv"):
+        raise EcgscanError(f"image_stem must be patch or conv, not {cfg.image_stem!r}")
+
+
 def register_tiny() -> None:
     """Register the tiny ViT config with open_clip (idempotent)."""
     from open_clip import factory
@@ -191,6 +205,7 @@ class ConvStem(nn.Module):
 def _build_vision(cfg: ModelConfig, load_weights: bool) -> nn.Module:
     import open_clip
 
+    check_image_config(cfg)
     register_tiny()
     if cfg.image_model not in open_clip.list_models():
         raise EcgscanError(f"unknown image model {cfg.image_model!r} (open_clip models: ViT-B-16, ViT-L-14-336, ...; "
@@ -226,8 +241,6 @@ def _build_vision(cfg: ModelConfig, load_weights: bool) -> nn.Module:
         if not isinstance(visual, VisionTransformer):
             raise EcgscanError(f"image_stem conv needs a ViT; {cfg.image_model} is a {type(visual).__name__}")
         visual.conv1 = ConvStem(visual.conv1.out_channels, visual.patch_size[0])
-    elif cfg.image_stem != "patch":
-        raise EcgscanError(f"image_stem must be patch or conv, not {cfg.image_stem!r}")
     return visual
 
 
@@ -238,8 +251,6 @@ def _inject_lora(visual: nn.Module, cfg: ModelConfig) -> nn.Module:
     if "out_proj" in targets:
         raise EcgscanError("LoRA target 'out_proj' never receives gradients (nn.MultiheadAttention does not call it); "
                            "target 'attn' instead")
-    if cfg.image_train not in ("lora", "lora+norms", "full"):
-        raise EcgscanError(f"image_train for a ViT must be lora, lora+norms or full, not {cfg.image_train!r}")
     visual.requires_grad_(False)
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(targets), bias="none")
@@ -259,7 +270,6 @@ class ECGScanModel(nn.Module):
     def __init__(self, cfg: ModelConfig, load_weights: bool = True, text_encoder=None):
         super().__init__()
         from ecgscan_cli.encoders import load_text_encoder
-
         from ecgscan_cli.towers import build_cnn_tower, is_cnn
 
         self.cfg = cfg
@@ -302,7 +312,11 @@ class ECGScanModel(nn.Module):
 
     # ---- contract
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_proj(self.image_features(images)).float(), dim=-1)
+        return self.project_image_features(self.image_features(images))
+
+    def project_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """z_I from h_I: what ``encode_image`` returns, for features already computed."""
+        return F.normalize(self.image_proj(features).float(), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.text_proj(self.text_encoder(list(texts))).float(), dim=-1)

@@ -40,6 +40,7 @@ NATIVE_SIZE = 224
 # the 1×1 convolutions: expansion (and block 0's projection), projection, head
 DEFAULT_LORA_TARGETS = ("conv_pw", "conv_pwl", "conv_head")
 TRAIN_MODES = ("lora", "lora+norms", "partial", "full")
+N_STAGES = 7  # EfficientNet-Lite0's stages of blocks (1, 2, 2, 3, 3, 4, 1)
 # measured (module docstring): TF-port inputs, [0,1] → [-1,1]
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
@@ -123,7 +124,7 @@ class CNNTower(nn.Module):
         self.frozen_norms: set[str] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last: 25-35 % faster training steps on CPU (depthwise convolutions); same values
+        # channels-last: 1.5x faster CPU training steps (docs/pretrain.md); same values
         return self.trunk(x.contiguous(memory_format=torch.channels_last))
 
     def train(self, mode: bool = True):
@@ -156,9 +157,6 @@ def _configure_training(tower: CNNTower, cfg) -> None:
     """requires_grad, LoRA adapters and frozen BatchNorm statistics for ``cfg.image_train``."""
     trunk = tower.trunk
     n_stages = len(trunk.blocks)
-    if cfg.image_train == "partial" and not 0 <= cfg.image_train_blocks <= n_stages:
-        raise EcgscanError(f"image_train_blocks must be 0..{n_stages} for {cfg.image_model}, "
-                           f"not {cfg.image_train_blocks}")
     trunk.requires_grad_(False)
     if cfg.image_train in ("lora", "lora+norms"):
         from peft import LoraConfig, inject_adapter_in_model
@@ -180,19 +178,28 @@ def _configure_training(tower: CNNTower, cfg) -> None:
                           if isinstance(m, nn.BatchNorm2d) and not _trains_fully(name, cfg, n_stages)}
 
 
-def build_cnn_tower(cfg, load_weights: bool) -> CNNTower:
-    """The CNN image tower for a :class:`~ecgscan_cli.model.ModelConfig` naming one of ``CNN_MODELS``."""
-    import timm
-
+def check_cnn_config(cfg) -> None:
+    """Refuse settings a CNN tower cannot take (cheap: before anything is built or written)."""
     if cfg.image_stem != "patch":
         raise EcgscanError(f"image_stem {cfg.image_stem!r} is for ViTs; {cfg.image_model} has its own convolutional "
                            "stem (set image_stem: patch in a --config file, as the cpu preset does)")
     if cfg.image_train not in TRAIN_MODES:
         raise EcgscanError(f"image_train for {cfg.image_model} must be {', '.join(TRAIN_MODES)}, "
                            f"not {cfg.image_train!r}")
+    if cfg.image_train == "partial" and not 0 <= cfg.image_train_blocks <= N_STAGES:
+        raise EcgscanError(f"image_train_blocks must be 0..{N_STAGES} for {cfg.image_model}, "
+                           f"not {cfg.image_train_blocks}")
+    if (cfg.image_size or NATIVE_SIZE) < 32:
+        raise EcgscanError(f"image_size {cfg.image_size} is too small for {cfg.image_model} "
+                           "(5 stride-2 stages: at least 32)")
+
+
+def build_cnn_tower(cfg, load_weights: bool) -> CNNTower:
+    """The CNN image tower for a :class:`~ecgscan_cli.model.ModelConfig` naming one of ``CNN_MODELS``."""
+    import timm
+
+    check_cnn_config(cfg)
     size = cfg.image_size or NATIVE_SIZE
-    if size < 32:
-        raise EcgscanError(f"image_size {size} is too small for {cfg.image_model} (5 stride-2 stages: at least 32)")
     trunk = timm.create_model(_TIMM_NAME, pretrained=False, num_classes=0, drop_rate=0.0, drop_path_rate=0.0)
     pretrained = cfg.image_pretrained if load_weights else None
     if pretrained:

@@ -34,7 +34,7 @@ from torch import nn
 
 from ecgscan_cli.configfile import read_config_file
 from ecgscan_cli.errors import EcgscanError, EcgscanFailure
-from ecgscan_cli.model import ModelConfig
+from ecgscan_cli.model import ModelConfig, check_image_config
 
 log = logging.getLogger("ecgscan")
 
@@ -181,6 +181,7 @@ def _validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise EcgscanError(f"bad config: {msg}")
+    check_image_config(cfg.model)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

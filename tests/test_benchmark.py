@@ -119,3 +119,15 @@ def test_overwrite_only_replaces_a_benchmark_folder(setup):
     r = run("benchmark", best, signals, "-o", precious, "--overwrite", "--rows", "untrained", *FAST)
     assert r.exit_code == 2 and "not an ecgscan benchmark folder" in r.output
     assert (precious / "notes.txt").read_text() == "mine"
+
+
+def test_zeroshot_from_backbone_equals_projected_pass(setup):
+    """Zero-shot projects the stored backbone features with the checkpoint's head: same as encode_image."""
+    d, signals, best = setup
+    scores = {}
+    for features in ("backbone", "projected"):
+        r = run("benchmark", best, signals, "-o", d / f"z-{features}", "--rows", "ecgscan", "--features", features,
+                "--fractions", "1", "-f", "json", *FAST)
+        assert r.exit_code == 0, r.output
+        scores[features] = next(x["macro_auroc"] for x in json.loads(r.stdout) if x["task"] == "zero-shot")
+    assert scores["backbone"] == pytest.approx(scores["projected"], abs=1e-3)

@@ -168,6 +168,11 @@ def test_sizes_and_vit_only_options(tiny_text, weights_file):
 
     with pytest.raises(EcgscanError, match="image_train for a ViT"):  # partial is for CNNs
         build_model(tiny_config(image_train="partial"), text_encoder=tiny_text)
+    from ecgscan_cli.train import resolve_config
+
+    with pytest.raises(EcgscanError, match="image_stem 'conv' is for ViTs"):  # at once, before any run folder
+        resolve_config("tiny", overrides={"model.image_model": "efficientnet-lite0"})
+    assert resolve_config("cpu").model.image_model == "efficientnet-lite0"
     assert default_image_pretrained("efficientnet-lite0") == "imagenet"
     assert default_image_pretrained("ViT-B-16") == "openai" and default_image_pretrained("ecgscan-tiny") is None
 
@@ -209,8 +214,7 @@ def test_pretrain_cli_with_the_cpu_preset(tmp_path, weights_file):
     small.write_text("model:\n  image_size: 64\n")  # the preset's settings at a page size a test can afford
     res = CliRunner().invoke(app, [str(a) for a in (
         "pretrain", data, "-o", tmp_path / "run", "--preset", "cpu", "--config", small, "--text-model", "tiny",
-        "--max-steps", "2", "--batch-size", "4", "--teacher-steps", "2", "--log-every", "1", "--device", "cpu",
-        "--quiet")])
+        "--max-steps", "2", "--batch-size", "4", "--teacher-steps", "2", "--log-every", "1", "--device", "cpu")])
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["preset"] == "cpu" and run["model"]["image_model"] == "efficientnet-lite0"
