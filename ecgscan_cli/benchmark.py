@@ -249,10 +249,7 @@ def run_benchmark(checkpoint, signals_path, out_dir, cfg: BenchmarkConfig | None
 
     cfg = cfg or BenchmarkConfig()
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    check_output_path(out_dir, overwrite)
-    if out_dir.exists() and not (out_dir.is_dir() and (not any(out_dir.iterdir()) or (out_dir / RESULTS).is_file())):
-        raise EcgscanError(f"--overwrite: {out_dir} is not an ecgscan benchmark folder (no {RESULTS}); "
-                           "refusing to replace it")
+    check_output_path(out_dir, overwrite, kind="benchmark")
     unknown = [r for r in cfg.rows if r not in ROWS]
     if unknown:
         raise EcgscanError(f"unknown benchmark rows {unknown} (rows: {', '.join(ROWS)})")
@@ -281,7 +278,7 @@ def run_benchmark(checkpoint, signals_path, out_dir, cfg: BenchmarkConfig | None
     dev = resolve_device(cfg.device)
     pf = progress_factory or (lambda n, d: contextlib.nullcontext(None))
     result = BenchmarkResult(out_dir, splits.description)
-    with atomic_output(out_dir, overwrite, directory=True) as tmp:
+    with atomic_output(out_dir, overwrite, directory=True, kind="benchmark") as tmp:
         _fill(result, tmp, checkpoint, signals_path, splits, test_folds, label_sets, cfg, dev, pf)
     return result
 

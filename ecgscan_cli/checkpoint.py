@@ -7,7 +7,8 @@ A run folder (``ecgscan pretrain -o RUN``)::
       pretrain_ids.txt         ids of every record the run read (training + validation)
       metrics.jsonl            one JSON object per logged step / validation
       teacher/                 built-in signal teacher, when pretrain trained one
-      best/  last/             checkpoints (below); best = lowest validation loss
+      best/  last/             checkpoints (below); best = lowest validation loss (the last
+                               without validation records: ``best_rule`` says which)
 
 A checkpoint folder::
 
@@ -92,6 +93,8 @@ def read_meta(path: str | os.PathLike) -> dict:
         meta = json.loads((ckpt / META).read_text())
     except ValueError as e:
         raise EcgscanError(f"{ckpt / META}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise EcgscanError(f"{ckpt / META}: expected a JSON object")
     if meta.get("format") != FORMAT:
         raise EcgscanError(f"{ckpt}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})")
     meta["path"] = str(ckpt)
@@ -149,14 +152,31 @@ def save_checkpoint(path: str | os.PathLike, model, *, train_config: dict | None
     return path
 
 
+def model_config(meta: dict):
+    """The checked :class:`~ecgscan_cli.model.ModelConfig` of a checkpoint's metadata
+    (a hand-edited ``embed_dim: "big"`` or ``patch: 0`` is one line, not a traceback)."""
+    from ecgscan_cli.model import ModelConfig, check_model_config
+
+    entry = meta.get("model_config")
+    where = Path(meta.get("path", ".")) / META
+    if not isinstance(entry, dict):
+        raise EcgscanError(f"{where}: model_config is not a mapping")
+    cfg = ModelConfig.from_dict(entry)
+    try:
+        check_model_config(cfg)
+    except EcgscanError as e:
+        raise EcgscanError(f"{where}: {e}") from None
+    return cfg
+
+
 def load_checkpoint(path: str | os.PathLike, device="cpu"):
     """The :class:`~ecgscan_cli.model.ECGScanModel` of a checkpoint (or run) folder, in eval mode."""
     from ecgscan_cli.encoders import load_text_encoder
-    from ecgscan_cli.model import ModelConfig, build_model
+    from ecgscan_cli.model import build_model
 
     meta = read_meta(path)
     ckpt = Path(meta["path"])
-    cfg = ModelConfig.from_dict(meta["model_config"])
+    cfg = model_config(meta)
     if not (ckpt / TEXT_DIR).is_dir():
         raise EcgscanError(f"{ckpt}: checkpoint has no {TEXT_DIR}/ folder")
     text = load_text_encoder(str(ckpt / TEXT_DIR), pooling=cfg.text_pooling, max_length=cfg.text_max_length,
@@ -185,4 +205,10 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict, dict]:
     state_dir = ckpt / STATE_DIR
     if not (state_dir / "state.json").is_file():
         raise EcgscanError(f"{ckpt}: no training state to resume from")
-    return _load_tensors(state_dir / "state.safetensors"), json.loads((state_dir / "state.json").read_text())
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (ValueError, OSError) as e:
+        raise EcgscanError(f"{state_dir / 'state.json'}: not valid JSON ({e})") from None
+    if not isinstance(state, dict):
+        raise EcgscanError(f"{state_dir / 'state.json'}: expected a JSON object")
+    return _load_tensors(state_dir / "state.safetensors"), state

@@ -183,10 +183,11 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return 2 ** 62
 
 
-def make_loader(dataset, batch_size: int, seed: int, rank: int, world: int, start: int, num_workers: int):
+def make_loader(dataset, batch_size: int, seed: int, rank: int, world: int, start: int, num_workers: int,
+                worker_init_fn=None):
     sampler = ResumableBatchSampler(len(dataset), batch_size, seed, rank, world, start)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                                       persistent_workers=num_workers > 0,
+                                       persistent_workers=num_workers > 0, worker_init_fn=worker_init_fn,
                                        # own generator: creating the iterator must not draw from the
                                        # global RNG (that would break bit-exact --resume)
                                        generator=torch.Generator().manual_seed(seed + 1000 * rank + start),

@@ -69,8 +69,7 @@ def _fig_renders(sig: np.ndarray, ids, path: Path, size: int, seed: int) -> None
     rows = [("clean (embed/probe input)", "none"), ("training augmentation 'paper'", "paper")]
     fig, axes = plt.subplots(len(rows), k, figsize=(4 * k, 4 * len(rows)), squeeze=False)
     for r, (title, aug) in enumerate(rows):
-        g = torch.Generator().manual_seed(seed + r)
-        imgs = render_batch(x, size=size, augment=aug, generator=g).permute(0, 2, 3, 1).numpy()
+        imgs = _readable_renders(x, size, aug, seed + r, render_batch)
         for c in range(k):
             axes[r, c].imshow(imgs[c])
             axes[r, c].set_axis_off()
@@ -78,6 +77,37 @@ def _fig_renders(sig: np.ndarray, ids, path: Path, size: int, seed: int) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def readability(image: np.ndarray) -> float:
+    """Contrast of an H×W×3 image in [0, 1]: the spread of its brightness (99.5th minus 0.5th
+    percentile). A heavy blur + noise draw leaves a grey smear (spread far below the clean
+    page's); a binarising draw leaves black and white blocks (spread 1)."""
+    grey = np.asarray(image, np.float32).mean(axis=-1)
+    return float(np.percentile(grey, 99.5) - np.percentile(grey, 0.5))
+
+
+def _readable_renders(x, size: int, aug: str, seed: int, render_batch, tries: int = 6) -> np.ndarray:
+    """Example renders for the report: per record, of ``tries`` seeded draws of the
+    augmentation, the one whose contrast is closest to the clean render's (neither a smear
+    nor a binarised extreme; deterministic for a seed)."""
+    import torch
+
+    clean = render_batch(x, size=size, augment="none").permute(0, 2, 3, 1).numpy()
+    if aug == "none":
+        return clean
+    target = np.array([readability(im) for im in clean])
+    best, best_gap = None, None
+    for t in range(tries):
+        g = torch.Generator().manual_seed(seed * 1000 + t)
+        imgs = render_batch(x, size=size, augment=aug, generator=g).permute(0, 2, 3, 1).numpy()
+        gap = np.abs(np.array([readability(im) for im in imgs]) - target)
+        if best is None:
+            best, best_gap = imgs.copy(), gap
+        else:
+            better = gap < best_gap
+            best[better], best_gap[better] = imgs[better], gap[better]
+    return best
 
 
 def _fig_page(sig: np.ndarray, path: Path) -> bool:
@@ -96,7 +126,7 @@ def _fig_page(sig: np.ndarray, path: Path) -> bool:
         return False
 
 
-def _fig_losses(metrics: Path, path: Path) -> bool:
+def _fig_losses(metrics: Path, path: Path, best_step: int | None = None) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,6 +146,8 @@ def _fig_losses(metrics: Path, path: Path) -> bool:
         vk = f"val_{k}"
         if val and vk in val[0]:
             ax.plot([r["step"] for r in val], [r[vk] for r in val], "o-", label="val")
+        if best_step is not None:
+            ax.axvline(best_step, color="tab:green", ls="--", lw=1, label=f"best checkpoint (step {best_step})")
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -143,17 +175,32 @@ def _md_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(out)
 
 
-def _subset_signals(sf, indices, path: Path) -> Path:
-    """A signals file holding ``indices`` of ``sf`` (labels, folds, reports and label-set name kept)."""
+def record_folds(ids, k: int = 10) -> np.ndarray:
+    """Folds 1..k made from each record's id (CRC-32): the same record always lands in the
+    same fold, whatever the order or number of records."""
+    import zlib
+
+    return np.array([zlib.crc32(str(rid).encode("utf-8", "surrogatepass")) % k + 1 for rid in ids], np.int16)
+
+
+def has_folds(folds) -> bool:
+    """At least 3 known folds: enough for train, validation and test."""
+    return len({int(f) for f in folds if int(f) > 0}) >= 3
+
+
+def _subset_signals(sf, indices, path: Path, folds=None) -> Path:
+    """A signals file holding ``indices`` of ``sf`` (labels, folds, reports and label-set name kept;
+    ``folds``, one per record of ``sf``, replaces the folds)."""
     from ecgscan_cli.formats.signals import SignalsWriter
 
+    folds = sf.folds if folds is None else folds
     idx = list(indices)
     attrs = {k: sf.attrs[k] for k in ("label_set",) if k in sf.attrs}
     with SignalsWriter(path, fs=sf.fs, n_samples=sf.n_samples, classes=sf.classes, source=str(sf.path),
                        attrs=attrs, expected_rows=len(idx)) as w:
         for i in idx:
             w.append(sf.ids[i], sf.signal(i), report=sf.reports[i], label=sf.labels[i] if sf.classes else None,
-                     fold=int(sf.folds[i]))
+                     fold=int(folds[i]))
     return Path(path)
 
 
@@ -185,7 +232,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
         yield
         timings[name] = time.perf_counter() - t
 
-    with atomic_output(out, overwrite=overwrite, directory=True) as rep:
+    with atomic_output(out, overwrite=overwrite, directory=True, kind="demo") as rep:
         work = rep / "work"
         work.mkdir()
         fig = rep / "figures"
@@ -197,7 +244,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
 
             with timed(f"importing {cfg.data}"):
                 import_records(cfg.data, signals, label_set=cfg.labels, limit=cfg.limit)
-            data_desc = f"PTB-XL records from `{cfg.data}` (labels: {cfg.labels})"
+            data_desc = f"records from `{cfg.data}` (labels: {cfg.labels})"
             prompt_set = None
         else:
             from ecgscan_cli.synth import CLASSES, write_synth
@@ -207,6 +254,14 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
             data_desc = f"{cfg.n} synthetic 12-lead ECGs (`ecgscan synth`), classes {', '.join(CLASSES)}"
             prompt_set = "synth"
         sf = SignalsFile(signals)
+        if cfg.data and not has_folds(sf.folds):   # a WFDB folder: no folds of its own
+            folded = work / "signals_folds.h5"
+            _subset_signals(sf, range(len(sf)), folded, folds=record_folds(sf.ids))
+            sf.close()
+            signals = folded
+            sf = SignalsFile(signals)
+            data_desc += "; the data have no folds: folds 1-10 made from each record id (CRC-32)"
+            log.info("%s has no folds: folds 1-10 made from each record id", cfg.data)
         tr_f, va_f, te_f = choose_folds(sf.folds)
         splits = splits_from_folds(sf.ids, sf.folds, tr_f, va_f, te_f)
         test_idx = [i for i, f in enumerate(sf.folds) if f in te_f]
@@ -231,7 +286,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
             sample = sf.signals(test_idx[:3])
             _fig_renders(sample, [sf.ids[i] for i in test_idx[:3]], fig / "renders.png", size, cfg.seed)
             has_page = _fig_page(sample[0], fig / "page.png")
-            has_loss = _fig_losses(run / METRICS, fig / "loss_curves.png")
+            has_loss = _fig_losses(run / METRICS, fig / "loss_curves.png", res.best_step)
         # 4. embed
         embs = {}
         for enc in ("trained", "random"):
@@ -287,6 +342,31 @@ def _snr_table(recon: Path, truth: Path):
         return rows, {r["lead"]: r["mean_db"] for r in rows}
 
 
+NOT_LEARNED_DB = 1.0   # mean SNR at or below this: the decoder outputs about the mean signal
+
+
+def training_steps_text(steps_run: int, tcfg, stopped_by_budget: bool) -> str:
+    """"N of M planned steps (cut by the time budget)" when training stopped short."""
+    planned = int(getattr(tcfg, "max_steps", steps_run) or steps_run)
+    if steps_run >= planned:
+        return f"{steps_run} steps"
+    budget = getattr(tcfg, "max_minutes", None)
+    why = (f"cut by the {budget:g}-minute time budget" if stopped_by_budget and budget
+           else "stopped before the planned end")
+    return f"{steps_run} of {planned} planned steps ({why})"
+
+
+def reconstruction_note(snr_rows: list[dict]) -> str | None:
+    """A plain warning when the decoder did not learn (mean SNR over all leads ≤ 1 dB)."""
+    overall = next((r for r in snr_rows if r.get("lead") == "all"), None)
+    mean = overall.get("mean_db") if overall else None
+    if mean is None or not math.isfinite(mean) or mean > NOT_LEARNED_DB:
+        return None
+    return (f"**Reconstruction was not learned** in this run: mean SNR {mean:.2f} dB (≤ {NOT_LEARNED_DB:g} dB), "
+            "so the overlays below are nearly flat: the decoder outputs about the average signal. It needs "
+            "far more training steps than this demo's time budget allows.")
+
+
 def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_rows, timings, has_page, has_loss,
                   overlays, cfg: DemoConfig) -> None:
     from ecgscan_cli.cli.probe import wide_rows
@@ -294,7 +374,7 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
     lines = ["# ecgscan demo report", "",
              f"Data: {data_desc}. Splits: {splits.description} "
              f"({len(splits.train)} / {len(splits.val)} / {len(splits.test)} records).", "",
-             f"Pretraining: preset `{tcfg.preset}`, {res.step} steps, batch {tcfg.batch_size}, "
+             f"Pretraining: preset `{tcfg.preset}`, {training_steps_text(res.step, tcfg, res.stopped_early)}, batch {tcfg.batch_size}, "
              f"image model `{tcfg.model.image_model}`, text model `{tcfg.model.text_model}`, on the training and "
              "validation folds (the test fold is never read: `work/run/best/pretrain_ids.txt` lists what was); "
              f"best checkpoint `work/run/best` (step {res.best_step}, validation loss {_num(res.best_val)}; "
@@ -327,6 +407,9 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
     if snr_rows:
         cols2 = [c for c in snr_rows[0].keys()]
         lines += [_md_table(snr_rows, cols2), ""]
+        note = reconstruction_note(snr_rows)
+        if note:
+            lines += [note, ""]
     for name in overlays:
         lines += [f"![{name}](figures/overlays/{name})", ""]
     lines += ["## Timings", "", _md_table([{"step": k, "seconds": v} for k, v in timings.items()],

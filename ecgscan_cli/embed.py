@@ -132,7 +132,7 @@ def embed_to_file(checkpoint, input_path, out, *, encoder: str = "trained", feat
     from ecgscan_cli.imageio import open_source
     from ecgscan_cli.provenance import from_checkpoint
 
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, kind="embeddings")
     if features not in FEATURES:
         raise EcgscanError(f"--features must be one of {', '.join(FEATURES)}, not {features!r}")
     dev = resolve_device(device)

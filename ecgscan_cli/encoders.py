@@ -121,6 +121,13 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def looks_like_a_path(name: str) -> bool:
+    """A folder name, not a Hugging Face hub id (``NAME`` or ``ORG/NAME``, never ``/x``,
+    ``./x``, ``~/x``, ``x/`` or ``a/b/c``)."""
+    return (name.startswith(("/", ".", "~")) or name.endswith(("/", os.sep)) or name.count("/") > 1
+            or (os.sep != "/" and os.sep in name))
+
+
 def load_text_encoder(name: str = DEFAULT_TEXT_MODEL, device="cpu", pooling: str = "auto", max_length: int = 128,
                       fallback: bool = True) -> TextEncoder:
     """Load the frozen text encoder.
@@ -139,8 +146,14 @@ def load_text_encoder(name: str = DEFAULT_TEXT_MODEL, device="cpu", pooling: str
             raise EcgscanError(f"text encoder {name}: not a transformers model folder (no config.json)")
         try:
             return _from_folder_or_hub(str(path), pooling, max_length, local_only=True).to(device)
-        except (OSError, ValueError) as e:
-            raise EcgscanError(f"text encoder {name}: cannot load ({e})") from e
+        except Exception as e:  # a user's folder: pickled weights refused by torch, corrupt safetensors, bad JSON...
+            import pickle
+
+            what = ("its weights are a pickle, which is not loaded (it could run code); save them as safetensors"
+                    if isinstance(e, pickle.UnpicklingError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            raise EcgscanError(f"text encoder {name}: cannot load ({what})") from e
+    if looks_like_a_path(name):  # a mistyped folder must not become MiniLM without a word
+        raise EcgscanError(f"text encoder {name}: no such folder (a hub name is ORG/NAME, a folder must exist)")
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         # local_files_only when offline: never wait on a network that is not there

@@ -41,6 +41,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    if not path.is_file():   # never opened: a FIFO named x.png would block forever
+        raise EcgscanError(f"cannot read image {path}: not a regular file")
     try:
         with Image.open(path) as im:
             im.load()
@@ -80,14 +82,42 @@ def to_rgb(im) -> np.ndarray:
     return arr
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
+def list_images(folder: str | os.PathLike, specials: list | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursive, hidden names skipped), sorted. Entries with an
+    image suffix that are not regular files (FIFOs, devices, sockets, broken links) are
+    never opened; they are appended to ``specials`` when given."""
     folder = Path(folder)
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not p.name.startswith(".")]
+    files = []
+    for p in folder.rglob("*"):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+            continue
+        if p.is_file():
+            files.append(p)
+        elif specials is not None and not p.is_dir():
+            specials.append(p)
     return sorted(files)
 
 
+def _sidecar_id(image: Path) -> str | None:
+    """The ``id`` of the JSON sidecar ``ecgscan render`` writes next to each page, if any."""
+    import json
+
+    sidecar = image.with_suffix(".json")
+    try:
+        if sidecar.is_file() and sidecar.stat().st_size < 10_000_000:
+            rid = json.loads(sidecar.read_text(encoding="utf-8")).get("id")
+            return rid if isinstance(rid, str) and rid else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
 def _folder_ids(folder: Path, files: list[Path]) -> list[str]:
+    # rendered pages carry their record id in a sidecar: use it, so that
+    # `snr-check --reference` matches the reconstruction to the source records
+    sidecar_ids = [_sidecar_id(p) for p in files]
+    if all(sidecar_ids) and len(set(sidecar_ids)) == len(sidecar_ids):
+        return sidecar_ids
     stems = [str(p.relative_to(folder).with_suffix("")) for p in files]
     if len(set(stems)) == len(stems):
         return stems
@@ -185,18 +215,23 @@ def prepare(image: np.ndarray, size: int) -> np.ndarray:
     return letterbox(image, size)
 
 
-def _extra_label_sets(path: Path) -> dict:
-    """``/label_sets/<name>`` datasets of an ecgscan HDF5 file, when present."""
+def _extra_label_sets(path: Path, n: int) -> dict:
+    """``/label_sets/<name>`` datasets of an ecgscan HDF5 file of ``n`` records, when present."""
     import h5py
 
-    from ecgscan_cli.formats.common import read_classes
+    from ecgscan_cli.formats.common import read_classes, read_int_rows
 
     out = {}
     try:
         with h5py.File(path, "r") as f:
             if "label_sets" in f:
-                for name, ds in f["label_sets"].items():
-                    out[name] = (read_classes(ds), ds[()].astype(np.uint8))
+                for name in f["label_sets"]:
+                    labels = read_int_rows(f, f"label_sets/{name}", n, path, columns=True)
+                    classes = read_classes(f["label_sets"][name])
+                    if len(classes) != labels.shape[1]:
+                        raise EcgscanError(f"{path}: label set {name!r} has {labels.shape[1]} columns but "
+                                           f"{len(classes)} class names")
+                    out[name] = (classes, labels.astype(np.uint8))
             name = f["label"].attrs.get("label_set", "") if "label" in f else ""
             name = name or f.attrs.get("label_set", "")
     except OSError:
@@ -212,13 +247,21 @@ def open_source(path: str | os.PathLike) -> ImageSource:
     if not path.exists():
         raise EcgscanError(f"no such file or folder: {path}")
     if path.is_dir():
-        files = list_images(path)
+        specials: list[Path] = []
+        files = list_images(path, specials)
+        skipped = [(str(p), f"{p}: not a regular file (FIFO, device, socket or broken link); skipped")
+                   for p in sorted(specials)]
+        for _, reason in skipped:
+            log.warning("skipped %s", reason)
         if not files:
-            raise EcgscanError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+            raise EcgscanError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}"
+                               + (f"; {len(skipped)} not regular files skipped)" if skipped else ")"))
         n = len(files)
         return ImageSource(path=path, kind="folder", ids=_folder_ids(path, files),
                            labels=np.zeros((n, 0), np.uint8), classes=[], folds=np.full(n, -1),
-                           reports=[""] * n, _files=files)
+                           reports=[""] * n, skipped=skipped, _files=files)
+    if not path.is_file():
+        raise EcgscanError(f"{path} is not a regular file (FIFO, device or socket); not read")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         load_image(path)  # a single image: clear error if unreadable
         return ImageSource(path=path, kind="folder", ids=[path.stem], labels=np.zeros((1, 0), np.uint8),
@@ -239,8 +282,8 @@ def open_source(path: str | os.PathLike) -> ImageSource:
     else:
         raise EcgscanError(f"{path} is an ecgscan {kind} file; expected images (a folder, an images file "
                            "or a signals file)")
-    extra, ls_name = _extra_label_sets(path)
     n = len(reader)
+    extra, ls_name = _extra_label_sets(path, n)
     labels = np.asarray(getattr(reader, "labels", np.zeros((n, 0))), np.uint8).reshape(n, -1)
     return ImageSource(path=path, kind=kind, ids=list(reader.ids), labels=labels,
                        classes=list(getattr(reader, "classes", [])),

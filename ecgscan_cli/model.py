@@ -131,6 +131,35 @@ def check_image_config(cfg: ModelConfig) -> None:
         raise EcgscanError(f"image_stem must be patch or conv, not {cfg.image_stem!r}")
 
 
+def check_model_config(cfg: ModelConfig, prefix: str = "model.") -> None:
+    """Refuse a model config that cannot build (types, then ranges), in one line: it may come
+    from a user's config file, a run's run.json or a checkpoint's JSON."""
+    from ecgscan_cli.configfile import check_field_types
+
+    check_field_types(cfg, prefix)
+    checks = [
+        (cfg.lora_r >= 1, "lora_r must be >= 1"), (cfg.lora_alpha > 0, "lora_alpha must be > 0"),
+        (0 <= cfg.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+        (cfg.image_size is None or cfg.image_size >= 32, "image_size must be >= 32 (or null: the model's own)"),
+        (cfg.embed_dim >= 1, "embed_dim must be >= 1"), (cfg.signal_dim >= 1, "signal_dim must be >= 1"),
+        (cfg.text_max_length >= 1, "text_max_length must be >= 1"),
+        (cfg.text_pooling in ("auto", "cls", "mean"), "text_pooling must be auto, cls or mean"),
+        (cfg.n_samples >= 1, "n_samples must be >= 1"), (cfg.patch >= 1, "patch must be >= 1"),
+        (cfg.patch < 1 or cfg.n_samples % cfg.patch == 0,
+         f"patch must divide n_samples ({cfg.n_samples}), not {cfg.patch}"),
+        (cfg.decoder_width >= 1 and cfg.decoder_layers >= 1 and cfg.decoder_heads >= 1,
+         "decoder_width, decoder_layers and decoder_heads must be >= 1"),
+        (cfg.decoder_heads < 1 or cfg.decoder_width % cfg.decoder_heads == 0,
+         f"decoder_heads ({cfg.decoder_heads}) must divide decoder_width ({cfg.decoder_width})"),
+        (0 <= cfg.decoder_dropout < 1, "decoder_dropout must be in [0, 1)"),
+        (0 <= cfg.mask_ratio < 1, "mask_ratio must be in [0, 1)"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise EcgscanError(f"bad config: {prefix}{msg}")
+    check_image_config(cfg)
+
+
 def register_tiny() -> None:
     """Register the tiny ViT config with open_clip (idempotent)."""
     from open_clip import factory

@@ -574,7 +574,7 @@ def roc_plot(results: Sequence[ProbeResult], path: str | Path, overwrite: bool =
         ax.set_ylabel("true positive rate (macro)")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_output(path, overwrite=overwrite) as tmp:
+    with atomic_output(path, overwrite=overwrite, kind="file") as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return Path(path)

@@ -31,22 +31,42 @@ def lead_snr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
         return 10 * np.log10(p / e)
 
 
+MAX_NAME = 80   # characters of a file name made from a record id (file systems allow 255 bytes)
+
+
 def _safe_name(rid: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", rid).strip("_") or "record"
+    """A record id as a file name: letters, digits, ``_`` and ``-`` only, never starting
+    with ``-`` (``-rf`` would read as an option to shell tools), at most :data:`MAX_NAME`
+    characters (a long id keeps its start and gains a hash of the whole)."""
+    import hashlib
+
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", str(rid)).lstrip("-_").rstrip("_") or "record"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(str(rid).encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        name = f"{name[:MAX_NAME - 11]}_{digest}"
     return name
+
+
+def unique_names(ids) -> list[str]:
+    """One distinct safe file name per id (``_2``, ``_3``... on collisions, compared without
+    case for case-insensitive file systems)."""
+    used: set[str] = set()
+    names = []
+    for rid in ids:
+        base = name = _safe_name(rid)
+        k = 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name.lower())
+        names.append(name)
+    return names
 
 
 def write_wfdb(directory: Path, ids, signals: np.ndarray, fs: float) -> None:
     import wfdb
 
-    used = set()
-    for rid, sig in zip(ids, signals):
-        name = _safe_name(rid)
-        k, base = 1, name
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
+    for name, sig in zip(unique_names(ids), signals):
         wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=list(LEADS),
                     p_signal=np.nan_to_num(sig.T.astype(np.float64)), fmt=["16"] * 12, write_dir=str(directory))
 
@@ -70,6 +90,10 @@ def overlay_plot(path: Path, rid: str, recon: np.ndarray, truth: np.ndarray | No
         ax.set_title(title, fontsize=8, loc="left")
         ax.tick_params(labelsize=6)
     axes[0, 0].legend(fontsize=6, loc="upper right")
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mV", fontsize=7)
     mean = f", mean SNR {np.nanmean(snr[np.isfinite(snr)]) if snr is not None and np.isfinite(snr).any() else float('nan'):.1f} dB" \
         if snr is not None else ""
     fig.suptitle(f"{rid}{mean}", fontsize=10)
@@ -103,10 +127,10 @@ def reconstruct_to_file(checkpoint, input_path, out, *, wfdb_dir=None, overlay_d
     from ecgscan_cli.formats.signals import MAX_MV, SignalsFile, SignalsWriter
     from ecgscan_cli.imageio import open_source
 
-    check_output_path(out, overwrite)
-    for d in (wfdb_dir, overlay_dir):
+    check_output_path(out, overwrite, kind="signals")
+    for d, kind in ((wfdb_dir, "wfdb"), (overlay_dir, "overlays")):
         if d is not None:
-            check_output_path(d, overwrite)
+            check_output_path(d, overwrite, kind=kind)
     ref = SignalsFile(reference) if reference is not None else None
     source = open_source(input_path)
     dev = resolve_device(device)
@@ -122,17 +146,33 @@ def reconstruct_to_file(checkpoint, input_path, out, *, wfdb_dir=None, overlay_d
         sig = np.clip(sig, -MAX_MV, MAX_MV)
     fs = 500.0 * sig.shape[-1] / 5000.0  # the decoder always spans 10 s
     rows = np.asarray(rows, int)
-    with SignalsWriter(out, fs=fs, n_samples=sig.shape[-1], classes=source.classes, overwrite=overwrite,
-                       source=str(input_path), expected_rows=len(ids),
-                       attrs={"reconstructed_by": str(Path(checkpoint).resolve())}) as w:
+    summary = {"n": len(ids), "skipped": len(source.skipped), "clipped_samples": clipped}
+    # Every output is written under a temporary name and all are renamed together at the
+    # end: a failure in any of them (a bad id, a full disk) leaves none behind, so the
+    # rerun is not refused by a half-written set. The signals file, entered last, is
+    # committed first: its final checks (unique ids) still remove the other two.
+    with contextlib.ExitStack() as outputs:
+        if wfdb_dir is not None:
+            tmp = outputs.enter_context(atomic_output(wfdb_dir, overwrite=overwrite, directory=True, kind="wfdb"))
+            write_wfdb(tmp, ids, sig, fs)
+        _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source, ref, max_overlays, summary)
+        w = outputs.enter_context(SignalsWriter(
+            out, fs=fs, n_samples=sig.shape[-1], classes=source.classes, overwrite=overwrite,
+            source=str(input_path), expected_rows=len(ids),
+            attrs={"reconstructed_by": str(Path(checkpoint).resolve())}))
         for j, rid in enumerate(ids):
             r = rows[j]
             w.append(rid, sig[j], report=source.reports[r], label=source.labels[r] if source.classes else None,
                      fold=int(source.folds[r]))
-    summary = {"n": len(ids), "skipped": len(source.skipped), "clipped_samples": clipped}
-    if wfdb_dir is not None:
-        with atomic_output(wfdb_dir, overwrite=overwrite, directory=True) as tmp:
-            write_wfdb(tmp, ids, sig, fs)
+    source.close()
+    return Path(out), source, summary
+
+
+def _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source, ref, max_overlays, summary):
+    """The SNR summary against the ground truth and, with ``overlay_dir``, the overlay plots
+    (into a temporary folder entered on ``outputs``)."""
+    from ecgscan_cli.atomic import atomic_output
+
     truth_of = None
     if ref is not None:
         index = ref.index_of()
@@ -148,11 +188,10 @@ def reconstruct_to_file(checkpoint, input_path, out, *, wfdb_dir=None, overlay_d
         if snrs:
             summary["lead_snr_db"] = np.nanmean(np.where(np.isfinite(snrs), snrs, np.nan), axis=0)
     if overlay_dir is not None:
-        with atomic_output(overlay_dir, overwrite=overwrite, directory=True) as tmp:
-            for j in range(min(max_overlays, len(ids))):
-                t = truth_of(j) if truth_of is not None else None
-                if t is not None and t.shape != sig[j].shape:
-                    t = None
-                overlay_plot(tmp / f"{_safe_name(ids[j])}.png", ids[j], sig[j], t, fs)
-    source.close()
-    return Path(out), source, summary
+        tmp = outputs.enter_context(atomic_output(overlay_dir, overwrite=overwrite, directory=True, kind="overlays"))
+        count = min(max_overlays, len(ids))
+        for j, name in enumerate(unique_names(ids[:count])):
+            t = truth_of(j) if truth_of is not None else None
+            if t is not None and t.shape != sig[j].shape:
+                t = None
+            overlay_plot(tmp / f"{name}.png", ids[j], sig[j], t, fs)

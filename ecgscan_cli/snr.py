@@ -246,8 +246,14 @@ def _best_shifts(x: np.ndarray, y: np.ndarray, fs: float, max_shift_s: float,
 
 def compare_signals(estimate, reference, *, align: bool = False, missing: str = "scale",
                     max_shift_s: float = MAX_SHIFT_S, max_offset_mv: float = MAX_OFFSET_MV,
+                    score_absent: bool = False,
                     progress: Callable[[int], None] | None = None) -> SnrResult:
-    """Reconstruction SNR of every reference record (matched by id) in two signals files."""
+    """Reconstruction SNR of the reference records (matched by id) in two signals files.
+
+    Only the reference records present in ``estimate`` are scored (scoring a subset, e.g.
+    the held-out fold, must not be diluted by the records never reconstructed); their ids
+    are in ``missing_ids``. ``score_absent=True`` scores them as 0 dB instead, as the
+    PhysioNet 2024 scorer does (it compares a missing output as all zeros)."""
     from ecgscan_cli.formats.signals import SignalsFile
 
     est = SignalsFile(estimate)
@@ -261,16 +267,18 @@ def compare_signals(estimate, reference, *, align: bool = False, missing: str = 
     if len(missing_ids) == len(ref.ids):
         raise EcgscanError(f"no record id of {reference} is in {estimate} (ids like {ref.ids[0]!r} vs "
                            f"{est.ids[0] if est.ids else 'none'!r}): are these the right files?")
-    per = np.empty((len(ref), 12))
-    for i, rid in enumerate(ref.ids):
+    scored = [i for i, rid in enumerate(ref.ids) if score_absent or rid in index]
+    per = np.empty((len(scored), 12))
+    for row, i in enumerate(scored):
+        rid = ref.ids[i]
         y = est.signal(index[rid]) if rid in index else None
-        per[i] = reconstruction_snr(ref.signal(i), y, ref.fs, align=align, missing=missing,
-                                    max_shift_s=max_shift_s, max_offset_mv=max_offset_mv)
+        per[row] = reconstruction_snr(ref.signal(i), y, ref.fs, align=align, missing=missing,
+                                      max_shift_s=max_shift_s, max_offset_mv=max_offset_mv)
         if progress:
             progress(1)
     est.close()
     ref.close()
-    return SnrResult(list(ref.ids), list(LEADS), per, summarize(per, LEADS, overall="all"),
+    return SnrResult([ref.ids[i] for i in scored], list(LEADS), per, summarize(per, LEADS, overall="all"),
                      missing_ids=missing_ids, extra_ids=extra_ids)
 
 
@@ -280,7 +288,7 @@ def write_per_record_csv(result: SnrResult, path, overwrite: bool = False) -> Pa
 
     from ecgscan_cli.atomic import atomic_output
 
-    with atomic_output(path, overwrite=overwrite) as tmp:
+    with atomic_output(path, overwrite=overwrite, kind="file") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["id", *result.leads])

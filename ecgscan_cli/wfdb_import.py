@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import re
+import stat
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ecgscan_cli.archives import RecordFiles
-from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.errors import EcgscanError, EcgscanFailure
 from ecgscan_cli.leads import LEADS, canonical_lead_name
 
 log = logging.getLogger("ecgscan.import")
@@ -79,6 +80,13 @@ SNOMED_NAMES = {
 }
 
 
+def _printable(text: str) -> str:
+    """Control characters (terminal escape sequences in file names) shown escaped."""
+    from ecgscan_cli.errors import printable
+
+    return printable(text)
+
+
 class RecordError(EcgscanError):
     """One record cannot be imported; ``reason`` is a short category for the summary."""
 
@@ -103,7 +111,23 @@ class ImportStats:
     resampled: int = 0
     padded: int = 0
     derived: int = 0
+    cropped: int = 0          # longer than 10 s: only the first 10 s kept
+    header_shorter: int = 0   # the header announces fewer samples than the signal file holds
     examples: dict = field(default_factory=dict)        # reason -> first message
+    skipped_names: dict = field(default_factory=dict)   # reason -> every record id skipped for it
+
+    def skip(self, reason: str, message: str, record_id: str) -> None:
+        """Count one skipped record; the first three of a reason are logged, all are kept."""
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, message)
+        self.skipped_names.setdefault(reason, []).append(record_id)
+        if self.skipped[reason] <= 3:
+            log.warning("skipped %s", _printable(message))
+
+    def skipped_lines(self) -> list[str]:
+        """``reason: id id id ...`` for every skip reason, with every record id."""
+        return [f"{reason} ({len(ids)}): {' '.join(_printable(i) for i in ids)}"
+                for reason, ids in sorted(self.skipped_names.items())]
 
     @property
     def n_skipped(self) -> int:
@@ -115,7 +139,9 @@ class ImportStats:
         rows += [{"item": f"  skipped: {r}", "count": c} for r, c in sorted(self.skipped.items())]
         rows += [{"item": "resampled to 500 Hz", "count": self.resampled},
                  {"item": "padded to 10 s", "count": self.padded},
-                 {"item": "limb leads derived", "count": self.derived}]
+                 {"item": "limb leads derived", "count": self.derived},
+                 {"item": "cropped to the first 10 s", "count": self.cropped},
+                 {"item": "header shorter than its signal file", "count": self.header_shorter}]
         return rows
 
 
@@ -169,12 +195,45 @@ _SIG_FMT = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
 _GAIN = re.compile(r"^([-+0-9.eE]+)(?:\(([-+]?\d+)\))?(?:/(\S+))?$")
 
 
+MAX_HEADER_BYTES = 1 << 20   # a 12-lead header is about 1 KB; PTB-XL's longest under 4 KB
+
+
+def _check_regular(path: str, what: str) -> None:
+    """Refuse (skip) anything but a regular file before opening it: reading a FIFO or a
+    device would block the import forever."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        reason = "missing header" if what == "header" else "missing signal file"
+        raise RecordError(reason, f"{path}: no such file") from None
+    except OSError as e:
+        raise RecordError(f"unreadable {what}", f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RecordError("not a regular file", f"{path}: not a regular file (FIFO, device or socket); skipped")
+
+
+def _inside(folder: str, file_name: str) -> str:
+    """The path of a header's signal file, which must resolve inside the record's folder:
+    a header naming ``/etc/...`` or ``../../x`` must not make import read that file."""
+    base = os.path.realpath(folder or ".")
+    target = os.path.realpath(os.path.join(base, file_name))
+    if os.path.isabs(file_name) or os.path.commonpath([base, target]) != base:
+        raise RecordError("signal file outside the record's folder",
+                          f"{os.path.join(folder, '')}: header names signal file {file_name!r}, which is outside "
+                          "the record's folder; skipped")
+    return target
+
+
 def parse_header(record: str) -> Header:
     """Parse ``record.hea`` (single-segment WFDB header) without pandas: fast for big folders."""
     path = record + ".hea"
+    _check_regular(path, "header")
     try:
         with open(path, encoding="latin-1") as f:
-            text = f.read()
+            text = f.read(MAX_HEADER_BYTES + 1)
+        if len(text) > MAX_HEADER_BYTES:
+            raise RecordError("unreadable header", f"{path}: larger than {MAX_HEADER_BYTES // 1024} KB, "
+                              "not a WFDB header")
     except FileNotFoundError:
         raise RecordError("missing header", f"{path}: no such file") from None
     except OSError as e:
@@ -240,11 +299,30 @@ def parse_header_text(text: str, path: str) -> Header:
     return h
 
 
-def read_wfdb(record: str | os.PathLike | RecordFiles) -> tuple[np.ndarray, list[str], float, list[str]]:
+# bytes per sample of the WFDB formats, to count the samples a signal file really holds
+_BYTES_PER_SAMPLE = {"8": 1.0, "80": 1.0, "16": 2.0, "61": 2.0, "160": 2.0, "24": 3.0, "32": 4.0,
+                     "212": 1.5, "310": 4 / 3, "311": 4 / 3}
+
+
+def _samples_in_file(header: Header, nbytes: int) -> int | None:
+    """How many samples per signal a single signal file of ``nbytes`` holds (None: unknown)."""
+    fmts = set(header.fmt)
+    if len(fmts) != 1 or any(s != 1 for s in header.spf) or len(set(header.byte_offset)) != 1:
+        return None
+    bps = _BYTES_PER_SAMPLE.get(next(iter(fmts)))
+    if bps is None:
+        return None
+    return int((nbytes - header.byte_offset[0]) // (bps * header.n_sig))
+
+
+def read_wfdb(record: str | os.PathLike | RecordFiles, flags: Counter | None = None,
+              ) -> tuple[np.ndarray, list[str], float, list[str]]:
     """Read a WFDB record (``.dat`` or challenge ``.mat``) → (signal [L, T] mV, names, fs, comments).
 
     ``record`` is a path (with or without ``.hea``) or a record's files already in memory
-    (:class:`archives.RecordFiles`, read from an archive).
+    (:class:`archives.RecordFiles`, read from an archive). A header announcing fewer
+    samples than its signal file holds is read as the header says and counted in
+    ``flags["header_shorter"]``.
     """
     if isinstance(record, RecordFiles):
         name = record.key
@@ -254,18 +332,28 @@ def read_wfdb(record: str | os.PathLike | RecordFiles) -> tuple[np.ndarray, list
             raise RecordError("missing header", f"{name}.hea: {where}")
         header = parse_header_text(text.decode("latin-1"), f"{name}.hea")
         exists, load = record.files.__contains__, record.files.__getitem__
+        size = lambda file_name: len(record.files[file_name])  # noqa: E731
     else:
         name = str(record)
         if name.endswith(".hea"):
             name = name[:-4]
         header = parse_header(name)
         folder = os.path.dirname(name)
+        for file_name in dict.fromkeys(header.file_name):
+            _inside(folder, file_name)
 
         def exists(file_name: str) -> bool:
-            return os.path.exists(os.path.join(folder, file_name))
+            target = os.path.join(folder, file_name)
+            if os.path.lexists(target):
+                _check_regular(target, "signal file")
+                return True
+            return False
 
         def load(file_name: str) -> bytes:
             return Path(folder, file_name).read_bytes()
+
+        def size(file_name: str) -> int:
+            return os.path.getsize(os.path.join(folder, file_name))
     files = list(dict.fromkeys(header.file_name))
     for file_name in files:
         if not exists(file_name):
@@ -274,8 +362,12 @@ def read_wfdb(record: str | os.PathLike | RecordFiles) -> tuple[np.ndarray, list
     if not (math.isfinite(fs) and MIN_FS <= fs <= MAX_FS):
         raise RecordError("bad sampling rate", f"{name}: sampling rate {fs:g} Hz is not usable "
                           f"(need {MIN_FS:g} to {MAX_FS:g} Hz)")
+    in_file = None
     if len(files) == 1 and files[0].lower().endswith(".mat"):
         sig = _read_mat(name, header, files[0], load(files[0]))
+        in_file = sig.shape[1]
+        if header.sig_len and sig.shape[1] > header.sig_len:
+            sig = sig[:, :header.sig_len]
     elif (len(files) == 1 and all(f == "16" for f in header.fmt) and all(s == 1 for s in header.spf)
           and not any(header.skew) and len(set(header.byte_offset)) == 1):
         sig = _read_fmt16(name, header, files[0], load(files[0]))
@@ -284,6 +376,10 @@ def read_wfdb(record: str | os.PathLike | RecordFiles) -> tuple[np.ndarray, list
     else:
         sig = _read_with_wfdb(name, header)
     n = header.sig_len
+    if in_file is None and len(files) == 1:
+        in_file = _samples_in_file(header, size(files[0]))
+    if n and in_file is not None and in_file > n and flags is not None:
+        flags["header_shorter"] += 1
     if n and sig.shape[1] < n:
         raise RecordError("unreadable signal", f"{name}: signal file holds {sig.shape[1]} samples, "
                           f"header says {n} (truncated?)")
@@ -410,6 +506,8 @@ def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id:
             msg += "; --derive-limb-leads can rebuild limb leads from two others"
         raise RecordError("unknown lead names" if unknown else "missing leads", msg)
     n = opt.n_out
+    if sig.shape[1] > math.ceil(n * fs / opt.fs_out) + 1:   # longer than 10 s: the first 10 s are kept
+        flags["cropped"] += 1
     if fs != opt.fs_out:
         # resample at most what the output needs (plus a little for the filter's edge)
         need = int(math.ceil(n * fs / opt.fs_out)) + int(fs)
@@ -459,7 +557,7 @@ def _resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
 def read_canonical(record: str | os.PathLike, *, record_id: str | None = None,
                    options: ImportOptions | None = None, flags: Counter | None = None) -> np.ndarray:
     """A WFDB record as canonical [12, 5000] float32 mV (raises RecordError)."""
-    sig, names, fs, _ = read_wfdb(record)
+    sig, names, fs, _ = read_wfdb(record, flags)
     rid = record_id or str(record)
     return canonicalize(sig, names, fs, record_id=rid, options=options, flags=flags)
 
@@ -677,9 +775,13 @@ def _dx_label_sets(dx: Sequence[Sequence[str]], label_set: str) -> dict:
 
 
 def _header_comments(record: Path) -> list[str]:
+    path = str(record) + ".hea"
+    if not os.path.isfile(path):   # a FIFO would block; parse_header skips it with its reason
+        return []
     try:
-        with open(str(record) + ".hea", encoding="utf-8", errors="replace") as f:
-            return [line.strip()[1:].strip() for line in f if line.lstrip().startswith("#")]
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.strip()[1:].strip() for line in f.read(MAX_HEADER_BYTES).splitlines()
+                    if line.lstrip().startswith("#")]
     except OSError:
         return []
 
@@ -692,12 +794,38 @@ def _work_batch(jobs: list) -> list:
     return [_work(job) for job in jobs]
 
 
-def _worker_init() -> None:
-    """Keep freed memory in the worker instead of handing it back to the OS after each record.
+# Signals a terminal sends to the whole process group: the parent alone decides what they
+# mean (stop, clean up, exit 130/129) and stops its workers itself.
+_GROUP_SIGNALS = ("SIGINT", "SIGHUP")
 
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """Worker watchdog: a parent killed outright (SIGKILL) cannot stop its workers, so they
+    notice they were re-parented and exit within a quarter of a second."""
+    import time
+
+    while os.getppid() == parent_pid:
+        time.sleep(0.25)
+    os._exit(1)
+
+
+def _worker_init(parent_pid: int | None = None) -> None:
+    """Set up a reader process: ignore terminal signals, exit with the parent, tune malloc.
+
+    Keep freed memory in the worker instead of handing it back to the OS after each record.
     With glibc's defaults a pool worker maps and unmaps its ~0.5 MB arrays on every
     record: about 500 page faults and 1 ms of system time per record, 30 % of the import.
     """
+    import signal
+    import threading
+
+    signums = {getattr(signal, n) for n in _GROUP_SIGNALS if hasattr(signal, n)}
+    for signum in signums:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # held back by the parent while we started: now dropped
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+    if parent_pid is not None:
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
     try:
         import ctypes
 
@@ -727,23 +855,90 @@ def _results(jobs: Iterable[tuple], options: ImportOptions, workers: int, *, enc
     import itertools
     import multiprocessing
     from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
 
     batches = iter(lambda: list(itertools.islice(jobs, BATCH)), [])
+    others = set(multiprocessing.active_children())
     # spawned (not forked) workers: the parent may hold an open HDF5 file, and forking a
     # process with HDF5 state is unsafe; the start-up cost only matters for tiny folders
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init) as pool:
-        pending = deque(pool.submit(_work_batch, b) for b in itertools.islice(batches, 4 * workers))
-        try:
-            while pending:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    pending: deque = deque()
+    finished = False
+    try:
+        with _terminal_signals_held():  # the workers start (and inherit the mask) in these first submits
+            pending.extend(pool.submit(_work_batch, b) for b in itertools.islice(batches, 4 * workers))
+        while pending:
+            try:
                 done = pending.popleft().result()
-                nxt = next(batches, None)
-                if nxt is not None:
-                    pending.append(pool.submit(_work_batch, nxt))
-                yield from done
+            except BrokenProcessPool:
+                raise EcgscanFailure("a reader process stopped unexpectedly (out of memory?); "
+                                     "try again with -j 1") from None
+            nxt = next(batches, None)
+            if nxt is not None:
+                pending.append(pool.submit(_work_batch, nxt))
+            yield from done
+        finished = True
+    finally:
+        for fut in pending:
+            fut.cancel()
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # interrupted, failed, or the consumer stopped early: stop the workers now
+            _stop_workers(pool, others)
+
+
+def _terminal_signals_held():
+    """Hold back Ctrl-C and hang-ups while the worker processes start.
+
+    The signal mask is inherited across exec, so a worker still importing never dies with
+    a KeyboardInterrupt traceback; it ignores them once set up (:func:`_worker_init`). In
+    the parent a signal that came meanwhile is delivered as soon as the mask is lifted."""
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def held():
+        signums = {getattr(signal, n) for n in _GROUP_SIGNALS if hasattr(signal, n)}
+        if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+        try:
+            yield
         finally:
-            for fut in pending:
-                fut.cancel()
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+    return held()
+
+
+STOP_GRACE_S = 3.0
+
+
+def _stop_workers(pool: ProcessPoolExecutor, others: set) -> None:
+    """Stop the pool's processes (not ``others``, children that existed before it).
+
+    Queued batches are cancelled; a worker finishes the batch in hand (16 records) and
+    exits. Killing it meanwhile could cut a result message in half and leave the pool's
+    manager thread waiting for the rest forever (a hang at exit); only a worker still
+    busy after :data:`STOP_GRACE_S` (a stuck read) is terminated.
+    """
+    import multiprocessing
+    import time
+
+    pool.shutdown(wait=False, cancel_futures=True)
+    workers = [p for p in multiprocessing.active_children() if p not in others]
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in workers:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in workers:
+        if p.is_alive():
+            p.terminate()
+            p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
 
 
 def auto_workers(n: int) -> int:
@@ -838,7 +1033,7 @@ def run_import(plan: ImportPlan, output: str | os.PathLike, *, derive_limb_leads
     from ecgscan_cli.atomic import check_output_path
     from ecgscan_cli.formats.signals import SignalsWriter
 
-    check_output_path(output, overwrite)
+    check_output_path(output, overwrite, kind="signals")
     if pad not in ("zero", "nan"):
         raise EcgscanError(f"pad must be zero or nan, not {pad!r}")
     tasks = plan.tasks
@@ -856,10 +1051,7 @@ def run_import(plan: ImportPlan, output: str | os.PathLike, *, derive_limb_leads
             if chunk is None:
                 if strict:
                     raise EcgscanError(f"{message} (import stopped: --strict)")
-                stats.skipped[reason] += 1
-                stats.examples.setdefault(reason, message)
-                if stats.skipped[reason] <= 3:
-                    log.warning("skipped %s", message)
+                stats.skip(reason, message, tasks[i].id)
             else:
                 w.write_encoded(i, chunk)
                 kept.append(i)
@@ -868,6 +1060,8 @@ def run_import(plan: ImportPlan, output: str | os.PathLike, *, derive_limb_leads
                 stats.resampled += bool(f.get("resampled"))
                 stats.padded += bool(f.get("padded"))
                 stats.derived += bool(f.get("derived"))
+                stats.cropped += bool(f.get("cropped"))
+                stats.header_shorter += bool(f.get("header_shorter"))
             if progress:
                 progress(1)
         if stats.imported == 0:
@@ -890,7 +1084,7 @@ def import_records(source: str | os.PathLike, output: str | os.PathLike, *, labe
     """Import a PTB-XL copy (folder or archive), a WFDB folder or one ``.hea`` record into a signals file."""
     from ecgscan_cli.atomic import check_output_path
 
-    check_output_path(output, overwrite)
+    check_output_path(output, overwrite, kind="signals")
     plan = plan_import(source, label_set=label_set, sampling_rate=sampling_rate, min_likelihood=min_likelihood,
                        drop_unlabelled=drop_unlabelled, limit=limit)
     return run_import(plan, output, derive_limb_leads=derive_limb_leads, pad=pad, workers=workers,
@@ -921,10 +1115,7 @@ def iter_signals(path: str | os.PathLike, *, derive_limb_leads: bool = False, wo
         def gen():
             for i, x, reason, message, _flags in _results(plan.jobs(), options, n_workers):
                 if x is None:
-                    stats.skipped[reason] += 1
-                    stats.examples.setdefault(reason, message)
-                    if stats.skipped[reason] <= 3:
-                        log.warning("skipped %s", message)
+                    stats.skip(reason, message, tasks[i].id)
                     yield tasks[i].id, None
                     continue
                 stats.imported += 1

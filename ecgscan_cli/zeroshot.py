@@ -66,10 +66,61 @@ def load_prompts(spec: str | Path) -> tuple[str, dict[str, list[str]]]:
     return name, _parse_prompts(data, name)
 
 
+# SNOMED CT codes of WFDB `# Dx:` headers (PhysioNet/CinC 2020-2021 data sets; codes from the
+# challenge's dx_mapping_scored.csv / dx_mapping_unscored.csv) -> the built-in prompt sets'
+# classes. Codes the challenge scores as one diagnosis map to the same class. CSN's "AF" is
+# atrial flutter and "AFIB" atrial fibrillation.
+SNOMED_CLASSES: dict[str, dict[str, str]] = {
+    "164889003": {"cpsc2018": "AF", "csn": "AFIB"},        # atrial fibrillation
+    "164890007": {"csn": "AF"},                            # atrial flutter
+    "426783006": {"cpsc2018": "SNR", "csn": "SR"},         # sinus rhythm
+    "426177001": {"csn": "SB"},                            # sinus bradycardia
+    "427084000": {"csn": "ST"},                            # sinus tachycardia
+    "427393009": {"csn": "SA"},                            # sinus arrhythmia
+    "270492004": {"cpsc2018": "IAVB", "csn": "1AVB"},      # 1st degree AV block
+    "164909002": {"cpsc2018": "LBBB", "csn": "LBBB"},      # left bundle branch block
+    "733534002": {"cpsc2018": "LBBB", "csn": "LBBB"},      # complete LBBB (scored as LBBB)
+    "59118001": {"cpsc2018": "RBBB", "csn": "RBBB"},       # right bundle branch block
+    "713427006": {"cpsc2018": "RBBB", "csn": "RBBB"},      # complete RBBB (scored as RBBB)
+    "284470004": {"cpsc2018": "PAC", "csn": "APB"},        # premature atrial contraction
+    "63593006": {"cpsc2018": "PAC", "csn": "APB"},         # supraventricular premature beats (= PAC)
+    "427172004": {"cpsc2018": "PVC", "csn": "VPB"},        # premature ventricular contractions
+    "17338001": {"cpsc2018": "PVC", "csn": "VPB"},         # ventricular premature beats (= PVC)
+    "429622005": {"cpsc2018": "STD", "csn": "STDD"},       # ST depression
+    "164931005": {"cpsc2018": "STE", "csn": "STE"},        # ST elevation
+    "164934002": {"csn": "TWC"},                           # T wave abnormal
+    "164917005": {"csn": "AQW"},                           # Q wave abnormal
+}
+
+
+def is_snomed(classes: Sequence[str]) -> bool:
+    """Class names that are all SNOMED CT concept ids (digits), as WFDB `# Dx:` headers give."""
+    return bool(classes) and all(str(c).isdigit() and len(str(c)) >= 6 for c in classes)
+
+
+def snomed_prompts(classes: Sequence[str], name: str, prompts: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The descriptions of prompt set ``name`` for the SNOMED codes it covers, keyed by code."""
+    out = {}
+    for code in classes:
+        cls = SNOMED_CLASSES.get(str(code), {}).get(name)
+        if cls in prompts:
+            out[code] = prompts[cls]
+    return out
+
+
 def choose_prompts(classes: Sequence[str], spec: str | Path | None = None,
                    label_set: str = "") -> tuple[str, dict[str, list[str]]]:
     """The prompt set for ``classes``: ``spec`` when given (must cover every class), else the
-    first built-in set covering them all."""
+    first built-in set covering them all. SNOMED CT codes are translated to the built-in sets'
+    classes (:data:`SNOMED_CLASSES`); the set covering most codes is chosen and the returned
+    prompts may then cover only some of the codes (the caller leaves the others out)."""
+    if is_snomed(classes) and (spec is None or str(spec) in builtin_prompt_sets()):
+        names = [str(spec)] if spec is not None else builtin_prompt_sets()
+        best = max(((n, snomed_prompts(classes, n, load_prompts(n)[1])) for n in names), key=lambda t: len(t[1]))
+        if best[1]:
+            return best
+        raise EcgscanError(f"no built-in prompt set describes any of the SNOMED codes {', '.join(classes[:8])}; "
+                           "pass --prompts FILE.json with a description per code")
     if spec is not None:
         name, prompts = load_prompts(spec)
         missing = [c for c in classes if c not in prompts]
@@ -217,5 +268,10 @@ def zeroshot(checkpoint, input_path, *, prompts: str | Path | None = None, label
     if seen:
         log.warning("%s", pretraining.overlap_message(seen, len(ids)) + "; this zero-shot AUROC is optimistic")
     name, pr = choose_prompts(classes, prompts, ls_name)
+    keep = [i for i, c in enumerate(classes) if c in pr]
+    if len(keep) < len(classes):   # SNOMED codes without a class in the prompt set
+        log.warning("prompt set %s describes %d of %d SNOMED classes; left out: %s", name, len(keep),
+                    len(classes), ", ".join(c for c in classes if c not in pr))
+        classes, lab = [classes[i] for i in keep], np.asarray(lab)[:, keep]
     text = class_text_embeddings(model, pr, classes)
     return score(emb, text, lab, classes, name, ls_name, thresholds)

@@ -89,13 +89,14 @@ def man_page() -> str:
     out += [
         ".SH CONVENTIONS",
         "Results (tables, paths) go to stdout; progress bars and logs go to stderr;",
-        "\\fB\\-\\-quiet\\fR silences them. Exit status: 0 success, 1 failure, 2 bad usage or bad",
-        "input (one line on stderr, no traceback; set ECGSCAN_DEBUG=1 for one). Outputs are",
+        "\\fB\\-\\-quiet\\fR silences them. Exit status: 0 success, 1 failure,",
+        "2 bad usage or bad input (one line on stderr, no traceback; set",
+        "ECGSCAN_DEBUG=1 for one). Outputs are",
         "written under a temporary name and renamed when complete; an existing output is",
         "refused unless \\fB\\-\\-overwrite\\fR is given.",
         ".SH FILES",
-        "Signals files (HDF5): /signal [N,12,T] int16 microvolts, /id, /report, /label, /fold;",
-        "see docs/import-and-snr.md.",
+        "Signals files (HDF5): /signal [N,12,T] int16 microvolts, /id, /report, /label,",
+        "/fold; see docs/import-and-snr.md.",
         ".SH SEE ALSO",
         "README.md, docs/architecture.md, docs/import-and-snr.md",
     ]

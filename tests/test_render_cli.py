@@ -80,8 +80,8 @@ def test_render_png_folder_and_model_size(random_signals_file, tmp_path):
             "--augment", "light", "--seed", "1", "-q")
     assert r.exit_code == 0, r.output
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["000000_r0.json", "000000_r0.png", "000001_r1.json", "000001_r1.png"]
-    side = json.loads((out / "000000_r0.json").read_text())
+    assert files == ["r0.json", "r0.png", "r1.json", "r1.png"]   # named after the record id
+    side = json.loads((out / "r0.json").read_text())
     assert side["id"] == "r0" and side["labels"].keys() == {"A", "B"} and "leads" in side["layout"]
     out2 = tmp_path / "small.h5"
     r = run(random_signals_file, "-o", out2, "--size", "64", "--augment", "paper", "--seed", "2", "-q")
@@ -136,7 +136,7 @@ def test_render_wrong_shape_and_nan_only_lead(tmp_path):
     nan_file = tmp_path / "nan.h5"
     write_signals(nan_file, x, ["ok", "hole"])
     for extra in ([], ["--format", "png"], ["--size", "32"]):
-        out = tmp_path / ("o" if extra else "o.h5")
+        out = tmp_path / ("o" if "--format" in extra else "o.h5")   # pages: a folder; else an .h5 file
         r = run(nan_file, "-o", out, "--dpi", "40", *extra)
         one_line_error(r)
         assert "aVL" in r.stderr

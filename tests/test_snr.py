@@ -169,15 +169,17 @@ def test_compare_files_and_cli(tmp_path):
     ids = ref.ids[:5][::-1] + ["other"]
     sig = np.concatenate([est[:5][::-1], est[:1]])
     write_signals(tmp_path / "est.h5", sig, ids)
-    res = compare_signals(tmp_path / "est.h5", tmp_path / "ref.h5")
+    res = compare_signals(tmp_path / "est.h5", tmp_path / "ref.h5", score_absent=True)
     assert res.ids == ref.ids and res.missing_ids == [ref.ids[5]] and res.extra_ids == ["other"]
     assert (res.per_record[5] == 0).all()
     assert (res.per_record[:5] > 5).all()
+    present = compare_signals(tmp_path / "est.h5", tmp_path / "ref.h5")   # default: absent ones not scored
+    assert present.ids == ref.ids[:5] and present.missing_ids == [ref.ids[5]]
     r = run("snr-check", tmp_path / "est.h5", "--reference", tmp_path / "ref.h5", "-f", "csv", "--align")
     assert r.exit_code == 0, r.output
     table = rows_by_lead(r.stdout)
     assert list(table) == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6", "all"]
-    assert int(table["all"]["n"]) == 72 and "missing" in r.stderr
+    assert int(table["all"]["n"]) == 60 and "1 of 6 reference record(s) are absent" in r.stderr
     assert list(csv.DictReader(io.StringIO(r.stdout)).fieldnames) == list(SUMMARY_COLUMNS)
 
 

@@ -36,17 +36,17 @@ def _root(
 
 
 # Order here is the order in --help.
-app.command("import")(imports.import_command)
-app.command("synth")(synth.synth_command)
-app.command("snr-check")(snr.snr_check_command)
-app.command("render")(render.render_command)
-app.command("pretrain")(pretrain.pretrain_command)
-app.command("embed")(embed.embed_command)
-app.command("probe")(probe.probe_command)
-app.command("zeroshot")(zeroshot.zeroshot_command)
-app.command("reconstruct")(reconstruct.reconstruct_command)
-app.command("benchmark")(benchmark.benchmark_command)
-app.command("demo")(demo.demo_command)
+app.command("import", short_help="WFDB / PTB-XL folders to a signals file.")(imports.import_command)
+app.command("synth", short_help="Synthetic labelled 12-lead ECGs to a signals file.")(synth.synth_command)
+app.command("snr-check", short_help="Lead-SNR table, or reconstruction SNR vs a reference.")(snr.snr_check_command)
+app.command("render", short_help="ECG printout images to an images file or PNG/JPG pages.")(render.render_command)
+app.command("pretrain", short_help="Pretrain the ECG-Scan image encoder.")(pretrain.pretrain_command)
+app.command("embed", short_help="Image embeddings from a checkpoint.")(embed.embed_command)
+app.command("probe", short_help="Linear probe: macro AUROC at 1/10/100 % of labels.")(probe.probe_command)
+app.command("zeroshot", short_help="Zero-shot AUROC from class prompts.")(zeroshot.zeroshot_command)
+app.command("reconstruct", short_help="12-lead signals decoded from ECG images.")(reconstruct.reconstruct_command)
+app.command("benchmark", short_help="The paper's comparison table on the held-out folds.")(benchmark.benchmark_command)
+app.command("demo", short_help="The whole chain on synthetic data, with a report.")(demo.demo_command)
 
 
 def main() -> None:
@@ -57,6 +57,12 @@ def main() -> None:
     Click's usage block. They are recognised by their documented ``format_message`` and
     ``exit_code`` (Typer's own exception classes moved between releases).
     """
+    from ecgscan_cli.cli.common import empty_path_argument
+
+    empty = empty_path_argument(app, sys.argv[1:])
+    if empty:  # `snr-check ""` is refused, not read as the current folder
+        typer.echo(f"ecgscan: error: {empty}", err=True)
+        sys.exit(2)
     try:
         code = app(prog_name="ecgscan", standalone_mode=False)
     except typer.Abort:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecgscan_cli.cli.common import Device, Format, Overwrite, Quiet, Seed, TableFormat, command, print_table, \
+from ecgscan_cli.cli.common import Device, Format, Overwrite, Quiet, Threads, Seed, TableFormat, command, print_table, \
     progress_bar
 
 log = logging.getLogger("ecgscan")
@@ -16,9 +16,9 @@ log = logging.getLogger("ecgscan")
 
 @command
 def benchmark_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
                                                show_default=False)],
-    signals: Annotated[Path, typer.Argument(help="Labelled signals file with folds (e.g. `ecgscan import PTB-XL "
+    signals: Annotated[Path, typer.Argument(metavar="SIGNALS", help="Labelled signals file with folds (e.g. `ecgscan import PTB-XL "
                                                  "--labels all`); rendered on the fly.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the embeddings, results.json and "
                                          "table.md.", show_default=False)],
@@ -53,6 +53,7 @@ def benchmark_command(
     fmt: Format = TableFormat.table,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
     """Probe and zero-shot every baseline row on the folds the checkpoint held out.
@@ -60,11 +61,14 @@ def benchmark_command(
     Writes OUTPUT/ (one embeddings file per row, results.json, table.md) and prints the
     table: macro AUROC % [95% CI] per label set and label fraction.
     """
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)  # before any torch or BLAS work
     from ecgscan_cli.atomic import check_output_path
     from ecgscan_cli.benchmark import LONG_COLUMNS, BenchmarkConfig, run_benchmark
     from ecgscan_cli.probe import parse_fractions
 
-    check_output_path(output, overwrite)
+    check_output_path(output, overwrite, kind="benchmark")
     cfg = BenchmarkConfig(rows=tuple(r.strip() for r in rows.split(",") if r.strip()),
                           label_sets=tuple(s.strip() for s in labels.split(",") if s.strip()) if labels else None,
                           fractions=tuple(parse_fractions(fractions)), train_folds=train_folds, val_folds=val_folds,

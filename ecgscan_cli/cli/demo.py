@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Seed, command, progress_bar
+from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Threads, Seed, command, progress_bar
 
 log = logging.getLogger("ecgscan")
 
@@ -26,18 +26,22 @@ def demo_command(
     labels: Annotated[str, typer.Option("--labels", help="PTB-XL label set with --data.")] = "superclass",
     limit: Annotated[Optional[int], typer.Option("--limit", min=10, help="At most this many records from "
                                                  "--data.")] = None,
-    probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=1)] = 100,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0)] = 200,
+    probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=1, help="Training epochs of each linear probe.")] = 100,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the AUROC confidence intervals (0 = none).")] = 200,
     device: Device = "auto",
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
     """Synthesise -> render -> pretrain -> embed -> probe -> zero-shot -> reconstruct -> SNR; print the report path."""
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)  # before any torch or BLAS work
     from ecgscan_cli.atomic import check_output_path
     from ecgscan_cli.demo import DemoConfig, run_demo
 
-    check_output_path(output, overwrite)
+    check_output_path(output, overwrite, kind="demo")
     if data is not None and not data.is_dir():
         from ecgscan_cli.errors import EcgscanError
 

@@ -42,7 +42,7 @@ def print_summary(rows: list[dict], title: str) -> None:
 
 @command
 def import_command(
-    source: Annotated[Path, typer.Argument(help="PTB-XL root (with ptbxl_database.csv; records in records100/ "
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="PTB-XL root (with ptbxl_database.csv; records in records100/ "
                                                 "records500/ or in archives beside the CSVs), PTB-XL archive "
                                                 "(.zip, .tar.xz... with the CSVs inside or beside it), folder of "
                                                 "WFDB records (.hea + .dat/.mat, searched recursively) or one .hea.")],
@@ -66,11 +66,14 @@ def import_command(
     drop_unlabelled: Annotated[bool, typer.Option(
         "--drop-unlabelled", help="PTB-XL: leave out records with no label in the chosen set "
         "(as the benchmark does).")] = False,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=0,
-                                         help="Reader processes (0 = automatic: 1 for small folders).")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, max=64,
+                                         help="Reader processes (0 = automatic: 1 for small folders; at most "
+                                              "64).")] = 0,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad record instead of "
                                                          "skipping it.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Import only the first N records.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every skipped record under its reason "
+                                                                 "(the log shows the first 3 of each).")] = False,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -84,7 +87,7 @@ def import_command(
     from ecgscan_cli.errors import EcgscanError
     from ecgscan_cli.wfdb_import import plan_import, run_import
 
-    check_output_path(output, overwrite)
+    check_output_path(output, overwrite, kind="signals")
     if sampling_rate not in (100, 500):
         raise EcgscanError(f"--sampling-rate must be 100 or 500 (PTB-XL's two versions), not {sampling_rate}")
     plan = plan_import(source, label_set=labels, sampling_rate=sampling_rate,
@@ -95,4 +98,7 @@ def import_command(
     if not quiet:
         n_classes = "+".join(str(len(classes)) for classes, _ in plan.label_sets.values()) or "0"
         print_summary(stats.rows(), f"import: {plan.kind}, {n_classes} classes")
+    if verbose:
+        for line in stats.skipped_lines():
+            typer.echo(f"skipped: {line}", err=True)
     typer.echo(str(path))

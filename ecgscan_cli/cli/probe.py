@@ -9,7 +9,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ecgscan_cli.cli.common import Format, Overwrite, Quiet, Seed, TableFormat, command, print_table, progress_bar
+from ecgscan_cli.cli.common import Format, Overwrite, Quiet, Threads, Seed, TableFormat, command, print_table, progress_bar
 
 log = logging.getLogger("ecgscan")
 
@@ -37,16 +37,17 @@ def wide_rows(results) -> tuple[list[dict], list[str]]:
 
 @command
 def probe_command(
-    embeddings: Annotated[List[Path], typer.Argument(help="Embeddings files (ecgscan embed); several = one row each, "
+    embeddings: Annotated[List[Path], typer.Argument(metavar="EMBEDDINGS", help="Embeddings files (ecgscan embed); several = one row each, "
                                                           "same records, same subsets.", show_default=False)],
     labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Label sets to probe, comma-separated "
                                                   "(default: every label set in the first file).")] = None,
     fractions: Annotated[str, typer.Option("--fractions", help="Fractions of the training split.")] = "0.01,0.1,1",
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per probe.")] = 100,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=100_000,
+                                        help="Most epochs per probe (at most 100000).")] = 100,
     patience: Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without "
                                           "validation improvement (0 = run all epochs).")] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
-    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Embeddings per probe training step.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate of the linear probe (AdamW).")] = 1e-3,
     standardize: Annotated[bool, typer.Option("--standardize/--no-standardize", help="z-score features with the "
                                               "training subset's statistics.")] = True,
     train_folds: Annotated[str, typer.Option("--train-folds", help="Training folds, e.g. 1-8.")] = "1-8",
@@ -56,13 +57,15 @@ def probe_command(
                                                        "rows instead of folds.")] = None,
     allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Probe even when test records were read by "
                                                 "an encoder's pretraining (refused by default).")] = False,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CI "
-                                           "(0 = none).")] = 1000,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=100_000,
+                                           help="Bootstrap resamples for the 95% CI (0 = none, at most "
+                                                "100000).")] = 1000,
     roc_plot: Annotated[Optional[Path], typer.Option("--roc-plot", help="Write macro ROC curves (PNG).")] = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Also print per-class test AUROC.")] = False,
     fmt: Format = TableFormat.table,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
     """Linear probe: frozen embeddings -> macro AUROC on test (model chosen on validation).
@@ -70,6 +73,9 @@ def probe_command(
     Refuses a test split holding records that an encoder's pretraining read
     (recorded by `ecgscan embed`), unless --allow-overlap.
     """
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)  # before any torch or BLAS work
     from ecgscan_cli import probe as P
     from ecgscan_cli.atomic import check_output_path
     from ecgscan_cli.errors import EcgscanError
@@ -78,7 +84,7 @@ def probe_command(
     cfg = P.ProbeConfig(fractions=tuple(P.parse_fractions(fractions)), epochs=epochs, batch_size=batch_size,
                         lr=lr, patience=patience, standardize=standardize, bootstrap=bootstrap, seed=seed)
     if roc_plot is not None:
-        check_output_path(roc_plot, overwrite)
+        check_output_path(roc_plot, overwrite, kind="file")
     files = [EmbeddingsFile(p) for p in embeddings]
     ref = files[0]
     for f in files:

@@ -8,16 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecgscan_cli.cli.common import Device, Overwrite, Quiet, command, progress_bar
+from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Threads, command, progress_bar
 
 log = logging.getLogger("ecgscan")
 
 
 @command
 def reconstruct_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
                                                show_default=False)],
-    images: Annotated[Path, typer.Argument(help="Folder of scans/photos (PNG/JPG, any size, EXIF-rotated), an "
+    images: Annotated[Path, typer.Argument(metavar="IMAGES", help="Folder of scans/photos (PNG/JPG, any size, EXIF-rotated), an "
                                                 "images file, or a signals file (rendered on the fly).",
                                            show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Signals file to write (.h5).", show_default=False)],
@@ -27,12 +27,16 @@ def reconstruct_command(
     overlays: Annotated[int, typer.Option("--overlays", min=0, help="How many overlay plots.")] = 8,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Signals file with the ground truth "
                                                       "(matched by id) for overlays and the SNR log line.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (lower it if memory runs out).")] = 16,
     device: Device = "auto",
     overwrite: Overwrite = False,
+    threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
     """Decode 12×5000 signals (mV, 500 Hz) from ECG images; score with `ecgscan snr-check OUT --reference`."""
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)  # before any torch or BLAS work
     import numpy as np
 
     from ecgscan_cli.leads import LEADS

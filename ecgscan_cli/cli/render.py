@@ -7,17 +7,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecgscan_cli.cli.common import Overwrite, Quiet, Seed, command, log, progress_bar
+from ecgscan_cli.cli.common import Overwrite, Quiet, Threads, Seed, command, log, progress_bar
 
 
 @command
 def render_command(
-    signals: Annotated[Path, typer.Argument(help="Signals file (from `ecgscan import` or `ecgscan synth`).",
+    signals: Annotated[Path, typer.Argument(metavar="SIGNALS", help="Signals file (from `ecgscan import` or `ecgscan synth`).",
                                             show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Images file (.h5), or a folder for png/jpg.",
-                                         show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="h5 (one images file), png or jpg (folder of pages "
-                                                      "+ one JSON sidecar each).")] = "h5",
+    output: Annotated[str, typer.Option(
+        "--output", "-o", metavar="PATH", show_default=False,
+        help="Images file (.h5), or a folder for png/jpg pages (a trailing / or an existing folder means "
+             "png unless --image-format says jpg).")],
+    image_format: Annotated[Optional[str], typer.Option(
+        "--image-format", metavar="h5|png|jpg", show_default=False,
+        help="h5 (one images file) or png/jpg (a folder of pages named after the record ids + one JSON "
+             "sidecar each); default: from --output.")] = None,
+    deprecated_format: Annotated[Optional[str], typer.Option(
+        "--format", hidden=True, help="Deprecated name of --image-format.")] = None,
     augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: none, light, paper, heavy.")
                        ] = "none",
     augment_config: Annotated[Optional[Path], typer.Option(
@@ -34,22 +40,33 @@ def render_command(
                                                                "N×N pixels, rendered directly at that size.")
                     ] = None,
     seed: Seed = 0,
-    workers: Annotated[int, typer.Option("--workers", help="Processes for full-page rendering and encoding.")
-                       ] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes for full-page rendering and "
+                                                                  "image encoding (0 = the CPUs not busy with other jobs).")
+                       ] = 0,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Render only the first N records.")] = None,
     overwrite: Overwrite = False,
+    threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
     """Render ECG printouts (3×4 + lead II rhythm strip, calibrated grid) with optional augmentations."""
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)  # before any torch or BLAS work
     from ecgscan_cli.errors import EcgscanError
     from ecgscan_cli.render.augment import AugmentConfig
-    from ecgscan_cli.render.files import FORMATS, RenderJob, check_job, render_file
+    from ecgscan_cli.render.files import RenderJob, check_job, render_file
     from ecgscan_cli.render.layout import LayoutOptions
 
-    fmt = fmt.lower().lstrip(".")
-    fmt = {"jpeg": "jpg", "hdf5": "h5"}.get(fmt, fmt)
-    if fmt not in FORMATS:
-        raise EcgscanError(f"unknown --format {fmt!r} (choose from {', '.join(FORMATS)})")
+    from ecgscan_cli.render.files import output_format
+    from ecgscan_cli.threads import default_threads
+
+    if deprecated_format is not None:
+        if image_format is not None:
+            raise EcgscanError("give --image-format only (--format is its deprecated name)")
+        image_format = deprecated_format
+    fmt = output_format(output, image_format)
+    workers = workers or default_threads()   # the free CPUs: all of them on a quiet machine
+    output = Path(output)
     options = LayoutOptions(paper=paper.lower(), speed=speed, gain=gain, grid=grid.lower(), header=header).check()
     aug = AugmentConfig.from_file(augment_config) if augment_config is not None else AugmentConfig.preset(augment)
     job = RenderJob(str(signals), fmt, options, aug, dpi, size, seed)
@@ -59,4 +76,6 @@ def render_command(
         out = render_file(job, output, workers=workers, limit=limit, overwrite=overwrite, progress=advance,
                           checked=checked)
     log.info("rendered %d images → %s", total, out)
+    if deprecated_format is not None:  # said after the work, so that an error stays one line
+        log.warning("render --format is deprecated: use --image-format")
     typer.echo(str(out))

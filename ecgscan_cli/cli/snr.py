@@ -18,7 +18,7 @@ class Missing(str, Enum):
 
 @command
 def snr_check_command(
-    file: Annotated[Path, typer.Argument(help="Signals file (.h5), or a WFDB folder / PTB-XL root / .hea record.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Signals file (.h5), or a WFDB folder / PTB-XL root / .hea record.")],
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", help="Reference signals file: score FILE as a reconstruction of it, per lead, records "
         "matched by id (PhysioNet 2024 SNR).", dir_okay=False)] = None,
@@ -28,13 +28,16 @@ def snr_check_command(
     missing: Annotated[Missing, typer.Option(
         "--missing", help="With --reference: NaN samples of FILE are ignored and the score scaled by the "
         "fraction covered (scale), or count as 0 mV as in the official challenge code (zero).")] = Missing.scale,
+    score_absent: Annotated[bool, typer.Option(
+        "--score-absent", help="With --reference: also score the reference records absent from FILE, as 0 dB "
+        "(what the PhysioNet 2024 scorer does); by default they are left out and counted.")] = False,
     per_record: Annotated[Optional[Path], typer.Option(
         "--per-record", help="Also write the per-record table to this CSV file (id, one column per lead).",
         dir_okay=False)] = None,
     derive_limb_leads: Annotated[bool, typer.Option(
         "--derive-limb-leads", help="WFDB input: rebuild missing limb leads instead of skipping records.")] = False,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=0,
-                                         help="WFDB input: reader processes (0 = automatic).")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, max=64,
+                                         help="WFDB input: reader processes (0 = automatic, at most 64).")] = 0,
     fmt: Format = TableFormat.table,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -55,7 +58,7 @@ def snr_check_command(
 
     log = logging.getLogger("ecgscan.snr")
     if per_record is not None:
-        check_output_path(per_record, overwrite)
+        check_output_path(per_record, overwrite, kind="file")
     if align and reference is None:
         raise EcgscanError("--align needs --reference (it aligns FILE to the reference)")
     if reference is not None:
@@ -65,13 +68,18 @@ def snr_check_command(
 
         n = len(SignalsFile(reference))
         with progress_bar(n, "scoring", quiet=quiet) as advance:
-            result = snr.compare_signals(file, reference, align=align, missing=missing.value, progress=advance)
-        if result.missing_ids:
-            log.warning("%d reference record(s) missing from %s scored 0 dB (first: %s)",
-                        len(result.missing_ids), file, result.missing_ids[0])
+            result = snr.compare_signals(file, reference, align=align, missing=missing.value,
+                                         score_absent=score_absent, progress=advance)
+        absent = len(result.missing_ids)
+        if absent:
+            log.warning("%d of %d reference record(s) are absent from %s: %s (first: %s)", absent, n, file,
+                        "scored 0 dB (--score-absent)" if score_absent else "not scored (--score-absent scores "
+                        "them as 0 dB)", result.missing_ids[0])
         if result.extra_ids:
             log.warning("%d record(s) of %s are not in the reference and were ignored", len(result.extra_ids), file)
-        title = f"reconstruction SNR (dB) of {file.name} against {reference.name}"
+        title = (f"reconstruction SNR (dB) of {file.name} against {reference.name}, {len(result.ids)} records"
+                 + (f" ({absent} reference records absent, {'scored 0 dB' if score_absent else 'not scored'})"
+                    if absent else ""))
     else:
         from ecgscan_cli.wfdb_import import iter_signals
 

@@ -9,16 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecgscan_cli.cli.common import Device, Format, Quiet, TableFormat, command, print_table, progress_bar
+from ecgscan_cli.cli.common import Device, Format, Quiet, Threads, TableFormat, command, print_table, progress_bar
 
 log = logging.getLogger("ecgscan")
 
 
 @command
 def zeroshot_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
                                                show_default=False)],
-    input: Annotated[Path, typer.Argument(help="Labelled images file or signals file (rendered on the fly), "
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Labelled images file or signals file (rendered on the fly), "
                                                "or an embeddings file from the same checkpoint.", show_default=False)],
     prompts: Annotated[Optional[str], typer.Option("--prompts", "-p", help="Prompt set: a built-in name "
                        "(ptbxl_superclass, ptbxl_subclass, ptbxl_form, ptbxl_rhythm, cpsc2018, csn, synth) or a "
@@ -28,15 +28,19 @@ def zeroshot_command(
                                                   "(default: its /label).")] = None,
     thresholds: Annotated[bool, typer.Option("--thresholds", help="Also print sensitivity/specificity/F1 at the "
                                              "Youden-optimal threshold (chosen on the same data: optimistic).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (lower it if memory runs out).")] = 32,
     device: Device = "auto",
     fmt: Format = TableFormat.table,
+    threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
     """Zero-shot AUROC: cosine similarity of image and class-description embeddings.
 
     Warns when the checkpoint's pretraining read some of the evaluated records.
     """
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)  # before any torch or BLAS work
     from ecgscan_cli.zeroshot import zeroshot
 
     res = zeroshot(checkpoint, input, prompts=prompts, labels=labels, batch_size=batch_size, device=device,

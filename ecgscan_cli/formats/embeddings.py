@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import numpy as np
 
-from ecgscan_cli.atomic import atomic_output
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, open_checked, read_classes, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, h5_output, open_checked, read_classes, read_strings, write_header
+from ecgscan_cli.formats.common import dataset
 
 KIND = "embeddings"
 DEFAULT_LABEL_SET = "label"
@@ -86,28 +85,27 @@ def write_embeddings(
     fold = np.full(n, -1, np.int16) if folds is None else np.asarray(folds, np.int16)
     if fold.shape != (n,):
         raise EcgscanError(f"folds have shape {fold.shape}, expected [{n}]")
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        with h5py.File(tmp, "w") as f:
-            write_header(f, KIND, source, encoder=str(encoder), encoder_description=str(encoder_description),
-                         checkpoint=str(checkpoint), embed_dim=int(emb.shape[1]), features=str(features))
-            if pretraining is not None:
-                d = f.create_dataset("pretrain_ids", data=np.array(sorted(pretraining.ids), dtype=object),
-                                     dtype=STR_DTYPE)
-                d.attrs["pretraining"] = json.dumps(pretraining.to_meta())
-            f.create_dataset("embedding", data=emb, chunks=(min(max(n, 1), 1024), emb.shape[1]) if n else None)
-            f.create_dataset("id", data=np.array(ids, dtype=object), dtype=STR_DTYPE)
-            ds = f.create_dataset("label", data=lab)
-            ds.attrs["classes"] = classes
-            ds.attrs["label_set"] = str(label_set)
-            f.create_dataset("fold", data=fold)
-            if extra_label_sets:
-                g = f.create_group("label_sets")
-                for name, (cls, arr) in extra_label_sets.items():
-                    arr = np.asarray(arr, np.uint8).reshape(n, -1)
-                    if arr.shape[1] != len(cls):
-                        raise EcgscanError(f"label set {name!r}: {arr.shape[1]} columns for {len(cls)} classes")
-                    d = g.create_dataset(name, data=arr)
-                    d.attrs["classes"] = [str(c) for c in cls]
+    with h5_output(path, overwrite=overwrite, kind=KIND) as f:
+        write_header(f, KIND, source, encoder=str(encoder), encoder_description=str(encoder_description),
+                     checkpoint=str(checkpoint), embed_dim=int(emb.shape[1]), features=str(features))
+        if pretraining is not None:
+            d = f.create_dataset("pretrain_ids", data=np.array(sorted(pretraining.ids), dtype=object),
+                                 dtype=STR_DTYPE)
+            d.attrs["pretraining"] = json.dumps(pretraining.to_meta())
+        f.create_dataset("embedding", data=emb, chunks=(min(max(n, 1), 1024), emb.shape[1]) if n else None)
+        f.create_dataset("id", data=np.array(ids, dtype=object), dtype=STR_DTYPE)
+        ds = f.create_dataset("label", data=lab)
+        ds.attrs["classes"] = classes
+        ds.attrs["label_set"] = str(label_set)
+        f.create_dataset("fold", data=fold)
+        if extra_label_sets:
+            g = f.create_group("label_sets")
+            for name, (cls, arr) in extra_label_sets.items():
+                arr = np.asarray(arr, np.uint8).reshape(n, -1)
+                if arr.shape[1] != len(cls):
+                    raise EcgscanError(f"label set {name!r}: {arr.shape[1]} columns for {len(cls)} classes")
+                d = g.create_dataset(name, data=arr)
+                d.attrs["classes"] = [str(c) for c in cls]
     return Path(path)
 
 
@@ -132,17 +130,17 @@ class EmbeddingsFile:
             for name in ("embedding", "id"):
                 if name not in f:
                     raise EcgscanError(f"{self.path}: not a valid embeddings file (missing /{name})")
-            emb = f["embedding"]
-            if emb.ndim != 2:
+            emb = dataset(f, "embedding", self.path)
+            if emb.ndim != 2 or emb.dtype.kind not in ("f", "i", "u"):
                 raise EcgscanError(f"{self.path}: /embedding has shape {emb.shape}, expected [N, D]")
             self.embeddings = emb[()].astype(np.float32)
             n = self.embeddings.shape[0]
-            self.ids = read_strings(f, "id", n)
+            self.ids = read_strings(f, "id", n, self.path)
             if len(self.ids) != n:
                 raise EcgscanError(f"{self.path}: {len(self.ids)} ids for {n} embeddings")
             self.label_sets = {}
             if "label" in f:
-                lab = f["label"][()]
+                lab = dataset(f, "label", self.path)[()]
                 if lab.shape[0] != n:
                     raise EcgscanError(f"{self.path}: /label has {lab.shape[0]} rows for {n} embeddings")
                 self.labels = lab.astype(np.uint8).reshape(n, -1)
@@ -161,13 +159,13 @@ class EmbeddingsFile:
                 self.label_set = DEFAULT_LABEL_SET
             if "label_sets" in f:
                 for name, ds in f["label_sets"].items():
-                    arr = ds[()].astype(np.uint8).reshape(ds.shape[0], -1)
+                    arr = dataset(f, f"label_sets/{name}", self.path)[()].astype(np.uint8).reshape(ds.shape[0], -1)
                     cls = read_classes(ds)
                     if arr.shape[0] != n or arr.shape[1] != len(cls):
                         raise EcgscanError(f"{self.path}: label set {name!r} has shape {arr.shape} "
                                            f"for {n} records and {len(cls)} classes")
                     self.label_sets[name] = LabelSet(name, cls, arr)
-            self.folds = f["fold"][()].astype(int) if "fold" in f else np.full(n, -1)
+            self.folds = dataset(f, "fold", self.path)[()].astype(int) if "fold" in f else np.full(n, -1)
             if self.folds.shape != (n,):
                 raise EcgscanError(f"{self.path}: /fold has shape {self.folds.shape}, expected [{n}]")
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
@@ -175,10 +173,15 @@ class EmbeddingsFile:
             if "pretrain_ids" in f:
                 from ecgscan_cli.provenance import Pretraining
 
-                ds = f["pretrain_ids"]
+                ds = dataset(f, "pretrain_ids", self.path)
                 meta = ds.attrs.get("pretraining", "{}")
-                meta = json.loads(meta.decode() if isinstance(meta, bytes) else meta)
-                self.pretraining = Pretraining.from_meta(meta, read_strings(f, "pretrain_ids", ds.shape[0]))
+                try:
+                    meta = json.loads(meta.decode() if isinstance(meta, bytes) else meta)
+                except (ValueError, TypeError):
+                    raise EcgscanError(f"{self.path}: /pretrain_ids has an unreadable 'pretraining' attribute "
+                                       "(not JSON)") from None
+                self.pretraining = Pretraining.from_meta(meta, read_strings(f, "pretrain_ids", ds.shape[0],
+                                                                            self.path))
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]

@@ -25,11 +25,40 @@ import h5py
 import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_classes, read_strings, write_header
-from ecgscan_cli.formats.signals import (create_label_fold_datasets, create_signal_dataset, int16_to_mv,
-                                         mv_to_int16)
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_strings, write_header
+from ecgscan_cli.formats.common import dataset, read_labels_folds
+from ecgscan_cli.formats.signals import (check_signal_dataset, create_label_fold_datasets, create_signal_dataset,
+                                         mv_to_int16, stored_to_mv)
 
 KIND = "images"
+MAX_SIDE = 16_384   # pixels per side a reader accepts (a 16384² RGB image is 768 MiB)
+
+
+def stored_image_to_rgb8(image: np.ndarray, where: str = "") -> np.ndarray:
+    """One stored image (``H × W × C``, C = 1, 3 or 4; uint8, or float in [0, 1]) → uint8 RGB.
+
+    Other tools write float or RGBA images: floats are scaled from [0, 1] (anything else
+    is refused, never cast to garbage), alpha is composited on white paper.
+    """
+    a = np.asarray(image)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise EcgscanError(f"{where}: float image holds NaN or infinite values")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0.0 or hi > 1.0:
+            raise EcgscanError(f"{where}: float image values span [{lo:g}, {hi:g}]; expected [0, 1] "
+                               "(or store uint8)")
+        a = a.astype(np.float32) * np.float32(255.0)
+    elif a.dtype != np.uint8:
+        raise EcgscanError(f"{where}: image holds {a.dtype} values; expected uint8 or float in [0, 1]")
+    if a.shape[-1] == 4:
+        alpha = a[..., 3:4].astype(np.float32) / 255.0
+        a = a[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    elif a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if a.dtype != np.uint8:
+        a = np.clip(np.round(a), 0, 255).astype(np.uint8)
+    return a
 
 
 class ImagesWriter(AtomicH5Writer):
@@ -51,7 +80,7 @@ class ImagesWriter(AtomicH5Writer):
         self.count = 0
         self._ids: set[str] = set()
         self._names = ["image", "id", "layout", "report", "label", "fold"] + (["signal"] if with_signals else [])
-        self._open(path, overwrite)
+        self._open(path, overwrite, KIND)
         try:
             write_header(self._f, KIND, source, **(attrs or {}))
             cap = max(int(expected_rows), 0)
@@ -78,32 +107,32 @@ class ImagesWriter(AtomicH5Writer):
             raise EcgscanError(f"duplicate record id {record_id!r}: ids must be unique within a file")
         i = self.count
         for name in self._names:
-            ds = self._f[name]
+            ds = self._dataset(name)
             if ds.shape[0] <= i:
                 ds.resize(max(2 * ds.shape[0], 64), axis=0)
-        self._f["image"][i] = image
-        self._f["id"][i] = record_id
-        self._f["layout"][i] = json.dumps(layout, separators=(",", ":"))
-        self._f["report"][i] = report or ""
+        self._dataset("image")[i] = image
+        self._dataset("id")[i] = record_id
+        self._dataset("layout")[i] = json.dumps(layout, separators=(",", ":"))
+        self._dataset("report")[i] = report or ""
         if self.classes:
             label = np.zeros(len(self.classes), np.uint8) if label is None else np.asarray(label, np.uint8)
             if label.shape != (len(self.classes),):
                 raise EcgscanError(f"record {record_id!r}: {label.size} labels for {len(self.classes)} classes")
-            self._f["label"][i] = label
-        self._f["fold"][i] = int(fold)
+            self._dataset("label")[i] = label
+        self._dataset("fold")[i] = int(fold)
         if self.with_signals:
             if signal is None:
                 raise EcgscanError(f"record {record_id!r}: this images file stores signals; none given")
             signal = np.asarray(signal)
             if signal.shape != (12, self.n_samples):
                 raise EcgscanError(f"record {record_id!r}: signal shape {signal.shape}, expected (12, {self.n_samples})")
-            self._f["signal"][i] = mv_to_int16(signal, record_id)
+            self._dataset("signal")[i] = mv_to_int16(signal, record_id)
         self._ids.add(record_id)
         self.count += 1
 
     def close(self) -> Path:
         for name in self._names:
-            self._f[name].resize(self.count, axis=0)
+            self._dataset(name).resize(self.count, axis=0)
         return self._commit()
 
 
@@ -119,23 +148,30 @@ class ImagesFile:
             for name in ("image", "id"):
                 if name not in f:
                     raise EcgscanError(f"{self.path}: not a valid images file (missing /{name})")
-            img = f["image"]
-            if img.ndim != 4 or img.shape[3] != 3:
-                raise EcgscanError(f"{self.path}: /image has shape {img.shape}, expected [N, H, W, 3]")
+            img = dataset(f, "image", self.path)
+            if img.ndim != 4 or img.shape[3] not in (1, 3, 4):
+                raise EcgscanError(f"{self.path}: /image has shape {tuple(img.shape)}, expected [N, H, W, 3] "
+                                   "(or 1 or 4 channels)")
+            if img.dtype != np.uint8 and img.dtype.kind != "f":
+                raise EcgscanError(f"{self.path}: /image holds {img.dtype} values, expected uint8 "
+                                   "(or float in [0, 1])")
             self.n, self.height, self.width = int(img.shape[0]), int(img.shape[1]), int(img.shape[2])
-            self.ids = read_strings(f, "id", self.n)
-            self.reports = read_strings(f, "report", self.n)
-            if "label" in f:
-                self.labels = f["label"][()].astype(np.uint8).reshape(self.n, -1)
-                self.classes = read_classes(f["label"])
-            else:
-                self.labels = np.zeros((self.n, 0), np.uint8)
-                self.classes = []
-            self.folds = f["fold"][()].astype(int) if "fold" in f else np.full(self.n, -1)
+            if self.n == 0:
+                raise EcgscanError(f"{self.path}: the file holds no images")
+            if not (1 <= self.height <= MAX_SIDE and 1 <= self.width <= MAX_SIDE):
+                raise EcgscanError(f"{self.path}: images are {self.height}×{self.width} pixels; expected 1 to "
+                                   f"{MAX_SIDE} per side")
+            self.ids = read_strings(f, "id", self.n, self.path)
+            self.reports = read_strings(f, "report", self.n, self.path)
+            if "layout" in f:
+                read_strings(f, "layout", self.n, self.path)   # shape and type only: parsed per image
+            self.labels, self.classes, self.folds = read_labels_folds(f, self.n, self.path)
             self.has_signals = "signal" in f
+            self._scale = 1e-3
             if self.has_signals:
-                sig = f["signal"]
-                self.fs = float(sig.attrs.get("fs", 500.0))
+                sig, self.fs, self._scale = check_signal_dataset(f, self.path)
+                if sig.shape[0] != self.n:
+                    raise EcgscanError(f"{self.path}: /signal has {sig.shape[0]} records for {self.n} images")
                 self.n_samples = int(sig.shape[2])
             else:
                 self.fs, self.n_samples = 500.0, 0
@@ -153,14 +189,14 @@ class ImagesFile:
         return self._f
 
     def image(self, i: int) -> np.ndarray:
-        """Image ``i`` as uint8 ``H × W × 3``."""
-        return self._handle()["image"][int(i)]
+        """Image ``i`` as uint8 ``H × W × 3`` (float or RGBA images converted)."""
+        return stored_image_to_rgb8(self._handle()["image"][int(i)], f"{self.path}: image {int(i)}")
 
     def signal(self, i: int) -> np.ndarray:
         """Signal ``i`` as float32 mV ``[12, T]`` (NaN where absent)."""
         if not self.has_signals:
             raise EcgscanError(f"{self.path}: this images file has no signals")
-        return int16_to_mv(self._handle()["signal"][int(i)])
+        return stored_to_mv(self._handle()["signal"][int(i)], self._scale)
 
     def layout(self, i: int) -> dict:
         """Layout metadata of image ``i`` (see docs/render.md)."""

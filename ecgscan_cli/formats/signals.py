@@ -24,13 +24,15 @@ import h5py
 import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_classes, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_strings, write_header
+from ecgscan_cli.formats.common import dataset, read_labels_folds, read_sampling_rate, signal_scale
 from ecgscan_cli.leads import LEADS
 
 KIND = "signals"
 NAN_SENTINEL = np.int16(-32768)
 MAX_MV = 32.767
 GZIP_LEVEL = 4
+MAX_SAMPLES = 10_000_000   # samples per record a reader accepts (over 5 h at 500 Hz)
 
 
 def mv_to_int16(signal: np.ndarray, record_id: str = "") -> np.ndarray:
@@ -53,6 +55,30 @@ def int16_to_mv(raw: np.ndarray) -> np.ndarray:
     out = raw.astype(np.float32) / 1000.0
     out[raw == NAN_SENTINEL] = np.nan
     return out
+
+
+def stored_to_mv(raw: np.ndarray, scale: float = 1e-3) -> np.ndarray:
+    """Stored ``/signal`` values → float32 mV (``scale`` from :func:`formats.common.signal_scale`)."""
+    if raw.dtype == np.int16 and scale == 1e-3:
+        return int16_to_mv(raw)
+    out = raw.astype(np.float32) * np.float32(scale)
+    if raw.dtype == np.int16:
+        out[raw == NAN_SENTINEL] = np.nan
+    return out
+
+
+def check_signal_dataset(f: h5py.File, path) -> tuple[h5py.Dataset, float, float]:
+    """The ``/signal`` dataset of a signals or images file, checked: (dataset, fs, scale to mV)."""
+    sig = dataset(f, "signal", path)
+    if sig.ndim != 3 or sig.shape[1] != 12:
+        raise EcgscanError(f"{path}: /signal has shape {tuple(sig.shape)}, expected [N, 12, T]")
+    if not 1 <= sig.shape[2] <= MAX_SAMPLES:
+        raise EcgscanError(f"{path}: /signal has {sig.shape[2]:,} samples per record, expected 1 to {MAX_SAMPLES:,}")
+    scale = signal_scale(sig, path)
+    leads = decode_strings(np.atleast_1d(sig.attrs.get("leads", list(LEADS))))
+    if tuple(leads) != LEADS:
+        raise EcgscanError(f"{path}: leads {leads} are not in the standard order")
+    return sig, read_sampling_rate(sig, path), scale
 
 
 def encode_signal(signal_mv: np.ndarray, record_id: str = "") -> bytes:
@@ -114,7 +140,7 @@ class SignalsWriter(AtomicH5Writer):
         self.n_samples = int(n_samples)
         self.classes = list(classes)
         self.count = 0
-        self._open(path, overwrite)
+        self._open(path, overwrite, KIND)
         try:
             write_header(self._f, KIND, source, **(attrs or {}))
             cap = max(int(expected_rows), 0)
@@ -141,18 +167,18 @@ class SignalsWriter(AtomicH5Writer):
         raw = mv_to_int16(signal, record_id)
         i = self.count
         for name in ("signal", "id", "report", "label", "fold"):
-            ds = self._f[name]
+            ds = self._dataset(name)
             if ds.shape[0] <= i:
                 ds.resize(max(2 * ds.shape[0], 256), axis=0)
-        self._f["signal"][i] = raw
-        self._f["id"][i] = str(record_id)
-        self._f["report"][i] = report or ""
+        self._dataset("signal")[i] = raw
+        self._dataset("id")[i] = str(record_id)
+        self._dataset("report")[i] = report or ""
         if self.classes:
             label = np.zeros(len(self.classes), np.uint8) if label is None else np.asarray(label, np.uint8)
             if label.shape != (len(self.classes),):
                 raise EcgscanError(f"record {record_id!r}: {label.size} labels for {len(self.classes)} classes")
-            self._f["label"][i] = label
-        self._f["fold"][i] = int(fold)
+            self._dataset("label")[i] = label
+        self._dataset("fold")[i] = int(fold)
         self.count += 1
 
     # Faster path for big imports: signals pre-encoded elsewhere, stored at any row in any
@@ -164,7 +190,7 @@ class SignalsWriter(AtomicH5Writer):
         Rows may come in any order and leave holes; :meth:`keep_rows` then says which rows
         the file keeps. Do not mix with :meth:`append`.
         """
-        ds = self._f["signal"]
+        ds = self._dataset("signal")
         if ds.shape[0] <= row:
             ds.resize(max(2 * ds.shape[0], row + 1, 256), axis=0)
         ds.id.write_direct_chunk((int(row), 0, 0), chunk)
@@ -178,23 +204,23 @@ class SignalsWriter(AtomicH5Writer):
             raise ValueError("keep_rows: rows must be strictly increasing")
         if len(ids) != n:
             raise EcgscanError(f"{len(ids)} ids for {n} records")
-        sig = self._f["signal"]
+        sig = self._dataset("signal")
         for new, old in enumerate(rows):
             if new != old:  # new < old: never overwrites a chunk still to be moved
                 mask, chunk = sig.id.read_direct_chunk((old, 0, 0))
                 sig.id.write_direct_chunk((new, 0, 0), chunk, mask)
         for name in ("signal", "id", "report", "label", "fold"):
-            self._f[name].resize(n, axis=0)
+            self._dataset(name).resize(n, axis=0)
         if n:
-            self._f["id"][:] = np.asarray([str(i) for i in ids], dtype=object)
-            self._f["report"][:] = np.asarray(["" if r is None else str(r) for r in (reports or [""] * n)],
+            self._dataset("id")[:] = np.asarray([str(i) for i in ids], dtype=object)
+            self._dataset("report")[:] = np.asarray(["" if r is None else str(r) for r in (reports or [""] * n)],
                                               dtype=object)
             if self.classes:
                 lab = np.zeros((n, len(self.classes)), np.uint8) if labels is None else np.asarray(labels, np.uint8)
                 if lab.shape != (n, len(self.classes)):
                     raise EcgscanError(f"labels of shape {lab.shape}, expected ({n}, {len(self.classes)})")
-                self._f["label"][:] = lab
-            self._f["fold"][:] = np.full(n, -1) if folds is None else np.asarray(folds, np.int16)
+                self._dataset("label")[:] = lab
+            self._dataset("fold")[:] = np.full(n, -1) if folds is None else np.asarray(folds, np.int16)
         self.count = n
 
     def add_label_set(self, name: str, classes: Sequence[str], labels) -> None:
@@ -204,11 +230,12 @@ class SignalsWriter(AtomicH5Writer):
             raise EcgscanError(f"label set {name!r}: {lab.shape[1]} columns for {len(classes)} classes")
         ds = self._f.require_group("label_sets").create_dataset(name, data=lab)
         ds.attrs["classes"] = [str(c) for c in classes]
+        self._datasets[f"label_sets/{name}"] = ds   # kept open until close (see AtomicH5Writer)
 
     def close(self) -> Path:
         for name in ("signal", "id", "report", "label", "fold"):
-            self._f[name].resize(self.count, axis=0)
-        ids = decode_strings(self._f["id"][()])
+            self._dataset(name).resize(self.count, axis=0)
+        ids = decode_strings(self._dataset("id")[()])
         if len(set(ids)) != len(ids):
             dup = next(x for x in ids if ids.count(x) > 1)
             self._abort(None)
@@ -245,23 +272,13 @@ class SignalsFile:
             for name in ("signal", "id"):
                 if name not in f:
                     raise EcgscanError(f"{self.path}: not a valid signals file (missing /{name})")
-            sig = f["signal"]
-            if sig.ndim != 3 or sig.shape[1] != 12:
-                raise EcgscanError(f"{self.path}: /signal has shape {sig.shape}, expected [N, 12, T]")
-            leads = decode_strings(np.atleast_1d(sig.attrs.get("leads", list(LEADS))))
-            if tuple(leads) != LEADS:
-                raise EcgscanError(f"{self.path}: leads {leads} are not in the standard order")
-            self.n, _, self.n_samples = sig.shape
-            self.fs = float(sig.attrs.get("fs", 500.0))
-            self.ids = read_strings(f, "id", self.n)
-            self.reports = read_strings(f, "report", self.n)
-            if "label" in f:
-                self.labels = f["label"][()].astype(np.uint8).reshape(self.n, -1)
-                self.classes = read_classes(f["label"])
-            else:
-                self.labels = np.zeros((self.n, 0), np.uint8)
-                self.classes = []
-            self.folds = f["fold"][()].astype(int) if "fold" in f else np.full(self.n, -1)
+            sig, self.fs, self._scale = check_signal_dataset(f, self.path)
+            self.n, _, self.n_samples = (int(x) for x in sig.shape)
+            if self.n == 0:
+                raise EcgscanError(f"{self.path}: the file holds no records")
+            self.ids = read_strings(f, "id", self.n, self.path)
+            self.reports = read_strings(f, "report", self.n, self.path)
+            self.labels, self.classes, self.folds = read_labels_folds(f, self.n, self.path)
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         self._f = None
         self._pid = None
@@ -277,7 +294,7 @@ class SignalsFile:
 
     def signal(self, i: int) -> np.ndarray:
         """Record ``i`` as float32 mV ``[12, T]`` (NaN where absent)."""
-        return int16_to_mv(self._handle()["signal"][int(i)])
+        return stored_to_mv(self._handle()["signal"][int(i)], self._scale)
 
     def signals(self, indices: Iterable[int] | None = None) -> np.ndarray:
         """Several records, read one by one (h5py fancy indexing is ~60× slower)."""
@@ -285,7 +302,7 @@ class SignalsFile:
         ds = self._handle()["signal"]
         out = np.empty((len(indices), 12, self.n_samples), np.float32)
         for j, i in enumerate(indices):
-            out[j] = int16_to_mv(ds[int(i)])
+            out[j] = stored_to_mv(ds[int(i)], self._scale)
         return out
 
     def index_of(self) -> dict[str, int]:

@@ -287,12 +287,14 @@ def _lowres(h, w, f=4):
     return max(h // f, 8), max(w // f, 8)
 
 
-def _warp_fn(img, P):
-    b, _, h, w = img.shape
-    dev = img.device
+def warp_grid(P: dict, h: int, w: int, device) -> torch.Tensor:
+    """The sampling grid [B,H,W,2] (``grid_sample`` convention) of the geometric augmentations.
+
+    One grid moves the image and anything that must stay aligned with it (the digitiser's
+    trace and grid targets, see :func:`warp_targets`)."""
     lh, lw = _lowres(h, w)
     ar = w / max(h, w), h / max(h, w)          # aspect: normalised → isotropic units
-    yy, xx = _coords(lh, lw, dev)
+    yy, xx = _coords(lh, lw, device)
     # the map is smooth: compute it at 1/4 resolution and upsample (align_corners=False keeps centres)
     u = xx[None] * ar[0]
     v = yy[None] * ar[1]
@@ -310,8 +312,19 @@ def _warp_fn(img, P):
     gx = gx + amp[:, None, None] * 0.008 * field[:, 0]
     gy = gy + amp[:, None, None] * 0.008 * field[:, 1]
     grid = torch.stack([gx, gy], dim=1)
-    grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+
+
+def _warp_fn(img, P):
+    grid = warp_grid(P, img.shape[-2], img.shape[-1], img.device)
     return 1.0 - F.grid_sample(1.0 - img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def warp_targets(targets: torch.Tensor, P: dict) -> torch.Tensor:
+    """``targets`` [B,C,H,W] (0 = nothing) moved exactly as :func:`apply_augment` moves the image."""
+    grid = warp_grid(P, targets.shape[-2], targets.shape[-1], targets.device)
+    return F.grid_sample(targets, grid.to(targets.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
 
 
 def _warp(img, P):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -87,6 +86,16 @@ def render_record(job: RenderJob, sig: np.ndarray, rid: str, i: int, fs: float) 
 _W: dict = {}
 
 
+def _pool_worker_init(job: RenderJob, out_dir: str | None):
+    import signal
+
+    # a forked worker inherits the command's SIGTERM handler (which raises), and the pool
+    # ends its workers with SIGTERM: each printed a traceback. Ctrl-C is the parent's to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_init(job, out_dir)
+
+
 def _worker_init(job: RenderJob, out_dir: str | None):
     import torch
 
@@ -96,10 +105,14 @@ def _worker_init(job: RenderJob, out_dir: str | None):
     _W["job"] = job
     _W["sf"] = SignalsFile(job.signals_path)
     _W["out_dir"] = out_dir
+    _W["names"] = page_names(_W["sf"].ids) if out_dir is not None else None
 
 
-def _safe(rid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", rid)[:80] or "record"
+def page_names(ids) -> list[str]:
+    """File names (without suffix) of the pages: the record id, sanitised and made unique."""
+    from ecgscan_cli.reconstruct import unique_names
+
+    return unique_names(ids)
 
 
 def _sidecar(sf, i: int, meta: dict) -> dict:
@@ -126,7 +139,7 @@ def _work(i: int):
     page, meta = render_record(job, sig, rid, i, sf.fs)
     if _W["out_dir"] is None:
         return i, page, meta
-    name = f"{i:06d}_{_safe(rid)}"
+    name = _W["names"][i]
     out = Path(_W["out_dir"])
     save_image(page, out / f"{name}.{job.fmt}", job.fmt, job.jpeg_quality)
     (out / f"{name}.json").write_text(json.dumps(_sidecar(sf, i, meta), indent=1))
@@ -142,7 +155,7 @@ def _imap(job: RenderJob, indices, workers: int, out_dir: str | None):
     import multiprocessing as mp
 
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(job, out_dir)) as pool:
+    with ctx.Pool(workers, initializer=_pool_worker_init, initargs=(job, out_dir)) as pool:
         yield from pool.imap(_work, indices, chunksize=1)
 
 
@@ -183,6 +196,45 @@ def _batches(job: RenderJob, sf, indices, batch: int = 32):
 
 # ---------------------------------------------------------------- entry point
 
+IMAGE_FILE_SUFFIXES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def output_format(output: str, image_format: str | None) -> str:
+    """The output format (h5, png, jpg) for ``--output`` as typed and ``--image-format``.
+
+    Without a format, a ``.h5``/``.hdf5`` name means an images file and a folder (a trailing
+    ``/`` or an existing folder) means PNG pages. A format that contradicts the path is
+    refused: png/jpg pages go to a folder, so ``-o out.png`` would be a folder named out.png;
+    ``-o pages/`` is not a file name for an images file."""
+    if not str(output).strip():
+        raise EcgscanError("--output: empty path (did a command substitution print nothing?)")
+    path = Path(output)
+    is_folder = str(output).endswith(("/", os.sep)) or path.is_dir()
+    suffix = path.suffix.lower()
+    if image_format is not None:
+        fmt = {"jpeg": "jpg", "hdf5": "h5"}.get(image_format.lower().lstrip("."), image_format.lower().lstrip("."))
+        if fmt not in FORMATS:
+            raise EcgscanError(f"unknown --image-format {image_format!r} (choose from {', '.join(FORMATS)})")
+    elif suffix in H5_SUFFIXES:
+        fmt = "h5"
+    elif is_folder:
+        fmt = "png"
+    elif suffix in IMAGE_FILE_SUFFIXES:
+        raise EcgscanError(f"-o {output}: render writes one page per record into a folder; give a folder "
+                           f"(-o pages/ --image-format {IMAGE_FILE_SUFFIXES[suffix]}) or an .h5 file")
+    else:
+        raise EcgscanError(f"-o {output}: say what to write: an images file (-o {output}.h5) or a folder of "
+                           f"pages (-o {output}/ or --image-format png|jpg)")
+    if fmt == "h5" and is_folder:
+        raise EcgscanError(f"-o {output} is a folder but the images file (h5) is one file: give a .h5 name, "
+                           "or --image-format png|jpg for a folder of pages")
+    if fmt != "h5" and suffix in (*H5_SUFFIXES, *IMAGE_FILE_SUFFIXES):
+        raise EcgscanError(f"-o {output}: {fmt} pages are written into a folder, and {output} looks like a "
+                           "file name; give a folder (e.g. -o pages/)")
+    return fmt
+
+
 def check_job(job: RenderJob, out, *, workers: int = 1, limit: int | None = None, overwrite: bool = False):
     """Validate everything before any output is written: options, output path, every record.
 
@@ -202,7 +254,7 @@ def check_job(job: RenderJob, out, *, workers: int = 1, limit: int | None = None
     if limit is not None and limit < 0:
         raise EcgscanError(f"--limit must be positive, got {limit}")
     job.augment = resolve_augment(job.augment)
-    check_output_path(out, overwrite)
+    check_output_path(out, overwrite, kind="images" if job.fmt == "h5" else "render")
     sf = SignalsFile(job.signals_path)
     n = len(sf) if limit is None else min(limit, len(sf))
     if n == 0:
@@ -246,10 +298,11 @@ def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, lim
                           label=sf.labels[i] if sf.classes else None, fold=int(sf.folds[i]))
                 advance(1)
         return out
-    with atomic_output(out, overwrite=overwrite, directory=True) as tmp:
+    with atomic_output(out, overwrite=overwrite, directory=True, kind="render") as tmp:
         if stream is not None:  # model-size images: encoding small images is cheap, do it here
+            names = page_names(sf.ids)
             for i, image, meta in stream:
-                name = f"{i:06d}_{_safe(sf.ids[i])}"
+                name = names[i]
                 save_image(image, tmp / f"{name}.{job.fmt}", job.fmt, job.jpeg_quality)
                 (tmp / f"{name}.json").write_text(json.dumps(_sidecar(sf, i, meta), indent=1))
                 advance(1)
