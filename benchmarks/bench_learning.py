@@ -1,12 +1,12 @@
-"""Does the tiny preset learn? Held-out retrieval and reconstruction beside chance and step 0.
+"""Does the tiny preset learn? Held-out retrieval and reconstruction beside chance and a fresh init.
 
     python benchmarks/bench_learning.py                          # synthetic data (ecgscan synth)
     python benchmarks/bench_learning.py --steps 1200
     python benchmarks/bench_learning.py --ptbxl ../shared/data/ptbxl-sample --steps 600
 
 Synthetic: trains the tiny preset on ``--records`` synthetic records and scores 200 held-out
-records of another seed (``ecgscan_cli.heldout``), for the random-initialised architecture
-(step 0) and the trained one. PTB-XL: imports the sample folder, trains with folds 1-8 / 9-10,
+records of another seed (``ecgscan_cli.heldout``), for the same architecture freshly
+initialised (not the run's own step 0) and the trained one. PTB-XL: imports the sample folder, trains with folds 1-8 / 9-10,
 and prints the validation loss per term at every evaluation (the loss curves) plus the
 held-out metrics on those two folds. Prints JSON lines.
 """
@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from ecgscan_cli.heldout import trained_vs_step0
+    from ecgscan_cli.heldout import trained_vs_fresh_init
     from ecgscan_cli.train import pretrain, resolve_config
 
     if args.threads:
@@ -70,7 +70,7 @@ def main() -> None:
 
             held = synthesize(200, seed=99)
             signals, reports, labels = held.signals, held.reports, held.labels
-        for encoder, m in trained_vs_step0(tmp / "run", signals, reports, labels).items():
+        for encoder, m in trained_vs_fresh_init(tmp / "run", signals, reports, labels).items():
             print(json.dumps({"encoder": encoder, "steps": res.step, "data": "ptbxl" if args.ptbxl else "synth",
                               **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}}))
 

@@ -31,13 +31,13 @@ from ecgscan_cli.errors import EcgscanError, EcgscanFailure
 # Folders that carry no self-describing file of their own get this marker (a small JSON
 # object naming their kind), written by atomic_output(directory=True, kind=...).
 MARKER = ".ecgscan-output"
-MARKED_KINDS = ("benchmark", "demo", "wfdb", "overlays")
+MARKED_KINDS = ("benchmark", "demo", "wfdb", "overlays", "digitizer")
 H5_KINDS = ("signals", "images", "embeddings")
 DESCRIPTION = {
     "signals": "ecgscan signals file", "images": "ecgscan images file", "embeddings": "ecgscan embeddings file",
     "render": "ecgscan render folder (images with .json sidecars)", "benchmark": "ecgscan benchmark folder",
     "demo": "ecgscan demo report folder", "wfdb": "ecgscan WFDB folder", "overlays": "ecgscan overlay folder",
-    "run": "ecgscan run folder", "checkpoint": "ecgscan checkpoint folder", "file": "plain file",
+    "digitizer": "ecgscan digitiser run folder", "run": "ecgscan run folder", "checkpoint": "ecgscan checkpoint folder", "file": "plain file",
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]

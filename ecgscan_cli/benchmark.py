@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.tables import auroc_cell, fraction_column, markdown_table, percent
 
 log = logging.getLogger("ecgscan")
 
@@ -74,7 +74,7 @@ class BenchmarkResult:
         """One line per row; a column per (label set, fraction) and a zero-shot column per label set."""
         label_sets = list(dict.fromkeys(r["label_set"] for r in self.probe))
         fractions = sorted({r["fraction"] for r in self.probe})
-        cols = ["row"] + [f"{ls} {100 * f:g}%" for ls in label_sets for f in fractions]
+        cols = ["row"] + [f"{ls} {fraction_column(f)}" for ls in label_sets for f in fractions]
         cols += [f"{ls} zero-shot" for ls in label_sets] if self.zeroshot else []
         out = []
         for name in rows:
@@ -84,17 +84,17 @@ class BenchmarkResult:
                     c.endswith("zero-shot") else ""
             for r in self.probe:
                 if r["encoder"] == name:
-                    line[f"{r['label_set']} {100 * r['fraction']:g}%"] = _cell(r["macro_auroc"], r["ci_low"],
-                                                                              r["ci_high"])
+                    line[f"{r['label_set']} {fraction_column(r['fraction'])}"] = auroc_cell(
+                        r["macro_auroc"], r["ci_low"], r["ci_high"])
             for z in self.zeroshot:
                 if z["row"] == name:
-                    line[f"{z['label_set']} zero-shot"] = _cell(z["macro_auroc"])
+                    line[f"{z['label_set']} zero-shot"] = auroc_cell(z["macro_auroc"])
             out.append(line)
         return out, cols
 
     def long_rows(self) -> list[dict]:
         """One line per (row, label set, task): task is a label fraction or 'zero-shot' (for CSV/JSON)."""
-        out = [{"row": r["encoder"], "label_set": r["label_set"], "task": f"probe {100 * r['fraction']:g}%",
+        out = [{"row": r["encoder"], "label_set": r["label_set"], "task": f"probe {fraction_column(r['fraction'])}",
                 "macro_auroc": r["macro_auroc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                 "n_train": r["n_train"], "n_test": r["n_test"]} for r in self.probe]
         out += [{"row": z["row"], "label_set": z["label_set"], "task": "zero-shot", "macro_auroc": z["macro_auroc"],
@@ -105,12 +105,6 @@ class BenchmarkResult:
     def to_json(self) -> dict:
         return {"splits": self.splits, "probe": self.probe, "zeroshot": self.zeroshot, "pending": self.pending,
                 "timings_s": self.timings}
-
-
-def _cell(auc: float, lo: float = float("nan"), hi: float = float("nan")) -> str:
-    if auc is None or not math.isfinite(auc):
-        return "nan"
-    return f"{auc:.1f}" + (f" [{lo:.1f}-{hi:.1f}]" if lo is not None and math.isfinite(lo) else "")
 
 
 # ---------------------------------------------------------------- splits
@@ -204,14 +198,14 @@ def zeroshot_rows(checkpoint: Path, embeddings_path: Path, test_ids: Sequence[st
     """
     import torch
 
-    from ecgscan_cli.embed import load_model
+    from ecgscan_cli.checkpoint import load_checkpoint
     from ecgscan_cli.formats.embeddings import EmbeddingsFile
     from ecgscan_cli.zeroshot import choose_prompts, class_text_embeddings, score
 
     ef = EmbeddingsFile(embeddings_path)
     index = {rid: i for i, rid in enumerate(ef.ids)}
     rows = np.array([index[i] for i in test_ids], int)
-    model = load_model(checkpoint, device)
+    model = load_checkpoint(checkpoint, device)
     emb = ef.embeddings[rows]
     if ef.features == "backbone":
         with torch.inference_mode():
@@ -226,7 +220,7 @@ def zeroshot_rows(checkpoint: Path, embeddings_path: Path, test_ids: Sequence[st
             continue
         text = class_text_embeddings(model, prompts, ls.classes)
         res = score(emb, text, ls.labels[rows], ls.classes, prompt_name, ls_name)
-        out.append({"row": row, "label_set": ls_name, "macro_auroc": round(100 * res.macro_auroc, 4),
+        out.append({"row": row, "label_set": ls_name, "macro_auroc": percent(res.macro_auroc),
                     "n": int(res.n), "prompt_set": prompt_name, "n_classes": len(res.classes)})
     return out
 
@@ -243,8 +237,9 @@ def run_benchmark(checkpoint, signals_path, out_dir, cfg: BenchmarkConfig | None
     import contextlib
 
     from ecgscan_cli.atomic import atomic_output, check_output_path
-    from ecgscan_cli.checkpoint import is_checkpoint
-    from ecgscan_cli.embed import pretraining_record, resolve_device
+    from ecgscan_cli.checkpoint import read_meta
+    from ecgscan_cli.device import resolve_device
+    from ecgscan_cli.embed import pretraining_record
     from ecgscan_cli.imageio import open_source
 
     cfg = cfg or BenchmarkConfig()
@@ -255,8 +250,7 @@ def run_benchmark(checkpoint, signals_path, out_dir, cfg: BenchmarkConfig | None
         raise EcgscanError(f"unknown benchmark rows {unknown} (rows: {', '.join(ROWS)})")
     if cfg.features not in ("backbone", "projected"):
         raise EcgscanError(f"features must be backbone or projected, not {cfg.features!r}")
-    if not is_checkpoint(checkpoint):
-        raise EcgscanError(f"{checkpoint} is not an ecgscan checkpoint (a folder written by `ecgscan pretrain`)")
+    read_meta(checkpoint)  # a missing or foreign checkpoint fails before any work
     source = open_source(signals_path)
     if source.kind != "signals":
         raise EcgscanError(f"{signals_path}: the benchmark needs a signals file (ecgscan import/synth)")
@@ -289,11 +283,11 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
     from ecgscan_cli.formats.embeddings import EmbeddingsFile
     from ecgscan_cli.probe import ProbeConfig, run_probe, total_epochs
 
-    from ecgscan_cli.checkpoint import read_meta, resolve
+    from ecgscan_cli.checkpoint import read_meta
 
     files, names = [], []
     image_rows = {"untrained": "random", "imagenet": "imagenet", "ecgscan": "trained"}
-    model_cfg = (read_meta(resolve(checkpoint)).get("model_config") or {})
+    model_cfg = read_meta(checkpoint).get("model_config") or {}
     for row in cfg.rows:
         t0 = time.perf_counter()
         path = out_dir / f"{row}.h5"
@@ -328,12 +322,11 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
                                                       "signals": str(signals_path), "test_folds": test_folds,
                                                       **result.to_json()}, indent=2, default=str))
     rows, cols = result.wide_rows(cfg.rows)
-    (out_dir / "table.md").write_text(markdown_table(rows, cols, splits.description, result.pending))
+    (out_dir / "table.md").write_text(markdown_report(rows, cols, splits.description, result.pending))
 
 
-def markdown_table(rows: list[dict], cols: list[str], caption: str, notes: dict[str, str]) -> str:
-    lines = [f"Macro AUROC % [95% CI], {caption}", "", "| " + " | ".join(cols) + " |",
-             "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+def markdown_report(rows: list[dict], cols: list[str], caption: str, notes: dict[str, str]) -> str:
+    """``table.md``: the caption, the table, and a line per row that could not be run."""
+    lines = [f"Macro AUROC % [95% CI], {caption}", "", markdown_table(rows, cols)]
     lines += [""] + [f"- {row}: {why}" for row, why in notes.items()]
     return "\n".join(lines) + "\n"

@@ -85,10 +85,29 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def read_meta(path: str | os.PathLike) -> dict:
+    """The checked metadata of a checkpoint (or run) folder, with ``path`` set to the checkpoint folder.
+
+    Parameters
+    ----------
+    path : str or path
+        A checkpoint folder, or a run folder (its ``best/``, else ``last/``).
+
+    Returns
+    -------
+    dict
+        The contents of ``ecgscan_checkpoint.json`` plus ``"path"``.
+
+    Raises
+    ------
+    EcgscanError
+        When ``path`` does not exist, holds no checkpoint, or holds one of another format.
+    """
+    if not Path(path).exists():
+        raise EcgscanError(f"no such checkpoint: {path}")
     ckpt = resolve(path)
     if ckpt is None:
         raise EcgscanError(f"{path} is not an ecgscan checkpoint (no {META}; expected a folder written by "
-                           "`ecgscan pretrain`)")
+                           "`ecgscan pretrain`, or its run folder)")
     try:
         meta = json.loads((ckpt / META).read_text())
     except ValueError as e:
@@ -170,7 +189,28 @@ def model_config(meta: dict):
 
 
 def load_checkpoint(path: str | os.PathLike, device="cpu"):
-    """The :class:`~ecgscan_cli.model.ECGScanModel` of a checkpoint (or run) folder, in eval mode."""
+    """The model of a checkpoint (or run) folder, in eval mode: the one way a checkpoint becomes a model.
+
+    Parameters
+    ----------
+    path : str or path
+        A checkpoint folder written by ``ecgscan pretrain``, or its run folder (then its
+        ``best/``, else ``last/``).
+    device : str or torch.device
+        Where the weights go (``"cpu"``, ``"cuda:0"``, a ``torch.device``; resolve ``"auto"``
+        with :func:`ecgscan_cli.device.resolve_device` first).
+
+    Returns
+    -------
+    ECGScanModel
+        With ``encode_image``, ``encode_text``, ``reconstruct`` and its ``cfg``.
+
+    Raises
+    ------
+    EcgscanError
+        For a missing path, anything that is not an ecgscan checkpoint, or weights that do
+        not match its model config.
+    """
     from ecgscan_cli.encoders import load_text_encoder
     from ecgscan_cli.model import build_model
 

@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from ecgscan_cli.leads import LEADS
+from ecgscan_cli.probe import fold_ranges
+from ecgscan_cli.tables import markdown_table, wide_rows
 
 log = logging.getLogger("ecgscan")
 
@@ -110,20 +111,14 @@ def _readable_renders(x, size: int, aug: str, seed: int, render_batch, tries: in
     return best
 
 
-def _fig_page(sig: np.ndarray, path: Path) -> bool:
-    """One full-resolution printout page (PNG), when the page renderer is available."""
-    try:
-        from PIL import Image
+def _fig_page(sig: np.ndarray, path: Path) -> None:
+    """One full-resolution printout page (PNG)."""
+    from PIL import Image
 
-        from ecgscan_cli.render import render_page
+    from ecgscan_cli.render import render_page
 
-        out = render_page(sig)
-        page = out[0] if isinstance(out, tuple) else out
-        Image.fromarray(np.asarray(page, np.uint8)).save(path, optimize=False, compress_level=1)
-        return True
-    except Exception as e:  # the figure is a nicety; the demo goes on without it
-        log.warning("full-page render skipped: %s", e)
-        return False
+    page, _ = render_page(sig)
+    Image.fromarray(np.asarray(page, np.uint8)).save(path, optimize=False, compress_level=1)
 
 
 def _fig_losses(metrics: Path, path: Path, best_step: int | None = None) -> bool:
@@ -164,17 +159,6 @@ def _num(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
-def _md_table(rows: list[dict], cols: list[str]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return "nan" if not math.isfinite(v) else f"{v:.2f}"
-        return str(v)
-
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def record_folds(ids, k: int = 10) -> np.ndarray:
     """Folds 1..k made from each record's id (CRC-32): the same record always lands in the
     same fold, whatever the order or number of records."""
@@ -210,7 +194,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
     import contextlib
 
     from ecgscan_cli.atomic import atomic_output
-    from ecgscan_cli.embed import embed_to_file, resolve_device
+    from ecgscan_cli.device import resolve_device
+    from ecgscan_cli.embed import embed_to_file
     from ecgscan_cli.formats.embeddings import EmbeddingsFile
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.probe import ProbeConfig, roc_plot, run_probe, splits_from_folds
@@ -285,7 +270,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
             size = int(read_meta(ckpt)["model_config"].get("image_size") or 128)
             sample = sf.signals(test_idx[:3])
             _fig_renders(sample, [sf.ids[i] for i in test_idx[:3]], fig / "renders.png", size, cfg.seed)
-            has_page = _fig_page(sample[0], fig / "page.png")
+            _fig_page(sample[0], fig / "page.png")
             has_loss = _fig_losses(run / METRICS, fig / "loss_curves.png", res.best_step)
         # 4. embed
         embs = {}
@@ -311,35 +296,24 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
         with timed("reconstruction + SNR"):
             recon_in = _subset_signals(sf, test_idx[: cfg.n_recon], work / "recon_truth.h5")
             recon = work / "recon.h5"
-            _, _, rsum = reconstruct_to_file(ckpt, recon_in, recon, overlay_dir=fig / "overlays", max_overlays=3,
-                                             device=dev, progress_factory=pf)
+            reconstruct_to_file(ckpt, recon_in, recon, overlay_dir=fig / "overlays", max_overlays=3,
+                                device=dev, progress_factory=pf)
             snr_rows, snr_lead = _snr_table(recon, recon_in)
         sf.close()
         timings["total"] = time.perf_counter() - t_all
         # 8. report
-        _write_report(rep, data_desc, splits, tcfg, res, probe_res, zs, snr_rows, timings, has_page, has_loss,
-                      sorted(p.name for p in (fig / "overlays").glob("*.png")), cfg)
+        _write_report(rep, data_desc, splits, tcfg, res, probe_res, zs, snr_rows, timings, has_loss,
+                      sorted(p.name for p in (fig / "overlays").glob("*.png")), cfg,
+                      rerun_commands(f"work/{signals.name}", tr_f, va_f, te_f))
     return DemoResult(Path(out), timings, probe_res, zs, snr_lead)
 
 
 def _snr_table(recon: Path, truth: Path):
-    """PhysioNet-2024 reconstruction SNR per lead (snr module when present, else plain SNR)."""
-    try:
-        from ecgscan_cli.snr import compare_signals
+    """Reconstruction SNR per lead, as ``snr-check --reference`` reports it: (summary rows, {lead: mean dB})."""
+    from ecgscan_cli.snr import compare_signals
 
-        r = compare_signals(recon, truth)
-        rows = [dict(x) for x in r.summary]
-        per_lead = {row.get("lead"): row.get("mean_db") for row in rows}
-        return rows, per_lead
-    except ImportError:
-        from ecgscan_cli.formats.signals import SignalsFile
-        from ecgscan_cli.reconstruct import lead_snr
-
-        a, b = SignalsFile(recon), SignalsFile(truth)
-        idx = a.index_of()
-        per = np.array([lead_snr(b.signal(i), a.signal(idx[r])) for i, r in enumerate(b.ids)])
-        rows = [{"lead": l, "mean_db": float(np.nanmean(per[:, k]))} for k, l in enumerate(LEADS)]
-        return rows, {r["lead"]: r["mean_db"] for r in rows}
+    rows = [dict(x) for x in compare_signals(recon, truth).summary]
+    return rows, {row.get("lead"): row.get("mean_db") for row in rows}
 
 
 NOT_LEARNED_DB = 1.0   # mean SNR at or below this: the decoder outputs about the mean signal
@@ -367,10 +341,8 @@ def reconstruction_note(snr_rows: list[dict]) -> str | None:
             "far more training steps than this demo's time budget allows.")
 
 
-def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_rows, timings, has_page, has_loss,
-                  overlays, cfg: DemoConfig) -> None:
-    from ecgscan_cli.cli.probe import wide_rows
-
+def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_rows, timings, has_loss,
+                  overlays, cfg: DemoConfig, commands: list[str]) -> None:
     lines = ["# ecgscan demo report", "",
              f"Data: {data_desc}. Splits: {splits.description} "
              f"({len(splits.train)} / {len(splits.val)} / {len(splits.test)} records).", "",
@@ -381,8 +353,7 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
              f"at the last step {_num((res.val or {}).get('loss'))}).", ""]
     lines += ["## Renders", "", "Model-size renders of test records: clean (what embed/probe/zero-shot see) and "
               "with the training augmentation.", "", "![renders](figures/renders.png)", ""]
-    if has_page:
-        lines += ["A full printout page (200 dpi):", "", "![page](figures/page.png)", ""]
+    lines += ["A full printout page (200 dpi):", "", "![page](figures/page.png)", ""]
     if has_loss:
         lines += ["## Pretraining losses", "", "From `work/run/metrics.jsonl`.", "",
                   "![losses](figures/loss_curves.png)", ""]
@@ -391,7 +362,7 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
               "Frozen embeddings, linear classifier (AdamW lr 1e-3, batch 16, up to "
               f"{cfg.probe_epochs} epochs), epoch chosen on validation macro AUROC, test macro AUROC % with "
               f"{cfg.bootstrap}-resample bootstrap 95% CI; the untrained encoder is the same architecture with "
-              "random weights.", "", _md_table(rows, cols), ""]
+              "random weights.", "", markdown_table(rows, cols), ""]
     notes = sorted({n for r in probe_res for n in r.notes})
     if notes:
         lines += ["Skipped: " + "; ".join(notes), ""]
@@ -399,35 +370,32 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
     zrows = [{"class": "macro", "AUROC %": 100 * zs.macro_auroc}] + \
             [{"class": c, "AUROC %": 100 * a} for c, a in zs.per_class.items()]
     lines += ["## Zero-shot", "", f"Cosine similarity to the `{zs.prompt_set}` class descriptions, test split "
-              f"(n={zs.n}).", "", _md_table(zrows, ["class", "AUROC %"]), ""]
+              f"(n={zs.n}).", "", markdown_table(zrows, ["class", "AUROC %"]), ""]
     if zs.skipped:
         lines += [f"Not scored (one label only): {', '.join(zs.skipped)}", ""]
     lines += ["## Reconstruction", "", "Decoded 12×5000 signals of test records against the ground truth "
               "(`ecgscan snr-check work/recon.h5 --reference work/recon_truth.h5`).", ""]
     if snr_rows:
         cols2 = [c for c in snr_rows[0].keys()]
-        lines += [_md_table(snr_rows, cols2), ""]
+        lines += [markdown_table(snr_rows, cols2), ""]
         note = reconstruction_note(snr_rows)
         if note:
             lines += [note, ""]
     for name in overlays:
         lines += [f"![{name}](figures/overlays/{name})", ""]
-    lines += ["## Timings", "", _md_table([{"step": k, "seconds": v} for k, v in timings.items()],
+    lines += ["## Timings", "", markdown_table([{"step": k, "seconds": v} for k, v in timings.items()],
                                           ["step", "seconds"]), ""]
-    lines += ["## Re-run by hand", "", "```bash",
-              "ecgscan embed work/run/best work/signals.h5 -o emb.h5",
-              "ecgscan embed work/run/best work/signals.h5 -o emb0.h5 --encoder random",
-              f"ecgscan probe emb.h5 emb0.h5 --train-folds {_folds(splits, 0)}",
-              "ecgscan zeroshot work/run/best work/test_signals.h5",
-              "ecgscan reconstruct work/run/best work/recon_truth.h5 -o recon.h5 --overlay overlays/",
-              "ecgscan snr-check recon.h5 --reference work/recon_truth.h5", "```", ""]
+    lines += ["## Re-run by hand", "", "```bash", *commands, "```", ""]
     (rep / "README.md").write_text("\n".join(lines))
 
 
-def _folds(splits, _k) -> str:
-    d = splits.description  # "folds train 1-8, val 9, test 10"
-    try:
-        parts = dict(p.strip().split(" ", 1) for p in d.replace("folds ", "").split(","))
-        return f"{parts['train']} --val-folds {parts['val']} --test-folds {parts['test']}"
-    except Exception:
-        return "1-8 --val-folds 9 --test-folds 10"
+def rerun_commands(signals: str, train_folds, val_folds, test_folds) -> list[str]:
+    """The report's commands that redo each step by hand, run in the report folder: on
+    ``signals`` (the file the demo pretrained on) and with the folds it used."""
+    return [f"ecgscan embed work/run/best {signals} -o emb.h5",
+            f"ecgscan embed work/run/best {signals} -o emb0.h5 --encoder random",
+            f"ecgscan probe emb.h5 emb0.h5 --train-folds {fold_ranges(train_folds)} "
+            f"--val-folds {fold_ranges(val_folds)} --test-folds {fold_ranges(test_folds)}",
+            "ecgscan zeroshot work/run/best work/test_signals.h5",
+            "ecgscan reconstruct work/run/best work/recon_truth.h5 -o recon.h5 --overlay overlays/",
+            "ecgscan snr-check recon.h5 --reference work/recon_truth.h5"]

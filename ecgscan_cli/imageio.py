@@ -6,14 +6,21 @@ An input is one of
   size, aspect and mode; EXIF orientation applied, grayscale / palette / 16-bit / RGBA
   turned into RGB on white, then letterboxed into the model's square input like the
   training renders are (whole page, centred, white padding); files that cannot be read
-  are reported and skipped (``ImageSource.skipped``);
+  are reported and skipped (``ImageSource.skipped``), and so are documents that are not
+  raster images (PDF, SVG, HEIC...: :data:`UNSUPPORTED_SUFFIXES`, with how to convert them);
 * an images file (``ecgscan render -o images.h5``): stored images, letterboxed when
   their size differs from the model's;
 * a signals file (``ecgscan import`` / ``synth``): rendered on the fly with
   ``render_batch(augment="none")`` at the model's size.
 
 ``ImageSource.batches(batch_size, size)`` yields ``(indices, ids, images)`` with images a
-float32 tensor ``[B, 3, size, size]`` in [0, 1].
+float32 tensor ``[B, 3, size, size]`` in [0, 1]; ``ImageSource.pages(max_side)`` yields
+whole pages (uint8 RGB, long side at most ``max_side``) for the digitiser.
+
+Every image is refused above :data:`MAX_PIXELS` from its header alone (a decompression
+bomb is a few kB of PNG that decodes to gigabytes), and ``load_image(path, max_side)``
+shrinks while decoding (JPEG DCT scaling via ``Image.draft``), so a 20-megapixel photo
+never exists at full size in memory.
 """
 
 from __future__ import annotations
@@ -31,30 +38,93 @@ from ecgscan_cli.errors import EcgscanError
 log = logging.getLogger("ecgscan")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+# Files people put beside their scans that are not raster images: named and skipped with
+# a hint, rather than silently ignored (the user would wonder where their pages went).
+UNSUPPORTED_SUFFIXES = {
+    ".pdf": "a PDF is not read; convert its pages to PNG first (e.g. `pdftoppm -r 200 -png FILE.pdf page`)",
+    ".svg": "an SVG is not read; rasterise it to PNG first (e.g. `rsvg-convert -d 200 -p 200 FILE.svg -o page.png`)",
+    ".svgz": "an SVG is not read; rasterise it to PNG first",
+    ".heic": "HEIC photos are not read; export them as JPEG first",
+    ".heif": "HEIF photos are not read; export them as JPEG first",
+    ".eps": "PostScript is not read; convert it to PNG first",
+    ".ps": "PostScript is not read; convert it to PNG first",
+}
+MAX_PIXELS = 100_000_000   # larger images are refused from their header (a 100-MP photo is already rare)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
     """Read an image file as uint8 ``H×W×3`` RGB, upright (EXIF), transparency on white.
+
+    Images over :data:`MAX_PIXELS` are refused before decoding. With ``max_side``, the
+    image is shrunk (aspect kept) so that its long side is at most ``max_side``, JPEGs
+    already while decoding, so memory stays bounded whatever the photo's resolution.
 
     Raises :class:`EcgscanError` when the file is not a readable image.
     """
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():   # never opened: a FIFO named x.png would block forever
-        raise EcgscanError(f"cannot read image {path}: not a regular file")
+        raise EcgscanError(f"{path}: cannot read image: not a regular file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            try:
-                im = ImageOps.exif_transpose(im)
-            except Exception:  # broken EXIF block: keep the pixels as stored
-                pass
-            return to_rgb(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise EcgscanError(f"cannot read image {path}: {e}") from None
-    except Image.DecompressionBombError as e:
-        raise EcgscanError(f"refusing image {path}: {e}") from None
+        with warnings.catch_warnings():
+            # PIL warns from ~89 MP; MAX_PIXELS below is the limit that applies here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise EcgscanError(f"{path}: refusing image: {w}×{h} pixels is over the limit of "
+                                       f"{MAX_PIXELS // 1_000_000} megapixels")
+                if max_side is not None and im.format == "JPEG" and max(w, h) > max_side:
+                    s = max_side / max(w, h)
+                    im.draft("RGB", (max(1, int(w * s)), max(1, int(h * s))))   # DCT scaling: 1/2, 1/4, 1/8
+                im.load()
+                if max_side is not None:
+                    im = _shrink(im, max_side)
+                try:
+                    im = ImageOps.exif_transpose(im)
+                except Exception:  # broken EXIF block: keep the pixels as stored
+                    pass
+                return to_rgb(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise EcgscanError(f"{path}: cannot read image: {_one_line(e)}") from None
+    except (Image.DecompressionBombError, MemoryError) as e:
+        raise EcgscanError(f"{path}: refusing image: {_one_line(e) or 'out of memory'}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _shrink(im, max_side: int):
+    """A PIL image with its long side at most ``max_side`` (integer box reduction first, cheap,
+    then an antialiased resize to the exact size)."""
+    from PIL import Image
+
+    w, h = im.size
+    if max(w, h) <= max_side:
+        return im
+    if im.mode.startswith("I;16"):
+        im = im.convert("I")      # to_rgb later stretches its range to 8 bits
+    elif im.mode not in ("RGB", "RGBA", "L", "LA", "I", "F"):
+        im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+    s = max_side / max(w, h)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    factor = int(1 / s) // 2   # reduce() keeps at least twice the target: the resize still antialiases
+    if factor >= 2:
+        im = im.reduce(factor)
+    return im.resize(size, Image.Resampling.LANCZOS)
+
+
+def shrink_array(image: np.ndarray, max_side: int) -> np.ndarray:
+    """uint8 ``H×W×3`` with its long side at most ``max_side`` (aspect kept)."""
+    if max(image.shape[:2]) <= max_side:
+        return image
+    from PIL import Image
+
+    return np.asarray(_shrink(Image.fromarray(image), max_side), np.uint8)
 
 
 def to_rgb(im) -> np.ndarray:
@@ -82,14 +152,22 @@ def to_rgb(im) -> np.ndarray:
     return arr
 
 
-def list_images(folder: str | os.PathLike, specials: list | None = None) -> list[Path]:
+def list_images(folder: str | os.PathLike, specials: list | None = None,
+                unsupported: list | None = None) -> list[Path]:
     """Image files under ``folder`` (recursive, hidden names skipped), sorted. Entries with an
     image suffix that are not regular files (FIFOs, devices, sockets, broken links) are
-    never opened; they are appended to ``specials`` when given."""
+    never opened; they are appended to ``specials`` when given. Files with a suffix of
+    :data:`UNSUPPORTED_SUFFIXES` (PDF, SVG...) are appended to ``unsupported`` when given."""
     folder = Path(folder)
     files = []
     for p in folder.rglob("*"):
-        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+        if p.name.startswith("."):
+            continue
+        if p.suffix.lower() in UNSUPPORTED_SUFFIXES:
+            if unsupported is not None and not p.is_dir():
+                unsupported.append(p)
+            continue
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if p.is_file():
             files.append(p)
@@ -190,9 +268,7 @@ class ImageSource:
                         if arr.ndim != 3 or arr.shape[2] != 3:
                             raise EcgscanError(f"record {self.ids[i]!r}: image shape {arr.shape}")
                 except EcgscanError as e:
-                    name = str(self._files[i]) if self.kind == "folder" else self.ids[i]
-                    self.skipped.append((name, str(e)))
-                    log.warning("skipped %s", e)
+                    self.skip(i, str(e))
                     continue
                 arrays.append(prepare(arr, size))
                 ok.append(i)
@@ -200,6 +276,47 @@ class ImageSource:
                 continue
             t = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
             yield ok, [self.ids[i] for i in ok], t
+
+    def pages(self, max_side: int) -> Iterator[tuple[int, str, np.ndarray]]:
+        """Yield ``(index, id, image)`` for every record: the whole page, uint8 ``H×W×3`` RGB,
+        long side at most ``max_side``. Folders: the files, shrunk while decoding. Images
+        files: the stored images. Signals files: clean pages rendered at 200 dpi with the
+        default layout (``ecgscan render``'s). Records that cannot be read are recorded in
+        ``skipped`` with a one-line reason and not yielded."""
+        for i in range(len(self.ids)):
+            try:
+                yield i, self.ids[i], self._page(i, max_side)
+            except EcgscanError as e:
+                self.skip(i, str(e))
+
+    def _page(self, i: int, max_side: int) -> np.ndarray:
+        if self.kind == "folder":
+            return load_image(self._files[i], max_side)
+        if self.kind == "signals":
+            from ecgscan_cli.render.files import RenderJob, render_record
+
+            sig = np.asarray(self._reader.signal(i), np.float32)
+            page, _ = render_record(RenderJob(str(self.path)), sig, self.ids[i], i, self.fs)
+            return shrink_array(page, max_side)
+        from ecgscan_cli.formats.images import stored_image_to_rgb8
+
+        arr = np.asarray(self._reader.image(i))
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
+            raise EcgscanError(f"record {self.ids[i]!r}: image shape {arr.shape}")
+        arr = stored_image_to_rgb8(arr, f"record {self.ids[i]!r}")
+        return shrink_array(arr, max_side)
+
+    def name(self, i: int) -> str:
+        """How record ``i`` is named in messages: its file for folders, else its id."""
+        return str(self._files[i]) if self.kind == "folder" else self.ids[i]
+
+    def skip(self, i: int, reason: str) -> None:
+        """Record (and log on stderr) that record ``i`` is left out, with a one-line reason."""
+        reason = " ".join(str(reason).split())
+        self.skipped.append((self.name(i), reason))
+        log.warning("skipped %s", reason)
 
     def close(self) -> None:
         if self._reader is not None and hasattr(self._reader, "close"):
@@ -248,22 +365,26 @@ def open_source(path: str | os.PathLike) -> ImageSource:
         raise EcgscanError(f"no such file or folder: {path}")
     if path.is_dir():
         specials: list[Path] = []
-        files = list_images(path, specials)
+        unsupported: list[Path] = []
+        files = list_images(path, specials, unsupported)
         skipped = [(str(p), f"{p}: not a regular file (FIFO, device, socket or broken link); skipped")
                    for p in sorted(specials)]
+        skipped += [(str(p), f"{p}: {UNSUPPORTED_SUFFIXES[p.suffix.lower()]}") for p in sorted(unsupported)]
         for _, reason in skipped:
             log.warning("skipped %s", reason)
         if not files:
-            raise EcgscanError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}"
-                               + (f"; {len(skipped)} not regular files skipped)" if skipped else ")"))
+            raise EcgscanError(f"{path}: no usable image (looked for {', '.join(IMAGE_SUFFIXES)}"
+                               + (f"; {len(skipped)} other file(s) skipped, e.g. {skipped[0][1]})" if skipped else ")"))
         n = len(files)
         return ImageSource(path=path, kind="folder", ids=_folder_ids(path, files),
                            labels=np.zeros((n, 0), np.uint8), classes=[], folds=np.full(n, -1),
                            reports=[""] * n, skipped=skipped, _files=files)
     if not path.is_file():
         raise EcgscanError(f"{path} is not a regular file (FIFO, device or socket); not read")
+    if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
+        raise EcgscanError(f"{path}: {UNSUPPORTED_SUFFIXES[path.suffix.lower()]}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        load_image(path)  # a single image: clear error if unreadable
+        load_image(path, max_side=256)  # a single image: clear error if unreadable (shrunk: memory bounded)
         return ImageSource(path=path, kind="folder", ids=[path.stem], labels=np.zeros((1, 0), np.uint8),
                            classes=[], folds=np.full(1, -1), reports=[""], _files=[path])
     kind = file_kind(path)

@@ -75,10 +75,18 @@ def snr_db(reference, estimate, axis=-1):
 
 
 def lead_snr_db(signal):
-    """Per-lead SNR (dB) of the recorded III, aVR, aVL, aVF against those derived from I, II.
+    """Per-lead SNR (dB) of the recorded III, aVR, aVL, aVF against those derived from I, II
+    (Einthoven, Goldberger): the paper's lead-SNR, how consistent a recording's limb leads are.
 
-    ``signal`` is ``[..., 12, T]`` in our lead order; returns ``[..., 4]`` in
-    :data:`LIMB_DERIVED` order. +inf when a lead matches its derivation exactly.
+    Parameters
+    ----------
+    signal : array [..., 12, T]
+        mV, leads in :data:`LEADS` order; NaN samples are left out.
+
+    Returns
+    -------
+    array [..., 4]
+        dB in :data:`LIMB_DERIVED` order; +inf where a lead matches its derivation exactly.
     """
     import numpy as np
 

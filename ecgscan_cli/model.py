@@ -351,6 +351,7 @@ class ECGScanModel(nn.Module):
         return F.normalize(self.text_proj(self.text_encoder(list(texts))).float(), dim=-1)
 
     def encode_signal_features(self, features: torch.Tensor) -> torch.Tensor:
+        """z_S from the signal teacher's features (training/objective.py should call this, not repeat it)."""
         return F.normalize(self.signal_proj(features).float(), dim=-1)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ small tensor ops instead of an autograd graph per model.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,60 +36,10 @@ from typing import Sequence
 import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.metrics import auroc_per_class, bootstrap_macro_auroc, macro_auroc
+from ecgscan_cli.tables import percent
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
-
-
-# ---------------------------------------------------------------- AUROC (vectorised)
-
-def _rank_auroc(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """AUROC per column (Mann-Whitney, ties averaged) for scores/y [..., N, C]; NaN when undefined."""
-    from scipy.stats import rankdata
-
-    y = y.astype(bool)
-    ranks = rankdata(scores, axis=-2)
-    n_pos = y.sum(axis=-2)
-    n_neg = y.shape[-2] - n_pos
-    sum_pos = np.where(y, ranks, 0.0).sum(axis=-2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
-
-
-def auroc_per_class(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """AUROC of each class (column); NaN for a class with no positive or no negative."""
-    return _rank_auroc(np.asarray(scores, np.float64), np.asarray(y))
-
-
-def macro_auroc(scores: np.ndarray, y: np.ndarray) -> float:
-    per = auroc_per_class(scores, y)
-    return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
-
-
-def bootstrap_macro_auroc(scores: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                          level: float = 0.95, chunk: int = 50) -> tuple[float, float]:
-    """Percentile bootstrap CI of the macro AUROC (resampling records). NaN when n_boot = 0."""
-    if n_boot <= 0 or len(y) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    vals = []
-    scores = np.asarray(scores, np.float64)
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        per = _rank_auroc(scores[idx], y[idx])  # [b, C]
-        with np.errstate(all="ignore"):
-            ok = np.isfinite(per).any(axis=1)
-            m = np.full(b, np.nan)
-            m[ok] = np.nanmean(per[ok], axis=1)
-        vals.append(m)
-    vals = np.concatenate(vals)
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
 
 
 # ---------------------------------------------------------------- splits
@@ -289,11 +238,11 @@ class ProbeResult:
     test_labels: np.ndarray | None = field(default=None, repr=False)
 
     def row(self) -> dict:
-        pct = lambda v: float("nan") if v is None or not math.isfinite(v) else round(100.0 * v, 4)
+        """The result as a CSV/JSON row, AUROCs in %."""
         return {"encoder": self.encoder, "label_set": self.label_set, "fraction": self.fraction,
                 "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test,
-                "macro_auroc": pct(self.auroc), "ci_low": pct(self.ci_low), "ci_high": pct(self.ci_high),
-                "val_macro_auroc": pct(self.val_auroc), "best_epoch": self.best_epoch,
+                "macro_auroc": percent(self.auroc), "ci_low": percent(self.ci_low), "ci_high": percent(self.ci_high),
+                "val_macro_auroc": percent(self.val_auroc), "best_epoch": self.best_epoch,
                 "epochs_run": self.epochs_run, "n_classes": len(self.classes),
                 "skipped": "; ".join(self.notes)}
 

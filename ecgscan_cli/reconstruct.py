@@ -1,15 +1,31 @@
-"""12-lead signals decoded from ECG images by a checkpoint's signal decoder.
+"""12-lead signals recovered from ECG images: by the digitiser (default) or a checkpoint's decoder.
+
+Methods (``method=``):
+
+* ``digitizer``: the trained trace-segmentation network shipped in the package
+  (:mod:`ecgscan_cli.digitize`), then the page pipeline (grid → mm, calibration → mV,
+  layout → leads, resampling to 500 Hz). Leads or stretches a page does not show are NaN.
+* ``classical``: the same pipeline with a classical (non-learned) trace finder.
+* ``decoder``: the ECG-Scan signal decoder of a pretraining checkpoint (``--checkpoint``);
+  a training aid that recovers little more than the mean waveform.
 
 The output is a signals file (``ecgscan snr-check recon.h5 --reference truth.h5`` scores
-it), optionally WFDB records (``--wfdb DIR``) and overlay plots of the reconstruction over
-the ground truth when it is known (images/signals inputs, or ``--reference`` matched by id).
+it), optionally WFDB records (``--wfdb DIR``) and overlays (``--overlays DIR``): with the
+digitiser, the image with the reconstructed traces drawn where they were found, above the
+12 leads; with the decoder, the 12 leads over the ground truth when it is known (images /
+signals inputs, or ``--reference`` matched by id). A page the digitiser cannot read (no
+ECG, no grid, unknown layout, unreadable file) is skipped with a one-line reason; the
+others are still reconstructed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +35,21 @@ from ecgscan_cli.leads import LEADS
 
 log = logging.getLogger("ecgscan")
 
+METHODS = ("digitizer", "classical", "decoder")
+# Long side (px) of the page handed to the digitiser, which segments at about 1000 px
+# (digitize.model.WORK_LONG_SIDE) and vectorises at this size: a 20-megapixel photo is
+# shrunk while decoding (memory bounded, and the decode itself is 4× faster).
+DIGITIZE_MAX_SIDE = 2000
+MIN_PAGE_SIDE = 64          # px: nothing smaller can show 12 leads and a grid
+OVERLAY_MAX_SIDE = 1400     # px of the image kept for an overlay
 
-def lead_snr(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-    """Per-lead SNR (dB) = 10·log10(mean x² / mean (x − x̂)²) over samples present in both."""
-    x = np.asarray(reference, np.float64)
-    y = np.asarray(estimate, np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    p = np.where(ok, x * x, 0).sum(-1)
-    e = np.where(ok, (x - y) ** 2, 0).sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 10 * np.log10(p / e)
+
+def lead_snr(reference: np.ndarray, estimate: np.ndarray, fs: float = 500.0) -> np.ndarray:
+    """Per-lead SNR (dB) of ``estimate`` against ``reference``: :func:`ecgscan_cli.snr.record_snr`
+    with the default metric, so this number and ``snr-check --reference`` are the same."""
+    from ecgscan_cli.snr import record_snr
+
+    return record_snr(reference, estimate, fs)
 
 
 MAX_NAME = 80   # characters of a file name made from a record id (file systems allow 255 bytes)
@@ -64,30 +85,56 @@ def unique_names(ids) -> list[str]:
 
 
 def write_wfdb(directory: Path, ids, signals: np.ndarray, fs: float) -> None:
+    """One WFDB record per id (format 16, 1 µV per unit like the signals file). NaN (a lead
+    or stretch the page does not show) is written as WFDB's invalid sample (-32768), which
+    ``wfdb.rdrecord`` reads back as NaN; values must lie within ±32.767 mV."""
     import wfdb
 
-    for name, sig in zip(unique_names(ids), signals):
-        wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=list(LEADS),
-                    p_signal=np.nan_to_num(sig.T.astype(np.float64)), fmt=["16"] * 12, write_dir=str(directory))
+    from ecgscan_cli.formats.signals import mv_to_int16
+
+    for rid, name, sig in zip(ids, unique_names(ids), signals):
+        # digital samples with a fixed gain: wrsamp's own scaling from p_signal fails on an
+        # all-NaN lead and would pick a different gain per record
+        wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=list(LEADS), d_signal=mv_to_int16(sig, rid).T,
+                    adc_gain=[1000.0] * 12, baseline=[0] * 12, fmt=["16"] * 12, write_dir=str(directory))
 
 
 def overlay_plot(path: Path, rid: str, recon: np.ndarray, truth: np.ndarray | None, fs: float = 500.0,
-                 image: np.ndarray | None = None) -> None:
-    """12 panels (6×2): reconstruction (red) over ground truth (black) with per-lead SNR."""
+                 picture: "Picture | None" = None) -> None:
+    """12 panels (6×2): reconstruction (red) over ground truth (black) with per-lead SNR;
+    with ``picture``, the image above them with the reconstructed traces drawn in red where
+    the digitiser found each lead."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = np.arange(recon.shape[-1]) / fs
-    snr = lead_snr(truth, recon) if truth is not None else None
-    fig, axes = plt.subplots(6, 2, figsize=(14, 10), sharex=True)
+    snr = lead_snr(truth, recon, fs) if truth is not None else None
+    if picture is None:
+        fig, axes = plt.subplots(6, 2, figsize=(14, 10), sharex=True)
+    else:
+        h, w = picture.image.shape[:2]
+        top = 14 * h / w                       # inches of the image at the figure's width
+        fig = plt.figure(figsize=(14, top + 10))
+        grid = fig.add_gridspec(7, 2, height_ratios=[top] + [10 / 6] * 6)
+        ax_img = fig.add_subplot(grid[0, :])
+        ax_img.imshow(picture.image, interpolation="antialiased")
+        for _, xs, ys in picture.traces:
+            ax_img.plot(xs, ys, color="red", lw=0.7, alpha=0.8)
+        note = "reconstructed traces in red" if picture.traces else "trace positions not reported by the digitiser"
+        ax_img.set_title(f"{picture.caption}; {note}", fontsize=8, loc="left")
+        ax_img.set_axis_off()
+        axes = np.array([[fig.add_subplot(grid[1 + r, c]) for c in range(2)] for r in range(6)])
     for k, ax in enumerate(axes.T.ravel()):
         if truth is not None:
             ax.plot(t, truth[k], color="black", lw=0.6, label="ground truth")
         ax.plot(t, recon[k], color="tab:red", lw=0.6, alpha=0.85, label="reconstruction")
-        title = LEADS[k] + (f"  SNR {snr[k]:.1f} dB" if snr is not None else "")
+        title = LEADS[k] + (f"  SNR {snr[k]:.1f} dB" if snr is not None and np.isfinite(snr[k]) else "")
+        if not np.isfinite(recon[k]).any():
+            title += "  (not shown on the page)"
         ax.set_title(title, fontsize=8, loc="left")
+        ax.set_xlim(t[0], t[-1])
         ax.tick_params(labelsize=6)
     axes[0, 0].legend(fontsize=6, loc="upper right")
     for ax in axes[-1]:
@@ -100,6 +147,224 @@ def overlay_plot(path: Path, rid: str, recon: np.ndarray, truth: np.ndarray | No
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ the digitiser
+
+
+@dataclass
+class Picture:
+    """What an overlay needs of a digitised page: the image (shrunk) and the traces in its pixels."""
+
+    image: np.ndarray                   # uint8 H×W×3, long side at most OVERLAY_MAX_SIDE
+    traces: list                        # [(lead index, xs, ys)] in the pixels of ``image``
+    caption: str
+
+
+def _rows_lead_segments(rows, fs: float = 500.0, n_samples: int = 5000) -> list[dict]:
+    """The per-lead placements in ``Digitized.rows``, as dicts with ``index`` (lead), ``x_start``,
+    ``x_end``, ``y_baseline`` (px) and, when known, ``t_start``/``t_end`` (s) and ``px_per_mV``.
+
+    Two forms are read: the digitiser's rows (``y``, ``x0``, ``x1``, ``px_per_mv`` and the
+    ``leads`` the row shows left to right, each an equal share of its 10 s), and per-lead
+    dicts in the form of ``ecgscan render``'s layout sidecars (``lead``, ``x_start``,
+    ``x_end``, ``y_baseline``, optional ``t_start``/``t_end``), at the top level or under a
+    row's ``leads``/``panels``/``segments``."""
+    duration = n_samples / fs
+    found = []
+    for row in rows or []:
+        if not isinstance(row, dict):
+            continue
+        names = row.get("leads")
+        if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names) \
+                and all(k in row for k in ("y", "x0", "x1")):
+            try:
+                y, x0, x1 = float(row["y"]), float(row["x0"]), float(row["x1"])
+                per_mv = float(row.get("px_per_mv") or 0.0)
+            except (TypeError, ValueError):
+                continue
+            # x1 is where the trace ends: the last sample, (n − 1)/fs after x0
+            px_per_s = (x1 - x0) / ((n_samples - 1) / fs)
+            share = duration / len(names)
+            for j, name in enumerate(names):
+                if name not in LEADS:
+                    continue
+                t0, t1 = j * share, (j + 1) * share
+                found.append({"index": LEADS.index(name), "x_start": x0 + t0 * px_per_s,
+                              "x_end": x0 + min(t1, (n_samples - 1) / fs) * px_per_s, "y_baseline": y,
+                              "t_start": t0, "t_end": t1, **({"px_per_mV": per_mv} if per_mv > 0 else {})})
+            continue
+        inner = next((row[k] for k in ("leads", "panels", "segments") if isinstance(row.get(k), (list, tuple))), None)
+        for seg in (inner if inner is not None else [row]):
+            if not isinstance(seg, dict):
+                continue
+            seg = {**{k: v for k, v in row.items() if k not in ("leads", "panels", "segments")}, **seg}
+            lead = seg.get("lead")
+            index = LEADS.index(lead) if isinstance(lead, str) and lead in LEADS else lead
+            if not isinstance(index, (int, np.integer)) or isinstance(index, bool) or not 0 <= int(index) < 12:
+                continue
+            try:
+                x0, x1, y = (float(seg[k]) for k in ("x_start", "x_end", "y_baseline"))
+            except (KeyError, TypeError, ValueError):
+                continue
+            found.append({**seg, "index": int(index), "x_start": x0, "x_end": x1, "y_baseline": y})
+    return found
+
+
+def trace_paths(digitized, signal: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The reconstructed traces in the pixels of the rows' coordinates: ``[(lead, xs, ys)]``.
+
+    Each lead segment spans ``x_start``..``x_end``; its samples are those of
+    ``t_start``..``t_end`` (s) when given, else the lead's shown (non-NaN) samples.
+    Heights: ``y_baseline`` − mV × ``px_per_mV`` (default 10 mm/mV × the vertical px/mm)."""
+    fs = float(getattr(digitized, "fs", 500.0) or 500.0)
+    ppm = getattr(digitized, "px_per_mm", None) or (0.0, 0.0)
+    ppm_y = float(ppm[1] if len(ppm) > 1 else ppm[0])
+    out = []
+    for seg in _rows_lead_segments(getattr(digitized, "rows", None), fs, signal.shape[-1]):
+        x = signal[seg["index"]]
+        if "t_start" in seg and "t_end" in seg:
+            lo, hi = int(round(float(seg["t_start"]) * fs)), int(round(float(seg["t_end"]) * fs))
+        else:
+            shown = np.flatnonzero(np.isfinite(x))
+            if not shown.size:
+                continue
+            lo, hi = int(shown[0]), int(shown[-1]) + 1
+        lo, hi = max(lo, 0), min(hi, x.size)
+        px_per_mv = float(seg.get("px_per_mV") or seg.get("px_per_mv") or 10.0 * ppm_y)
+        if hi - lo < 2 or px_per_mv <= 0:
+            continue
+        xs = np.linspace(seg["x_start"], seg["x_end"], hi - lo)
+        ys = seg["y_baseline"] - x[lo:hi].astype(np.float64) * px_per_mv
+        out.append((seg["index"], xs, ys))
+    return out
+
+
+def to_page_pixels(xs: np.ndarray, ys: np.ndarray, digitized, page_hw: tuple[int, int]):
+    """Points in the digitiser's row coordinates → pixels of the page it was given.
+
+    The digitiser reads rows at its working resolution (``work_scale`` working px per page
+    px) after deskewing its maps by ``rotation_deg`` (``scipy.ndimage.rotate`` with the
+    canvas grown to fit); both are undone here. Without ``work_scale`` the rows are taken
+    to be in page pixels already."""
+    scale = getattr(digitized, "work_scale", None)
+    if scale is None:
+        return xs, ys
+    h, w = page_hw
+    try:
+        from ecgscan_cli.digitize.image import working_size
+
+        wh, ww = working_size(h, w)
+    except ImportError:
+        wh, ww = max(int(round(h * scale)), 16), max(int(round(w * scale)), 16)
+    angle = float(getattr(digitized, "rotation_deg", 0.0) or 0.0)
+    if abs(angle) > 1e-6:
+        # ndimage.rotate: input (x, y) = R · output (x, y) + offset, R = [[c, −s], [s, c]],
+        # about the centres of the input and of the grown output
+        c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+        rot = np.array([[c, -s], [s, c]])
+        in_shape = np.array([ww, wh], float)
+        bounds = rot @ np.array([[0, 0, in_shape[0], in_shape[0]], [0, in_shape[1], 0, in_shape[1]]])
+        out_shape = (np.ptp(bounds, axis=1) + 0.5).astype(int)
+        offset = (in_shape - 1) / 2 - rot @ ((out_shape - 1) / 2)
+        xs, ys = rot[0, 0] * xs + rot[0, 1] * ys + offset[0], rot[1, 0] * xs + rot[1, 1] * ys + offset[1]
+    return xs * (w / ww), ys * (h / wh)
+
+
+def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
+    """The overlay's picture of a digitised page (shrunk to OVERLAY_MAX_SIDE, traces scaled with it)."""
+    from ecgscan_cli.imageio import shrink_array
+
+    small = shrink_array(page, OVERLAY_MAX_SIDE)
+    sx, sy = small.shape[1] / page.shape[1], small.shape[0] / page.shape[0]
+    traces = []
+    for k, xs, ys in trace_paths(digitized, signal):
+        px, py = to_page_pixels(xs, ys, digitized, page.shape[:2])
+        traces.append((k, px * sx, py * sy))
+    caption = f"layout {getattr(digitized, 'layout', '?')}, rotation {float(getattr(digitized, 'rotation_deg', 0.0)):.1f}°"
+    if getattr(digitized, "grid_found", True) is False:
+        caption += ", no grid found (scale from the calibration pulses / row length)"
+    return Picture(small, traces, caption)
+
+
+def digitize_page(page: np.ndarray, net, method: str = "digitizer"):
+    """One page → ``(signal [12, 5000] float32 mV at 500 Hz, NaN where not shown, Digitized)``.
+
+    Raises :class:`EcgscanError` (a one-line reason) when the page cannot be read: too
+    small, no grid, unknown layout, no trace found."""
+    from ecgscan_cli.digitize.image import digitize_image
+
+    h, w = page.shape[:2]
+    if min(h, w) < MIN_PAGE_SIDE:
+        raise EcgscanError(f"image of {w}×{h} px is too small to show an ECG (at least {MIN_PAGE_SIDE} px a side)")
+    d = digitize_image(np.ascontiguousarray(page, np.uint8), net, method="net" if method == "digitizer" else "classical")
+    sig = np.asarray(d.signal, np.float32)
+    fs = float(d.fs)
+    if sig.ndim != 2 or sig.shape[0] != 12 or abs(fs - 500.0) > 1e-6:
+        raise EcgscanError(f"the digitiser returned a {sig.shape} signal at {fs:g} Hz; expected 12 leads at 500 Hz")
+    sig = np.where(np.isfinite(sig), sig, np.nan).astype(np.float32)   # ±inf is no measurement either
+    if sig.shape[1] != 5000:      # 10 s at 500 Hz, like every ecgscan signal
+        fixed = np.full((12, 5000), np.nan, np.float32)
+        fixed[:, : min(5000, sig.shape[1])] = sig[:, :5000]
+        sig = fixed
+    if not np.isfinite(sig).any():
+        raise EcgscanError("no ECG trace found")
+    return sig, d
+
+
+def digitize_source(source, method: str = "digitizer", net=None, progress=None, keep_pictures: int = 0):
+    """Digitise every page of ``source`` → (row indices, ids, signals [n, 12, 5000], pictures).
+
+    ``net``: TraceNet from :func:`ecgscan_cli.digitize.image.load_digitizer` (the shipped
+    weights when None and ``method`` is ``digitizer``). Pages that cannot be read are
+    recorded in ``source.skipped`` (one-line reasons, also logged) and left out.
+    ``pictures`` maps the position of the first ``keep_pictures`` reconstructions to their
+    :class:`Picture`."""
+    if method == "digitizer" and net is None:
+        from ecgscan_cli.digitize.image import load_digitizer
+
+        net = load_digitizer()
+    rows, ids, sigs, pictures = [], [], [], {}
+    for i, rid, page in source.pages(DIGITIZE_MAX_SIDE):
+        try:
+            sig, d = digitize_page(page, net, method)
+        except EcgscanError as e:
+            source.skip(i, f"{source.name(i)}: {e}")
+            continue
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:   # one strange photo must not cost the other pages
+            if os.environ.get("ECGSCAN_DEBUG"):
+                raise
+            source.skip(i, f"{source.name(i)}: the digitiser failed ({type(e).__name__}: {e})")
+            continue
+        finally:
+            if progress is not None:
+                progress(1)
+        if len(pictures) < keep_pictures:
+            pictures[len(ids)] = _picture_or_page(page, d, sig, source.name(i))
+        rows.append(i)
+        ids.append(rid)
+        sigs.append(sig)
+    sig = np.stack(sigs) if sigs else np.zeros((0, 12, 5000), np.float32)
+    return rows, ids, sig, pictures
+
+
+def _picture_or_page(page, digitized, signal, name: str) -> Picture:
+    """:func:`picture_of`, or the page alone when the rows cannot be drawn: an overlay never
+    costs a record its reconstruction."""
+    try:
+        return picture_of(page, digitized, signal)
+    except Exception as e:
+        if os.environ.get("ECGSCAN_DEBUG"):
+            raise
+        log.warning("overlay of %s: traces not drawn (%s: %s)", name, type(e).__name__, e)
+        from ecgscan_cli.imageio import shrink_array
+
+        return Picture(shrink_array(page, OVERLAY_MAX_SIDE), [], "trace positions could not be drawn")
+
+
+# ------------------------------------------------------------------ the ECG-Scan decoder
 
 
 def reconstruct(model, source, batch_size: int = 16, device="cpu", progress=None):
@@ -118,61 +383,114 @@ def reconstruct(model, source, batch_size: int = 16, device="cpu", progress=None
     return rows, ids, sig
 
 
-def reconstruct_to_file(checkpoint, input_path, out, *, wfdb_dir=None, overlay_dir=None, reference=None,
-                        max_overlays: int = 8, batch_size: int = 16, device="auto", overwrite: bool = False,
-                        progress_factory=None):
-    """Write the reconstruction signals file (+ WFDB / overlays). Returns (path, source, summary dict)."""
+# ------------------------------------------------------------------ the command
+
+
+def resolve_method(method: str | None, checkpoint=None, weights=None) -> str:
+    """The method to run: ``decoder`` when a checkpoint is given, else ``digitizer``;
+    contradictory choices are refused in one line."""
+    if method is not None and method not in METHODS:
+        raise EcgscanError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method is None:
+        method = "decoder" if checkpoint is not None else "digitizer"
+    if method == "decoder" and checkpoint is None:
+        raise EcgscanError("--method decoder needs a checkpoint: --checkpoint RUN/best (from `ecgscan pretrain`)")
+    if method != "decoder" and checkpoint is not None:
+        raise EcgscanError(f"--checkpoint is for --method decoder; --method {method} does not use it")
+    if weights is not None and method != "digitizer":
+        raise EcgscanError(f"--weights is for --method digitizer; --method {method} does not use it")
+    return method
+
+
+def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = None, weights=None, wfdb_dir=None,
+                        overlay_dir=None, reference=None, max_overlays: int = 8, batch_size: int = 16,
+                        device="auto", overwrite: bool = False, progress_factory=None):
+    """Write the reconstruction signals file (+ WFDB / overlays). Returns (path, source, summary dict).
+
+    ``method`` defaults to ``decoder`` when ``checkpoint`` is given, else ``digitizer``
+    (``weights``: a safetensors file, default the weights shipped in the package)."""
     from ecgscan_cli.atomic import atomic_output, check_output_path
-    from ecgscan_cli.embed import load_model, resolve_device
+    from ecgscan_cli.embed import resolve_device
     from ecgscan_cli.formats.signals import MAX_MV, SignalsFile, SignalsWriter
     from ecgscan_cli.imageio import open_source
 
+    method = resolve_method(method, checkpoint, weights)
     check_output_path(out, overwrite, kind="signals")
     for d, kind in ((wfdb_dir, "wfdb"), (overlay_dir, "overlays")):
         if d is not None:
             check_output_path(d, overwrite, kind=kind)
+    if weights is not None and not (Path(weights).is_file() or (Path(weights) / "tracenet.safetensors").is_file()):
+        raise EcgscanError(f"--weights {weights}: no such file (a .safetensors file or a `train-digitizer` run folder)")
     ref = SignalsFile(reference) if reference is not None else None
     source = open_source(input_path)
-    dev = resolve_device(device)
-    model = load_model(checkpoint, dev)
-    ctx = progress_factory(len(source), "reconstructing") if progress_factory else contextlib.nullcontext(None)
-    with ctx as advance:
-        rows, ids, sig = reconstruct(model, source, batch_size, dev, advance)
-    if not ids:
-        raise EcgscanError(f"{input_path}: no readable image ({len(source.skipped)} skipped)")
-    clipped = int((np.abs(sig) > MAX_MV).sum())
-    if clipped:
-        log.warning("%d reconstructed samples beyond ±%.3f mV were clipped", clipped, MAX_MV)
-        sig = np.clip(sig, -MAX_MV, MAX_MV)
-    fs = 500.0 * sig.shape[-1] / 5000.0  # the decoder always spans 10 s
-    rows = np.asarray(rows, int)
-    summary = {"n": len(ids), "skipped": len(source.skipped), "clipped_samples": clipped}
-    # Every output is written under a temporary name and all are renamed together at the
-    # end: a failure in any of them (a bad id, a full disk) leaves none behind, so the
-    # rerun is not refused by a half-written set. The signals file, entered last, is
-    # committed first: its final checks (unique ids) still remove the other two.
-    with contextlib.ExitStack() as outputs:
-        if wfdb_dir is not None:
-            tmp = outputs.enter_context(atomic_output(wfdb_dir, overwrite=overwrite, directory=True, kind="wfdb"))
-            write_wfdb(tmp, ids, sig, fs)
-        _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source, ref, max_overlays, summary)
-        w = outputs.enter_context(SignalsWriter(
-            out, fs=fs, n_samples=sig.shape[-1], classes=source.classes, overwrite=overwrite,
-            source=str(input_path), expected_rows=len(ids),
-            attrs={"reconstructed_by": str(Path(checkpoint).resolve())}))
-        for j, rid in enumerate(ids):
-            r = rows[j]
-            w.append(rid, sig[j], report=source.reports[r], label=source.labels[r] if source.classes else None,
-                     fold=int(source.folds[r]))
-    source.close()
+    try:
+        ctx = progress_factory(len(source), "reconstructing") if progress_factory else contextlib.nullcontext(None)
+        keep = max_overlays if overlay_dir is not None else 0
+        # the digitiser's network is small and the pipeline after it is numpy code: `auto`
+        # keeps it on the CPU; an explicit --device cuda[:N] is honoured
+        dev = resolve_device("cpu" if method != "decoder" and str(device).strip().lower() == "auto" else device)
+        engine, made_by = _load_engine(method, checkpoint, weights, dev)   # before the progress bar
+        with ctx as advance:
+            if method == "decoder":
+                rows, ids, sig = reconstruct(engine, source, batch_size, dev, advance)
+                pictures = {}
+            else:
+                rows, ids, sig, pictures = digitize_source(source, method, engine, advance, keep)
+        if not ids:
+            first = f"; {source.skipped[0][1]}" if source.skipped else ""
+            raise EcgscanError(f"{input_path}: no usable image ({len(source.skipped)} skipped{first})")
+        clipped = int((np.abs(np.nan_to_num(sig)) > MAX_MV).sum())
+        if clipped:
+            log.warning("%d reconstructed samples beyond ±%.3f mV were clipped", clipped, MAX_MV)
+            sig = np.clip(sig, -MAX_MV, MAX_MV)
+        fs = 500.0 * sig.shape[-1] / 5000.0  # every method spans 10 s
+        rows = np.asarray(rows, int)
+        summary = {"n": len(ids), "skipped": len(source.skipped), "skipped_reasons": list(source.skipped),
+                   "clipped_samples": clipped, "method": method}
+        # Every output is written under a temporary name and all are renamed together at the
+        # end: a failure in any of them (a bad id, a full disk) leaves none behind, so the
+        # rerun is not refused by a half-written set. The signals file, entered last, is
+        # committed first: its final checks (unique ids) still remove the other two.
+        with contextlib.ExitStack() as outputs:
+            if wfdb_dir is not None:
+                tmp = outputs.enter_context(atomic_output(wfdb_dir, overwrite=overwrite, directory=True, kind="wfdb"))
+                write_wfdb(tmp, ids, sig, fs)
+            _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source, ref, max_overlays, summary,
+                            pictures)
+            w = outputs.enter_context(SignalsWriter(
+                out, fs=fs, n_samples=sig.shape[-1], classes=source.classes, overwrite=overwrite,
+                source=str(input_path), expected_rows=len(ids),
+                attrs={"reconstructed_by": made_by, "reconstruction_method": method}))
+            for j, rid in enumerate(ids):
+                r = rows[j]
+                w.append(rid, sig[j], report=source.reports[r], label=source.labels[r] if source.classes else None,
+                         fold=int(source.folds[r]))
+    finally:
+        source.close()
     return Path(out), source, summary
 
 
-def _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source, ref, max_overlays, summary):
+def _load_engine(method: str, checkpoint, weights, device):
+    """(the model or network ``method`` runs, None for ``classical``; what made the output)."""
+    if method == "decoder":
+        from ecgscan_cli.embed import load_model
+
+        return load_model(checkpoint, device), str(Path(checkpoint).resolve())
+    if method == "classical":
+        return None, "classical digitiser"
+    from ecgscan_cli.digitize.image import load_digitizer
+
+    net = load_digitizer(None if weights is None else str(weights), device=str(device))
+    return net, f"digitizer ({Path(weights).resolve() if weights is not None else 'weights shipped with ecgscan'})"
+
+
+def _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source, ref, max_overlays, summary,
+                    pictures=None):
     """The SNR summary against the ground truth and, with ``overlay_dir``, the overlay plots
     (into a temporary folder entered on ``outputs``)."""
     from ecgscan_cli.atomic import atomic_output
 
+    pictures = pictures or {}
     truth_of = None
     if ref is not None:
         index = ref.index_of()
@@ -184,9 +502,11 @@ def _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source,
         for j in range(len(ids)):
             t = truth_of(j)
             if t is not None and t.shape == sig[j].shape:
-                snrs.append(lead_snr(t, sig[j]))
+                snrs.append(lead_snr(t, sig[j], fs))
         if snrs:
-            summary["lead_snr_db"] = np.nanmean(np.where(np.isfinite(snrs), snrs, np.nan), axis=0)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)   # a lead never shown: NaN, not a warning
+                summary["lead_snr_db"] = np.nanmean(np.where(np.isfinite(snrs), snrs, np.nan), axis=0)
     if overlay_dir is not None:
         tmp = outputs.enter_context(atomic_output(overlay_dir, overwrite=overwrite, directory=True, kind="overlays"))
         count = min(max_overlays, len(ids))
@@ -194,4 +514,4 @@ def _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source,
             t = truth_of(j) if truth_of is not None else None
             if t is not None and t.shape != sig[j].shape:
                 t = None
-            overlay_plot(tmp / f"{name}.png", ids[j], sig[j], t, fs)
+            overlay_plot(tmp / f"{name}.png", ids[j], sig[j], t, fs, pictures.get(j))

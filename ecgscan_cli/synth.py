@@ -38,15 +38,11 @@ import numpy as np
 
 from ecgscan_cli.leads import derived_limb_leads
 
+# NSR normal sinus rhythm, 60-100 bpm; AFIB atrial fibrillation (irregularly irregular RR, no P
+# waves, fibrillatory waves); SBRAD sinus bradycardia, < 60 bpm; STACH sinus tachycardia,
+# > 100 bpm; WQRS wide QRS (RBBB-like: rsR' in V1, broad S in I and V6); STE ST elevation
+# (anterior or inferior leads, reciprocal depression). Their prompts: prompts/synth.json.
 CLASSES: list[str] = ["NSR", "AFIB", "SBRAD", "STACH", "WQRS", "STE"]
-CLASS_DESCRIPTIONS: dict[str, str] = {
-    "NSR": "normal sinus rhythm, 60-100 bpm",
-    "AFIB": "atrial fibrillation: irregularly irregular RR, no P waves, fibrillatory waves",
-    "SBRAD": "sinus bradycardia, < 60 bpm",
-    "STACH": "sinus tachycardia, > 100 bpm",
-    "WQRS": "wide QRS (right-bundle-branch-block-like: rsR' in V1, broad S in I and V6)",
-    "STE": "ST elevation (anterior or inferior leads, reciprocal depression)",
-}
 RHYTHMS = ("NSR", "AFIB", "SBRAD", "STACH")
 _RHYTHM_P = np.array([0.4, 0.2, 0.2, 0.2])
 _P_WQRS = 0.25

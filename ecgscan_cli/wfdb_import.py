@@ -99,8 +99,6 @@ class RecordError(EcgscanError):
 class ImportOptions:
     derive_limb_leads: bool = False
     pad: str = "zero"             # zero | nan
-    fs_out: float = FS_OUT
-    n_out: int = N_OUT
 
 
 @dataclass
@@ -458,7 +456,8 @@ def _unit_scale(units: Sequence[str] | None, n: int) -> np.ndarray:
 
 def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id: str = "",
                  options: ImportOptions | None = None, flags: Counter | None = None) -> np.ndarray:
-    """[L, T] mV with lead ``names`` at ``fs`` → [12, n_out] float32 at ``fs_out`` in LEADS order."""
+    """[L, T] mV with lead ``names`` at ``fs`` → [12, N_OUT] float32 at ``FS_OUT`` in LEADS order
+    (the signals file's fixed rate and length)."""
     opt = options or ImportOptions()
     flags = flags if flags is not None else Counter()
     sig = np.asarray(sig)
@@ -505,13 +504,13 @@ def canonicalize(sig: np.ndarray, names: Sequence[str], fs: float, *, record_id:
         if any(ld in LIMB for ld in missing) and not opt.derive_limb_leads:
             msg += "; --derive-limb-leads can rebuild limb leads from two others"
         raise RecordError("unknown lead names" if unknown else "missing leads", msg)
-    n = opt.n_out
-    if sig.shape[1] > math.ceil(n * fs / opt.fs_out) + 1:   # longer than 10 s: the first 10 s are kept
+    n = N_OUT
+    if sig.shape[1] > math.ceil(n * fs / FS_OUT) + 1:   # longer than 10 s: the first 10 s are kept
         flags["cropped"] += 1
-    if fs != opt.fs_out:
+    if fs != FS_OUT:
         # resample at most what the output needs (plus a little for the filter's edge)
-        need = int(math.ceil(n * fs / opt.fs_out)) + int(fs)
-        x = _resample(np.stack([by_name[ld][:need] for ld in LEADS]).astype(np.float64), fs, opt.fs_out)
+        need = int(math.ceil(n * fs / FS_OUT)) + int(fs)
+        x = _resample(np.stack([by_name[ld][:need] for ld in LEADS]).astype(np.float64), fs, FS_OUT)
         flags["resampled"] += 1
     else:
         x = np.stack([by_name[ld][:n] for ld in LEADS])

@@ -169,31 +169,9 @@ def class_text_embeddings(model, prompts: dict[str, list[str]], classes: Sequenc
     return np.stack(rows).astype(np.float32)
 
 
-def threshold_metrics(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> list[dict]:
-    """Per class: sensitivity, specificity, F1 at the threshold maximising Youden's J on these
-    same data (an optimistic operating point; for orientation only)."""
-    from sklearn.metrics import roc_curve
-
-    out = []
-    for j, c in enumerate(classes):
-        y = labels[:, j].astype(bool)
-        if y.all() or not y.any():
-            continue
-        fpr, tpr, thr = roc_curve(y, scores[:, j])
-        k = int(np.argmax(tpr - fpr))
-        pred = scores[:, j] >= thr[k]
-        tp = int((pred & y).sum())
-        fp = int((pred & ~y).sum())
-        fn = int((~pred & y).sum())
-        f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-        out.append({"class": c, "threshold": float(thr[k]) if math.isfinite(thr[k]) else float("nan"),
-                    "sensitivity": float(tpr[k]), "specificity": float(1 - fpr[k]), "f1": f1})
-    return out
-
-
 def score(image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray, classes: Sequence[str],
           prompt_set: str = "", label_set: str = "", thresholds: bool = False) -> ZeroShotResult:
-    from ecgscan_cli.probe import auroc_per_class
+    from ecgscan_cli.metrics import auroc_per_class, threshold_metrics
 
     sims = image_emb @ text_emb.T
     per = auroc_per_class(sims, labels)
@@ -216,7 +194,9 @@ def zeroshot(checkpoint, input_path, *, prompts: str | Path | None = None, label
     checkpoint's pretraining read some of the evaluated records."""
     import contextlib
 
-    from ecgscan_cli.embed import embed_source, load_model, resolve_device
+    from ecgscan_cli.checkpoint import load_checkpoint
+    from ecgscan_cli.device import resolve_device
+    from ecgscan_cli.embed import embed_source
     from ecgscan_cli.formats.common import file_kind
     from ecgscan_cli.provenance import from_checkpoint
 
@@ -235,7 +215,7 @@ def zeroshot(checkpoint, input_path, *, prompts: str | Path | None = None, label
         if ls is None:
             raise EcgscanError(f"{input_path} has no labels: zero-shot AUROC needs labelled records")
         emb, lab, classes, ls_name, ids = ef.embeddings, ls.labels, ls.classes, ls.name, ef.ids
-        model = load_model(checkpoint, dev)
+        model = load_checkpoint(checkpoint, dev)
         if emb.shape[1] != model.embed_dim:
             raise EcgscanError(f"{input_path}: embeddings have {emb.shape[1]} dimensions, the checkpoint "
                                f"{model.embed_dim}")
@@ -255,7 +235,7 @@ def zeroshot(checkpoint, input_path, *, prompts: str | Path | None = None, label
             raise EcgscanError(f"{input_path} has no labels: zero-shot AUROC needs labelled records "
                                "(an images or signals file with /label)")
         choose_prompts(classes, prompts, ls_name)  # fail before the slow part
-        model = load_model(checkpoint, dev)
+        model = load_checkpoint(checkpoint, dev)
         ctx = progress_factory(len(source), "zero-shot") if progress_factory else contextlib.nullcontext(None)
         with ctx as advance:
             rows, ids, emb = embed_source(model, source, batch_size, dev, advance)

@@ -29,7 +29,10 @@ def test_demo_small_end_to_end(tmp_path):
     for section in ("## Linear probe", "## Zero-shot", "## Reconstruction", "ECG-Scan (pretrained)",
                     "untrained encoder", "figures/renders.png", "figures/loss_curves.png"):
         assert section in md, section
-    for fig in ("renders.png", "loss_curves.png", "probe_roc.png"):
+    # the re-run commands name the folds the demo used (synth: 1-8 / 9 / 10) and its signals file
+    assert "ecgscan probe emb.h5 emb0.h5 --train-folds 1-8 --val-folds 9 --test-folds 10" in md
+    assert "ecgscan embed work/run/best work/signals.h5 -o emb.h5" in md
+    for fig in ("renders.png", "page.png", "loss_curves.png", "probe_roc.png"):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "figures" / "overlays").glob("*.png"))) == 3
     assert (out / "work" / "run" / "best").is_dir() and (out / "work" / "recon.h5").is_file()

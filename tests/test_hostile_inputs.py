@@ -453,3 +453,42 @@ def test_pickled_text_encoder_weights_are_a_one_line_error(tiny_checkpoint, tmp_
     err = one_line_error(proc)
     assert "weights are a pickle" in err and "PWNED" not in proc.stdout + proc.stderr
     assert not (tmp_path / "e.h5").exists()
+
+
+# --------------------------------------------------------------------------------------
+# gaps found by benchmarks/attack_inputs.py: items 6, 9 and 12 through the command line
+
+
+def test_fifo_named_hea_is_skipped_by_snr_check_too(tmp_path):
+    """Item 9 names snr-check beside import: a FIFO among the headers must not block it."""
+    folder = tmp_path / "db"
+    wfdb_record(folder, "good")
+    os.mkfifo(folder / "x.hea")
+    proc = run_cli("snr-check", folder, "-f", "csv", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "not a regular file" in proc.stderr
+    header, *rows = [ln.split(",") for ln in proc.stdout.splitlines() if ln.strip()]
+    assert header[0] == "lead" and header[-1] == "n"
+    assert rows and all(row[-1] == "1" for row in rows), rows   # the one real record, scored
+
+
+def test_bootstrap_written_in_exponent_form_is_one_line(tmp_path):
+    """`--bootstrap 1e9` (the issue's spelling) is not an integer: one line, nothing written."""
+    err = one_line_error(run_cli("probe", tmp_path / "e.h5", "--bootstrap", "1e9", "-q"))
+    assert "--bootstrap" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_image_model_is_refused_before_any_work(tmp_path):
+    """Item 12: before, `--image-model ViT-Nope` failed after the teacher stage (103 s) and
+    left a run folder; now it is refused before the output or the teacher is touched."""
+    from ecgscan_cli.synth import write_synth
+
+    signals = write_synth(tmp_path / "s.h5", 24, seed=3)
+    proc = run_cli("pretrain", signals, "-o", tmp_path / "run", "--preset", "tiny", "--text-model", "tiny",
+                   "--max-steps", "2", "--teacher-steps", "2", "--batch-size", "8", "--num-workers", "0",
+                   "--device", "cpu", "--image-model", "ViT-Nope", timeout=300)
+    err = one_line_error(proc)
+    assert "unknown image model 'ViT-Nope'" in err
+    assert "teacher" not in proc.stderr          # not a single teacher step was run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]

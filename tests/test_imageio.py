@@ -74,7 +74,7 @@ def test_bad_inputs(tmp_path, random_signals_file):
     with pytest.raises(EcgscanError, match="no such file"):
         open_source(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EcgscanError, match="no images found"):
+    with pytest.raises(EcgscanError, match="no usable image"):
         open_source(tmp_path / "empty")
     (tmp_path / "x.h5").write_bytes(b"garbage")
     with pytest.raises(EcgscanError, match="not an image folder"):

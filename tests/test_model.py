@@ -203,7 +203,9 @@ def test_text_encoder_fallback_is_offline_minilm(caplog, monkeypatch):
     from ecgscan_cli.encoders import load_text_encoder
 
     # The CLI's logging setup stops propagation to the root logger, where caplog listens.
+    # A --quiet CLI test run earlier in the same process leaves the level at ERROR.
     monkeypatch.setattr(logging.getLogger("ecgscan"), "propagate", True)
+    monkeypatch.setattr(logging.getLogger("ecgscan"), "level", logging.INFO)
 
     enc = load_text_encoder("ncbi/MedCPT-Query-Encoder-not-cached-anywhere")
     assert enc.dim == 384 and "all-MiniLM" in caplog.text

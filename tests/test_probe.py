@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from ecgscan_cli.cli.app import app
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.formats.embeddings import EmbeddingsFile, write_embeddings
+from ecgscan_cli.metrics import auroc_per_class, bootstrap_macro_auroc
 from ecgscan_cli.probe import (
-    ProbeConfig, auroc_per_class, bootstrap_macro_auroc, parse_folds, run_probe, splits_from_file, splits_from_folds,
-    training_subset,
+    ProbeConfig, parse_folds, run_probe, splits_from_file, splits_from_folds, training_subset,
 )
 
 runner = CliRunner()

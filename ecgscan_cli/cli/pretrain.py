@@ -35,7 +35,7 @@ def pretrain_command(
     lambda_lead: Annotated[Optional[float], _O("--lambda-lead", help="λ4: soft lead consistency.")] = None,
     alpha: Annotated[Optional[float], _O("--alpha", help="Einthoven weight in the lead loss.")] = None,
     beta: Annotated[Optional[float], _O("--beta", help="Goldberger weight in the lead loss.")] = None,
-    augment: Annotated[Optional[str], _O("--augment", help="Render augmentation: none|light|paper|heavy.")] = None,
+    augment: Annotated[Optional[str], _O("--augment", help="Render augmentation: none|light|paper|heavy|photo, or an augmentation config file (YAML/JSON, as for render).")] = None,
     split: Annotated[Optional[str], _O("--split", help="auto (default: by folds when the file has folds, else "
                                        "random), folds, or random (seeded 9:1, no test held out).")] = None,
     train_folds: Annotated[Optional[str], _O("--train-folds", help="Training folds, e.g. 1-6. Default: the folds "
@@ -85,7 +85,7 @@ def pretrain_command(
         "max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size, "accum_steps": accum_steps,
         "lr": lr, "weight_decay": weight_decay, "warmup_frac": warmup_frac, "grad_clip": grad_clip,
         "lambda_clip": lambda_clip, "lambda_gram": lambda_gram, "lambda_mse": lambda_mse, "lambda_lead": lambda_lead,
-        "alpha": alpha, "beta": beta, "augment": augment, "split": split,
+        "alpha": alpha, "beta": beta, "augment": _absolute_if_file(augment), "split": split,
         "train_folds": train_folds, "val_folds": val_folds, "test_folds": test_folds,
         "model.image_model": image_model, "model.lora_r": lora_r, "model.lora_alpha": lora_alpha,
         "model.lora_dropout": lora_dropout, "model.text_model": text_model,
@@ -128,3 +128,8 @@ def pretrain_command(
                 log.info("done: %d steps; %s (best/ = last/, step %s)", result.step, result.best_rule,
                          result.best_step)
         typer.echo(str(result.best))
+
+
+def _absolute_if_file(value: str | None) -> str | None:
+    """An augmentation config file is stored absolute, so that --resume finds it from anywhere."""
+    return str(Path(value).resolve()) if value and Path(value).is_file() else value

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
 from ecgscan_cli.cli.common import Format, Overwrite, Quiet, Threads, Seed, TableFormat, command, print_table, progress_bar
+from ecgscan_cli.tables import percent, wide_rows
 
 log = logging.getLogger("ecgscan")
 
@@ -17,22 +17,20 @@ COLUMNS = ["encoder", "label_set", "fraction", "n_train", "n_val", "n_test", "ma
            "val_macro_auroc", "best_epoch", "epochs_run", "n_classes", "skipped"]
 
 
-def _pct(v: float) -> str:
-    return "nan" if not math.isfinite(v) else f"{100 * v:.1f}"
+PER_CLASS_COLUMNS = ["encoder", "label_set", "fraction", "class", "auroc", "ci_low", "ci_high"]
 
 
-def wide_rows(results) -> tuple[list[dict], list[str]]:
-    """One row per (encoder, label set), one column per fraction: 'AUROC [CI]' in %."""
-    fractions = sorted({r.fraction for r in results})
-    cols = ["encoder", "label_set"] + [f"{100 * f:g}%" for f in fractions]
-    rows: dict[tuple, dict] = {}
+def per_class_rows(results) -> list[dict]:
+    """One row per (encoder, label set, fraction, class): first the macro AUROC with its CI,
+    then each scored class (no CI), all in %."""
+    rows = []
     for r in results:
-        row = rows.setdefault((r.encoder, r.label_set), {"encoder": r.encoder, "label_set": r.label_set})
-        cell = _pct(r.auroc)
-        if math.isfinite(r.ci_low):
-            cell += f" [{_pct(r.ci_low)}-{_pct(r.ci_high)}]"
-        row[f"{100 * r.fraction:g}%"] = cell
-    return list(rows.values()), cols
+        key = {"encoder": r.encoder, "label_set": r.label_set, "fraction": r.fraction}
+        rows.append({**key, "class": "macro", "auroc": percent(r.auroc), "ci_low": percent(r.ci_low),
+                     "ci_high": percent(r.ci_high)})
+        rows += [{**key, "class": c, "auroc": percent(a), "ci_low": float("nan"), "ci_high": float("nan")}
+                 for c, a in r.per_class.items()]
+    return rows
 
 
 @command
@@ -60,8 +58,10 @@ def probe_command(
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=100_000,
                                            help="Bootstrap resamples for the 95% CI (0 = none, at most "
                                                 "100000).")] = 1000,
-    roc_plot: Annotated[Optional[Path], typer.Option("--roc-plot", help="Write macro ROC curves (PNG).")] = None,
-    per_class: Annotated[bool, typer.Option("--per-class", help="Also print per-class test AUROC.")] = False,
+    roc_plot: Annotated[Optional[Path], typer.Option("--roc-plot", help="Write macro ROC curves (PNG); its path "
+                                                     "goes in the table's title (table) or a roc_plot column.")] = None,
+    per_class: Annotated[bool, typer.Option("--per-class", help="Print one row per class (the first, 'macro', "
+                                            "with its CI) instead of one per label set.")] = False,
     fmt: Format = TableFormat.table,
     seed: Seed = 0,
     overwrite: Overwrite = False,
@@ -102,16 +102,19 @@ def probe_command(
     with progress_bar(P.total_epochs(n_ls, cfg), "probe epochs", quiet) as advance:
         results = P.run_probe(files, label_sets, splits, cfg, progress=advance, warn=log.warning,
                               allow_overlap=allow_overlap)
-    if fmt is TableFormat.table:
-        rows, cols = wide_rows(results)
-        print_table(rows, cols, fmt, title=f"linear probe: test macro AUROC % [95% CI] ({splits.description})")
-    else:
-        print_table([r.row() for r in results], COLUMNS, fmt)
+    # stdout is one document: the ROC plot's path goes inside it, not on a line of its own
+    plot = str(P.roc_plot(results, roc_plot, overwrite=overwrite)) if roc_plot is not None else None
+    title = f"linear probe: test macro AUROC % [95% CI] ({splits.description})"
     if per_class:
-        rows = [{"encoder": r.encoder, "label_set": r.label_set, "fraction": r.fraction, "class": c,
-                 "auroc": round(100 * a, 4) if math.isfinite(a) else float("nan")}
-                for r in results for c, a in r.per_class.items()]
-        print_table(rows, ["encoder", "label_set", "fraction", "class", "auroc"], fmt, title="per-class test AUROC %")
-    if roc_plot is not None:
-        out = P.roc_plot(results, roc_plot, overwrite=overwrite)
-        typer.echo(str(out))
+        rows, cols = per_class_rows(results), list(PER_CLASS_COLUMNS)
+        title = f"linear probe: test AUROC % per class ({splits.description})"
+    elif fmt is TableFormat.table:
+        rows, cols = wide_rows(results)
+    else:
+        rows, cols = [r.row() for r in results], list(COLUMNS)
+    if plot is not None:
+        if fmt is TableFormat.table:
+            title += f"; ROC curves: {plot}"
+        else:
+            rows, cols = [{**r, "roc_plot": plot} for r in rows], cols + ["roc_plot"]
+    print_table(rows, cols, fmt, title=title)

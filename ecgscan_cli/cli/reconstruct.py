@@ -1,4 +1,4 @@
-"""`ecgscan reconstruct`: images → decoded 12-lead signals (a signals file)."""
+"""`ecgscan reconstruct`: ECG images → 12-lead signals (a signals file), by the digitiser by default."""
 
 from __future__ import annotations
 
@@ -8,34 +8,71 @@ from typing import Annotated, Optional
 
 import typer
 
-from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Threads, command, progress_bar
+from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Threads, command, fail, progress_bar
 
 log = logging.getLogger("ecgscan")
+
+METHOD_NAMES = {"digitizer": "the digitiser", "classical": "the classical digitiser", "decoder": "the ECG-Scan decoder"}
 
 
 @command
 def reconstruct_command(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint folder (or run folder) from `ecgscan pretrain`.",
-                                               show_default=False)],
-    images: Annotated[Path, typer.Argument(metavar="IMAGES", help="Folder of scans/photos (PNG/JPG, any size, EXIF-rotated), an "
-                                                "images file, or a signals file (rendered on the fly).",
-                                           show_default=False)],
+    input_path: Annotated[Path, typer.Argument(
+        metavar="INPUT", show_default=False,
+        help="Folder of scans/photos (PNG, JPEG, TIFF, BMP, WebP; searched recursively; PDFs and SVGs are "
+             "skipped with a hint), one image, an images file, or a signals file (rendered at 200 dpi). "
+             "The old form `reconstruct CHECKPOINT INPUT` still works (= --checkpoint CHECKPOINT).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Signals file to write (.h5).", show_default=False)],
-    wfdb_dir: Annotated[Optional[Path], typer.Option("--wfdb", help="Also write WFDB records (.hea/.dat) here.")] = None,
-    overlay_dir: Annotated[Optional[Path], typer.Option("--overlay", help="Write overlay plots (PNG) of the first "
-                                                        "records here.")] = None,
-    overlays: Annotated[int, typer.Option("--overlays", min=0, help="How many overlay plots.")] = 8,
+    old_form_input: Annotated[Optional[Path], typer.Argument(hidden=True, show_default=False, metavar="OLD_FORM_INPUT")] = None,
+    method: Annotated[Optional[str], typer.Option(
+        "--method", metavar="digitizer|classical|decoder", show_default=False,
+        help="digitizer: the trained trace network shipped with ecgscan (default); classical: the same page "
+             "pipeline without the network; decoder: the ECG-Scan decoder of --checkpoint (the default when "
+             "--checkpoint is given).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", help="Checkpoint folder (or run folder) from `ecgscan pretrain`: reconstruct with its "
+                             "ECG-Scan decoder.", show_default=False)] = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", help="Digitiser weights instead of the shipped ones: a .safetensors file or a run folder "
+                          "from `ecgscan train-digitizer`.", show_default=False)] = None,
+    wfdb_dir: Annotated[Optional[Path], typer.Option(
+        "--wfdb", help="Also write one WFDB record (.hea/.dat) per image here; samples a page does not "
+                       "show are WFDB's invalid value (read back as NaN).")] = None,
+    overlays: Annotated[Optional[str], typer.Option(
+        "--overlays", metavar="DIR", show_default=False,
+        help="Write overlay plots (PNG) here: the image with the reconstructed traces drawn where the "
+             "digitiser found them, above the 12 leads (over the ground truth when known).")] = None,
+    overlay_legacy: Annotated[Optional[Path], typer.Option("--overlay", hidden=True)] = None,
+    max_overlays: Annotated[int, typer.Option("--max-overlays", min=0, help="How many overlay plots (the first "
+                                                                             "records).")] = 8,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Signals file with the ground truth "
                                                       "(matched by id) for overlays and the SNR log line.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (lower it if memory runs out).")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass of the "
+                                            "decoder (lower it if memory runs out).")] = 16,
     device: Device = "auto",
     overwrite: Overwrite = False,
     threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Decode 12×5000 signals (mV, 500 Hz) from ECG images; score with `ecgscan snr-check OUT --reference`."""
+    """Recover 12×5000 signals (mV, 500 Hz, NaN where a page does not show a lead) from ECG images.
+
+    Pages that cannot be read (no ECG, no grid, unknown layout, unreadable file) are skipped
+    with a one-line reason; score the result with `ecgscan snr-check OUT --reference TRUTH --align`.
+    """
     from ecgscan_cli.cli.common import use_threads
 
+    if old_form_input is not None:   # `reconstruct CHECKPOINT INPUT`, the form before the digitiser
+        if checkpoint is not None:
+            fail("give the checkpoint once: `reconstruct INPUT --checkpoint CHECKPOINT`")
+        if not input_path.is_dir():
+            fail(f"two arguments are read as the old form `reconstruct CHECKPOINT INPUT`, but {input_path} is not "
+                 "a checkpoint folder; give one INPUT (a folder, an image or an .h5 file)")
+        checkpoint, input_path = input_path, old_form_input
+        typer.echo("ecgscan: note: `reconstruct CHECKPOINT INPUT` is the old form; "
+                   "use `reconstruct INPUT --checkpoint CHECKPOINT`", err=True)
+    overlay_dir = _overlay_dir(overlays, overlay_legacy)
+    if overlay_dir is not None and overlays is not None and overlays.isdigit():
+        max_overlays = int(overlays)   # the old `--overlays N` (count) beside `--overlay DIR`
     use_threads(threads)  # before any torch or BLAS work
     import numpy as np
 
@@ -43,16 +80,36 @@ def reconstruct_command(
     from ecgscan_cli.reconstruct import reconstruct_to_file
 
     path, source, summary = reconstruct_to_file(
-        checkpoint, images, output, wfdb_dir=wfdb_dir, overlay_dir=overlay_dir, reference=reference,
-        max_overlays=overlays, batch_size=batch_size, device=device, overwrite=overwrite,
-        progress_factory=lambda n, d: progress_bar(n, d, quiet))
+        checkpoint, input_path, output, method=method, weights=weights, wfdb_dir=wfdb_dir, overlay_dir=overlay_dir,
+        reference=reference, max_overlays=max_overlays, batch_size=batch_size, device=device,
+        overwrite=overwrite, progress_factory=lambda n, d: progress_bar(n, d, quiet))
+    total = summary["n"] + summary["skipped"]
+    log.info("reconstructed %d of %d image(s) with %s", summary["n"], total, METHOD_NAMES[summary["method"]])
     if source.skipped:
-        log.warning("%d unreadable image(s) skipped", len(source.skipped))
+        log.warning("%d image(s) skipped (reasons above)", len(source.skipped))
     if "lead_snr_db" in summary:
         s = summary["lead_snr_db"]
-        log.info("mean SNR vs ground truth: %.2f dB (%s)", float(np.nanmean(s)),
-                 ", ".join(f"{l} {v:.1f}" for l, v in zip(LEADS, s)))
+        with np.errstate(all="ignore"):
+            mean = float(np.nanmean(s)) if np.isfinite(s).any() else float("nan")
+        log.info("mean SNR vs ground truth: %.2f dB (%s)", mean, ", ".join(f"{l} {v:.1f}" for l, v in zip(LEADS, s)))
     for what, d in (("WFDB records", wfdb_dir), ("overlay plots", overlay_dir)):
         if d is not None:
             log.info("%s in %s", what, d)
     typer.echo(str(path))
+
+
+def _overlay_dir(overlays: str | None, legacy: Path | None) -> Path | None:
+    """The overlay folder from ``--overlays DIR``, or from the old ``--overlay DIR`` (whose
+    ``--overlays N`` was a count: a value of digits only beside ``--overlay`` is that)."""
+    if overlays is not None and overlays.strip() == "":
+        fail("--overlays: empty folder name")
+    if legacy is not None:
+        if overlays is not None and not overlays.isdigit():
+            fail("give the overlay folder once: --overlays DIR")
+        return legacy
+    if overlays is not None and overlays.isdigit():   # old scripts: a count without a folder wrote nothing
+        typer.echo(f"ecgscan: note: --overlays {overlays} read as the old overlay count, and no folder is given: "
+                   f"no overlays (the count is now --max-overlays; for a folder named {overlays}, write ./{overlays})",
+                   err=True)
+        return None
+    return Path(overlays) if overlays is not None else None

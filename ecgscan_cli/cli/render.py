@@ -24,7 +24,8 @@ def render_command(
              "sidecar each); default: from --output.")] = None,
     deprecated_format: Annotated[Optional[str], typer.Option(
         "--format", hidden=True, help="Deprecated name of --image-format.")] = None,
-    augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: none, light, paper, heavy.")
+    augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: none, light, paper, heavy, "
+                                                           "photo.")
                        ] = "none",
     augment_config: Annotated[Optional[Path], typer.Option(
         "--augment-config", help="YAML/JSON file of {name: {p, strength}} (optionally 'preset: ...'); "
@@ -39,6 +40,11 @@ def render_command(
     size: Annotated[Optional[int], typer.Option("--size", help="Model-size output: the page letterboxed into "
                                                                "N×N pixels, rendered directly at that size.")
                     ] = None,
+    targets: Annotated[Optional[Path], typer.Option(
+        "--targets", metavar="DIR", show_default=False,
+        help="Also write each page's per-pixel targets into the folder DIR: DIR/<id>.png (R = trace ink, "
+             "G = grid lines, B = paper, moved by the page's own augmentation) + the page's JSON sidecar.")
+                       ] = None,
     seed: Seed = 0,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes for full-page rendering and "
                                                                   "image encoding (0 = the CPUs not busy with other jobs).")
@@ -70,12 +76,13 @@ def render_command(
     options = LayoutOptions(paper=paper.lower(), speed=speed, gain=gain, grid=grid.lower(), header=header).check()
     aug = AugmentConfig.from_file(augment_config) if augment_config is not None else AugmentConfig.preset(augment)
     job = RenderJob(str(signals), fmt, options, aug, dpi, size, seed)
-    checked = check_job(job, output, workers=workers, limit=limit, overwrite=overwrite)  # before any output
+    checked = check_job(job, output, workers=workers, limit=limit, overwrite=overwrite,  # before any output
+                        targets=targets)
     total = checked[1]
     with progress_bar(total, "rendering", quiet) as advance:
         out = render_file(job, output, workers=workers, limit=limit, overwrite=overwrite, progress=advance,
-                          checked=checked)
-    log.info("rendered %d images → %s", total, out)
+                          checked=checked, targets=targets)
+    log.info("rendered %d images → %s%s", total, out, f" (targets → {targets})" if targets is not None else "")
     if deprecated_format is not None:  # said after the work, so that an error stays one line
         log.warning("render --format is deprecated: use --image-format")
     typer.echo(str(out))

@@ -16,21 +16,37 @@ class Missing(str, Enum):
     zero = "zero"
 
 
+class Metric(str, Enum):
+    aligned = "aligned"
+    physionet2024 = "physionet2024"
+
+
 @command
 def snr_check_command(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="Signals file (.h5), or a WFDB folder / PTB-XL root / .hea record.")],
     reference: Annotated[Optional[Path], typer.Option(
-        "--reference", help="Reference signals file: score FILE as a reconstruction of it, per lead, records "
-        "matched by id (PhysioNet 2024 SNR).", dir_okay=False)] = None,
+        "--reference", help="Reference signals file or WFDB folder: score FILE (a signals file or WFDB folder) as "
+        "a reconstruction of it, per lead, records matched by id (WFDB: relative path).")] = None,
+    metric: Annotated[Optional[Metric], typer.Option(
+        "--metric", help="With --reference: 'aligned' (default): FILE may be shifted up to --max-shift s and "
+        "offset up to --max-offset mV per lead, NaN samples left out and the score × coverage. "
+        "'physionet2024': exactly the PhysioNet/CinC 2024 scorer (no alignment, NaN and absent records "
+        "count as 0 mV, mean over record × lead with ±inf kept).", show_default=False)] = None,
+    max_shift: Annotated[Optional[float], typer.Option(
+        "--max-shift", min=0.0, help="With --metric aligned: largest time shift in seconds [default: 0.5].",
+        show_default=False)] = None,
+    max_offset: Annotated[Optional[float], typer.Option(
+        "--max-offset", min=0.0, help="With --metric aligned: largest vertical offset in mV [default: 1.0].",
+        show_default=False)] = None,
     align: Annotated[bool, typer.Option(
-        "--align", help="With --reference: allow a time shift up to 0.5 s and a vertical offset up to 1 mV "
-        "per lead.")] = False,
-    missing: Annotated[Missing, typer.Option(
-        "--missing", help="With --reference: NaN samples of FILE are ignored and the score scaled by the "
-        "fraction covered (scale), or count as 0 mV as in the official challenge code (zero).")] = Missing.scale,
+        "--align", help="Older spelling of --metric aligned (now the default).")] = False,
+    missing: Annotated[Optional[Missing], typer.Option(
+        "--missing", help="Older spelling: 'scale' is --metric aligned, 'zero' is --metric physionet2024.",
+        show_default=False)] = None,
     score_absent: Annotated[bool, typer.Option(
-        "--score-absent", help="With --reference: also score the reference records absent from FILE, as 0 dB "
-        "(what the PhysioNet 2024 scorer does); by default they are left out and counted.")] = False,
+        "--score-absent", help="With --metric aligned: also score the reference records absent from FILE, as "
+        "0 dB; by default they are left out and counted. (physionet2024 always scores them, against zeros, "
+        "as the official scorer does.)")] = False,
     per_record: Annotated[Optional[Path], typer.Option(
         "--per-record", help="Also write the per-record table to this CSV file (id, one column per lead).",
         dir_okay=False)] = None,
@@ -46,8 +62,8 @@ def snr_check_command(
 
     Without --reference: the lead-SNR of the ECG-Scan paper (Table 1), recorded III, aVR,
     aVL, aVF against those derived from I and II (Einthoven, Goldberger). With
-    --reference REF: the reconstruction SNR of FILE against REF for all 12 leads plus
-    'all' (mean over every record and lead, the challenge's score).
+    --reference REF: the reconstruction SNR of FILE against REF for every lead of REF plus
+    'all' (the mean over every record and lead: the challenge's score).
     """
     import logging
 
@@ -59,27 +75,49 @@ def snr_check_command(
     log = logging.getLogger("ecgscan.snr")
     if per_record is not None:
         check_output_path(per_record, overwrite, kind="file")
-    if align and reference is None:
-        raise EcgscanError("--align needs --reference (it aligns FILE to the reference)")
+    if reference is None:
+        for flag, given in (("--align", align), ("--metric", metric is not None), ("--missing", missing is not None),
+                            ("--max-shift", max_shift is not None), ("--max-offset", max_offset is not None),
+                            ("--score-absent", score_absent)):
+            if given:
+                raise EcgscanError(f"{flag} needs --reference (it scores FILE as a reconstruction of REF)")
     if reference is not None:
-        if file.is_dir() or file.suffix == ".hea":
-            raise EcgscanError("with --reference, FILE must be a signals file (import WFDB folders first)")
-        from ecgscan_cli.formats.signals import SignalsFile
-
-        n = len(SignalsFile(reference))
+        chosen = snr.resolve_metric(None if metric is None else metric.value, align=align or None,
+                                    missing=None if missing is None else missing.value)
+        if chosen == snr.PHYSIONET2024 and (max_shift is not None or max_offset is not None):
+            raise EcgscanError("--max-shift and --max-offset belong to --metric aligned; the PhysioNet 2024 "
+                               "metric does not align")
+        if file.suffix == ".hea" or reference.suffix == ".hea":
+            raise EcgscanError("with --reference, give signals files or WFDB folders, not single .hea records")
+        records = snr.open_records(reference)
+        n = len(records.ids)
+        records.close()
         with progress_bar(n, "scoring", quiet=quiet) as advance:
-            result = snr.compare_signals(file, reference, align=align, missing=missing.value,
-                                         score_absent=score_absent, progress=advance)
+            result = snr.compare_signals(
+                file, reference, metric=chosen, score_absent=score_absent, progress=advance,
+                max_shift_s=snr.MAX_SHIFT_S if max_shift is None else max_shift,
+                max_offset_mv=snr.MAX_OFFSET_MV if max_offset is None else max_offset)
+        official = chosen == snr.PHYSIONET2024
         absent = len(result.missing_ids)
+        fate = ("scored against zeros, as the official scorer does" if official
+                else "scored 0 dB (--score-absent)" if score_absent
+                else "not scored (--score-absent scores them as 0 dB)")
+        if result.unreadable:
+            why = next(iter(result.unreadable.values()))
+            log.warning("%d record(s) of %s could not be read and count as absent (first: %s)",
+                        len(result.unreadable), file, why)
         if absent:
             log.warning("%d of %d reference record(s) are absent from %s: %s (first: %s)", absent, n, file,
-                        "scored 0 dB (--score-absent)" if score_absent else "not scored (--score-absent scores "
-                        "them as 0 dB)", result.missing_ids[0])
+                        fate, result.missing_ids[0])
+        if result.no_signal_ids:
+            log.warning("%d reference record(s) list no signal file and were not scored (first: %s)",
+                        len(result.no_signal_ids), result.no_signal_ids[0])
         if result.extra_ids:
             log.warning("%d record(s) of %s are not in the reference and were ignored", len(result.extra_ids), file)
-        title = (f"reconstruction SNR (dB) of {file.name} against {reference.name}, {len(result.ids)} records"
-                 + (f" ({absent} reference records absent, {'scored 0 dB' if score_absent else 'not scored'})"
-                    if absent else ""))
+        short_fate = "scored against zeros" if official else "scored 0 dB" if score_absent else "not scored"
+        title = (f"reconstruction SNR (dB, metric {chosen}) of {file.name} against {reference.name}, "
+                 f"{len(result.ids)} records"
+                 + (f" ({absent} reference records absent, {short_fate})" if absent else ""))
     else:
         from ecgscan_cli.wfdb_import import iter_signals
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,6 +11,8 @@ import typer
 from ecgscan_cli.cli.common import Device, Format, Quiet, Threads, TableFormat, command, print_table, progress_bar
 
 log = logging.getLogger("ecgscan")
+
+THRESHOLD_COLUMNS = ["threshold", "sensitivity", "specificity", "f1"]
 
 
 @command
@@ -26,8 +27,9 @@ def zeroshot_command(
                        "labels.")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Label set of INPUT to score "
                                                   "(default: its /label).")] = None,
-    thresholds: Annotated[bool, typer.Option("--thresholds", help="Also print sensitivity/specificity/F1 at the "
-                                             "Youden-optimal threshold (chosen on the same data: optimistic).")] = False,
+    thresholds: Annotated[bool, typer.Option("--thresholds", help="Add threshold, sensitivity, specificity and "
+                                             "F1 columns at the Youden-optimal threshold (chosen on the same data: "
+                                             "optimistic).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (lower it if memory runs out).")] = 32,
     device: Device = "auto",
     fmt: Format = TableFormat.table,
@@ -41,19 +43,22 @@ def zeroshot_command(
     from ecgscan_cli.cli.common import use_threads
 
     use_threads(threads)  # before any torch or BLAS work
+    from ecgscan_cli.tables import percent as pct
     from ecgscan_cli.zeroshot import zeroshot
 
     res = zeroshot(checkpoint, input, prompts=prompts, labels=labels, batch_size=batch_size, device=device,
                    thresholds=thresholds, progress_factory=lambda n, d: progress_bar(n, d, quiet))
     for c in res.skipped:
         log.warning("class %s not scored: only one label present among the %d records", c, res.n)
-    pct = lambda v: round(100 * v, 4) if math.isfinite(v) else float("nan")
     pos = dict(zip(res.all_classes, res.labels.sum(0).tolist()))
     rows = [{"class": "macro", "auroc": pct(res.macro_auroc), "positives": int(res.labels.sum())}]
     rows += [{"class": c, "auroc": pct(a), "positives": int(pos[c])} for c, a in res.per_class.items()]
-    print_table(rows, ["class", "auroc", "positives"], fmt,
-                title=f"zero-shot AUROC % ({res.label_set or 'labels'}, prompts {res.prompt_set}, n={res.n})")
-    if thresholds and res.thresholds:
-        print_table(res.thresholds, ["class", "threshold", "sensitivity", "specificity", "f1"], fmt,
-                    title="at the Youden-optimal threshold (optimistic)")
-
+    cols = ["class", "auroc", "positives"]
+    title = f"zero-shot AUROC % ({res.label_set or 'labels'}, prompts {res.prompt_set}, n={res.n})"
+    if thresholds:
+        # stdout is one document: the operating points are more columns of the class rows
+        at = {t["class"]: t for t in res.thresholds}
+        rows = [{**r, **{k: v for k, v in at.get(r["class"], {}).items() if k != "class"}} for r in rows]
+        cols += THRESHOLD_COLUMNS
+        title += "; threshold, sensitivity, specificity, F1 at the Youden-optimal threshold (optimistic)"
+    print_table(rows, cols, fmt, title=title)

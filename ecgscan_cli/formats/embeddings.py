@@ -111,7 +111,26 @@ def write_embeddings(
 
 @dataclass
 class EmbeddingsFile:
-    """Read a whole embeddings file into memory (N × D float32 is small)."""
+    """Read a whole embeddings file into memory (N × D float32 is small).
+
+    Parameters
+    ----------
+    path : str or path
+        An embeddings file written by ``ecgscan embed`` or :func:`write_embeddings`.
+
+    Attributes
+    ----------
+    embeddings : array [N, D] float32
+    ids : list of str
+    labels : array [N, C] uint8
+        0/1 per class of ``classes`` (the main label set).
+    label_sets : dict of str to LabelSet
+        Every label set, by name (``label_set_named`` picks one).
+    folds : array [N]
+        Fold of each record (-1: none).
+    pretraining : Pretraining or None
+        The records the encoder's pretraining read (a trained encoder's file).
+    """
 
     path: Path
     embeddings: np.ndarray = field(repr=False)

@@ -120,6 +120,27 @@ class SignalsWriter(AtomicH5Writer):
 
     >>> with SignalsWriter("out.h5", classes=["NORM", "MI"]) as w:
     ...     w.append("rec1", signal_mv, report="sinus rhythm", label=[1, 0], fold=3)
+
+    Parameters
+    ----------
+    path : str or path
+        The signals file (HDF5) to write.
+    fs : float
+        Sampling rate of every record, Hz.
+    n_samples : int
+        Samples per lead of every record.
+    classes : sequence of str
+        Class names of the labels (none: an unlabelled file).
+    overwrite : bool
+        Replace an existing signals file.
+    source : str, optional
+        Where the records come from (stored in the header).
+    attrs : dict, optional
+        More header attributes.
+    expected_rows : int
+        Rows to allocate up front (the file grows as needed).
+    label_set : str
+        Name of the label set (e.g. ``superclass``).
     """
 
     def __init__(
@@ -161,6 +182,21 @@ class SignalsWriter(AtomicH5Writer):
         return self._f
 
     def append(self, record_id: str, signal, report: str = "", label=None, fold: int = -1) -> None:
+        """Add one record.
+
+        Parameters
+        ----------
+        record_id : str
+            Unique id of the record.
+        signal : array [12, n_samples]
+            mV, leads in :data:`ecgscan_cli.leads.LEADS` order (NaN where absent).
+        report : str
+            Free-text report.
+        label : array [n_classes], optional
+            0/1 per class (zeros when None).
+        fold : int
+            Cross-validation fold (-1: none).
+        """
         signal = np.asarray(signal)
         if signal.shape != (12, self.n_samples):
             raise EcgscanError(f"record {record_id!r}: signal shape {signal.shape}, expected (12, {self.n_samples})")
@@ -248,7 +284,36 @@ def write_signals(
     labels=None, classes: Sequence[str] = (), folds: Sequence[int] | None = None,
     fs: float = 500.0, overwrite: bool = False, source: str | None = None,
 ) -> Path:
-    """Write a whole signals file at once (arrays in mV, ``[N, 12, T]``)."""
+    """Write a whole signals file at once.
+
+    Parameters
+    ----------
+    path : str or path
+        The signals file to write.
+    signals : array [N, 12, T] or sequence of [12, T]
+        mV, leads in :data:`ecgscan_cli.leads.LEADS` order.
+    ids : sequence of str
+        Unique record ids.
+    reports : sequence of str, optional
+        Free-text reports.
+    labels : array [N, C], optional
+        0/1 labels in the order of ``classes``.
+    classes : sequence of str
+        Class names.
+    folds : sequence of int, optional
+        Fold of each record (-1 when None).
+    fs : float
+        Sampling rate, Hz.
+    overwrite : bool
+        Replace an existing signals file.
+    source : str, optional
+        Where the records come from.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     signals = list(signals) if not isinstance(signals, np.ndarray) else signals
     n_samples = np.asarray(signals[0]).shape[-1] if len(signals) else 5000
     with SignalsWriter(path, fs=fs, n_samples=n_samples, classes=classes, overwrite=overwrite,
@@ -264,6 +329,25 @@ class SignalsFile:
     """Read a signals file. Metadata is loaded at once; signals one record at a time.
 
     Safe to pass to DataLoader workers: the HDF5 handle is reopened in each process.
+
+    Parameters
+    ----------
+    path : str or path
+        A signals file written by ``ecgscan import``/``synth`` or :class:`SignalsWriter`.
+
+    Attributes
+    ----------
+    ids, reports : list of str
+        One per record.
+    labels : array [N, C] uint8
+        0/1 per class of ``classes``.
+    classes : list of str
+    folds : array [N]
+        Fold of each record (-1: none).
+    fs : float
+        Sampling rate, Hz.
+    n_samples : int
+        Samples per lead.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -297,7 +381,8 @@ class SignalsFile:
         return stored_to_mv(self._handle()["signal"][int(i)], self._scale)
 
     def signals(self, indices: Iterable[int] | None = None) -> np.ndarray:
-        """Several records, read one by one (h5py fancy indexing is ~60× slower)."""
+        """Several records as float32 mV ``[n, 12, T]`` (all when ``indices`` is None), read
+        one by one (h5py fancy indexing is ~60× slower)."""
         indices = range(self.n) if indices is None else list(indices)
         ds = self._handle()["signal"]
         out = np.empty((len(indices), 12, self.n_samples), np.float32)

@@ -7,10 +7,13 @@
 See docs/render.md.
 """
 
-from ecgscan_cli.render.augment import AUGMENTS, PRESETS, AugmentConfig, AugSpec, resolve_augment
+from ecgscan_cli.render.augment import (
+    AUGMENTS, PRESETS, AugmentConfig, AugSpec, augment_with_targets, resolve_augment, warp_targets,
+)
 from ecgscan_cli.render.batch import letterbox, render_batch
 from ecgscan_cli.render.layout import LayoutOptions, layout_metadata, page_geometry
 from ecgscan_cli.render.page import GRID_STYLES, render_page
 
 __all__ = ["render_batch", "letterbox", "render_page", "AugmentConfig", "AugSpec", "AUGMENTS", "PRESETS",
-           "LayoutOptions", "GRID_STYLES", "page_geometry", "layout_metadata", "resolve_augment"]
+           "LayoutOptions", "GRID_STYLES", "page_geometry", "layout_metadata", "resolve_augment",
+           "augment_with_targets", "warp_targets"]

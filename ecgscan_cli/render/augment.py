@@ -1,8 +1,9 @@
 """Augmentations of rendered printouts, vectorised over the batch (torch, any device).
 
-Each augmentation has a probability ``p`` (drawn per image) and a ``strength`` (0..2,
-1 = the documented maximum below, values drawn uniformly up to it). Presets:
-``none``, ``light``, ``paper``, ``heavy``; or a YAML/JSON file::
+Each augmentation has a probability ``p`` (drawn per image) and a ``strength`` (0..2, rotation
+0..5 and perspective 0..3; 1 = the documented maximum below, values drawn uniformly up to it).
+Presets: ``none``, ``light``, ``paper``, ``heavy``, ``photo`` (a phone picture of a printout);
+or a YAML/JSON file::
 
     preset: paper            # optional starting point
     rotation: {p: 0.8, strength: 1.0}
@@ -31,6 +32,14 @@ At strength 1 (sizes in pixels are for a 224-px image and scale with the image):
 | jpeg | 8×8 DCT blocks quantised (step up to 0.25, coarser at high frequency) |
 | speckles | dark dust dots on up to 0.3 % of pixels |
 | grid | another grid style (colour, weight, coarse or none) |
+| background | page shrunk by up to 25 % and moved, on generated wood / cloth / desk |
+| curl | one edge bends away: quadratic foreshortening past a line, up to 25 % at the edge |
+| colour_cast | warm/cool light: red vs blue gain ±0.12, channel gains ±4 %, offsets ±0.04 |
+| strokes | ballpoint handwriting, a Bézier curve and a stamp drawn on the paper |
+
+Geometry (rotation, perspective, scale, crop, wrinkles, background, curl) is one sampling
+grid (:func:`warp_grid`) that :func:`warp_targets` applies to targets as well;
+:func:`augment_with_targets` does both for a batch.
 """
 
 from __future__ import annotations
@@ -45,9 +54,17 @@ import torch.nn.functional as F
 from ecgscan_cli.configfile import read_config_file
 from ecgscan_cli.errors import EcgscanError
 
-AUGMENTS = ("rotation", "perspective", "scale", "crop", "wrinkles", "creases", "lighting", "tint", "ink",
-            "brightness", "contrast", "gamma", "grayscale", "binarize", "noise", "blur", "jpeg", "speckles",
-            "grid")
+BASE_AUGMENTS = ("rotation", "perspective", "scale", "crop", "wrinkles", "creases", "lighting", "tint", "ink",
+                 "brightness", "contrast", "gamma", "grayscale", "binarize", "noise", "blur", "jpeg", "speckles",
+                 "grid")
+# drawn after everything in BASE_AUGMENTS and only when a config switches one on, so the
+# older presets (and any config that leaves these off) draw exactly what they drew before
+PHOTO_AUGMENTS = ("background", "curl", "colour_cast", "strokes")
+AUGMENTS = BASE_AUGMENTS + PHOTO_AUGMENTS
+# the largest strength a config may ask for (2 unless listed): the photo preset tilts the
+# page by up to ±15° (rotation strength 5) and photographs it at a steep angle
+MAX_STRENGTH = {"rotation": 5.0, "perspective": 3.0}
+BACKGROUND_KINDS = ("none", "wood", "cloth", "desk")
 GRID_CHOICES = ("red", "pink", "bold", "coarse", "gray", "blue", "green", "none")
 
 
@@ -75,6 +92,13 @@ PRESETS: dict[str, dict] = {
                     ink=(0.6, 1.0), brightness=(0.7, 1.0), contrast=(0.6, 1.0), gamma=(0.5, 1.0),
                     grayscale=(0.25, 1.0), binarize=(0.1, 1.0), noise=(0.8, 0.7), blur=(0.6, 0.8),
                     jpeg=(0.6, 0.7), speckles=(0.6, 1.0), grid=(0.6, 1.0)),
+    # a phone picture of a printout: the page on a desk, tilted, curled, unevenly lit, written on
+    "photo": _specs(rotation=(0.8, 5.0), perspective=(0.8, 2.5), scale=(0.3, 1.0), crop=(0.1, 0.5),
+                    wrinkles=(0.5, 1.0), creases=(0.5, 1.5), lighting=(0.9, 0.6), tint=(0.7, 1.0),
+                    ink=(0.6, 1.0), brightness=(0.6, 1.0), contrast=(0.5, 1.0), gamma=(0.5, 1.0),
+                    grayscale=(0.05, 1.0), noise=(0.7, 0.7), blur=(0.6, 1.0), jpeg=(0.7, 1.0),
+                    speckles=(0.3, 1.0), grid=(0.6, 1.0), background=(0.85, 1.0), curl=(0.5, 1.0),
+                    colour_cast=(0.7, 1.0), strokes=(0.5, 1.0)),
 }
 
 
@@ -112,8 +136,9 @@ class AugmentConfig:
                 s = float(value.get("strength", old.strength))
             except (TypeError, ValueError):
                 raise EcgscanError(f"augment config {key!r}: p and strength must be numbers") from None
-            if not (0.0 <= p <= 1.0) or not (0.0 <= s <= 2.0):
-                raise EcgscanError(f"augment config {key!r}: p must be in [0, 1] and strength in [0, 2]")
+            top = MAX_STRENGTH.get(key, 2.0)
+            if not (0.0 <= p <= 1.0) or not (0.0 <= s <= top):
+                raise EcgscanError(f"augment config {key!r}: p must be in [0, 1] and strength in [0, {top:g}]")
             specs[key] = AugSpec(p, s)
         return cls(name, specs)
 
@@ -138,6 +163,8 @@ def resolve_augment(augment) -> AugmentConfig:
         return AugmentConfig.preset("none")
     if isinstance(augment, dict):
         return AugmentConfig.from_dict(augment)
+    if str(augment) not in PRESETS and Path(str(augment)).is_file():  # a YAML/JSON file, as `render` reads
+        return AugmentConfig.from_file(augment)
     return AugmentConfig.preset(str(augment))
 
 
@@ -173,11 +200,11 @@ def draw_params(cfg: AugmentConfig, b: int, size, base_grid: str, generator, dev
     px = min(h, w) / 224.0
     P: dict = {}
     on = {}
-    for name in AUGMENTS:  # fixed order → same seed, same draws
+    for name in BASE_AUGMENTS:  # fixed order → same seed, same draws
         spec = cfg.specs[name]
         draw = rng.rand(b)
         on[name] = (draw < spec.p) & torch.tensor(spec.strength > 0, device=rng.device)
-    s = {name: cfg.specs[name].strength * on[name].float() for name in AUGMENTS}
+    s = {name: cfg.specs[name].strength * on[name].float() for name in BASE_AUGMENTS}
     P["rotation_deg"] = s["rotation"] * rng.sym(b) * 3.0
     P["perspective"] = s["perspective"][:, None] * rng.sym(b, 2) * 0.06
     P["scale"] = 1.0 - s["scale"] * rng.u(b, 0.2, 1) * 0.12
@@ -215,8 +242,69 @@ def draw_params(cfg: AugmentConfig, b: int, size, base_grid: str, generator, dev
     if cfg.specs["grid"].p <= 0:
         P["grid"] = torch.zeros_like(other)
     P["_noise_seed"] = (rng.rand(1) * 2**31).long()
+    _draw_photo_params(P, cfg, b, rng)
     P["_rng"] = rng
     return P
+
+
+STROKE_LINES = 4     # handwriting lines per image (each on with probability 0.6)
+STAMP_BLOBS = 6      # "words" inside a stamp
+_PEN_COLOURS = ((0.1, 0.15, 0.6), (0.08, 0.08, 0.1), (0.15, 0.2, 0.45))          # blue, black, navy ballpoint
+_STAMP_COLOURS = ((0.75, 0.1, 0.15), (0.15, 0.25, 0.7), (0.45, 0.15, 0.55), (0.1, 0.45, 0.25))
+
+
+def _pick(rng, b, palette):
+    table = torch.tensor(palette, device=rng.device)
+    return table[(rng.rand(b) * len(table)).long().clamp_(max=len(table) - 1)]
+
+
+def _draw_photo_params(P: dict, cfg: AugmentConfig, b: int, rng: _Rng) -> None:
+    """The photo augmentations' parameters, drawn after all the others (see PHOTO_AUGMENTS).
+
+    Nothing is drawn when the config leaves them all off: identity values are filled in
+    so that the rest of the pipeline need not ask."""
+    dev = rng.device
+    P.update({"background": torch.zeros(b, device=dev), "background_kind": torch.zeros(b, dtype=torch.long, device=dev),
+              "background_shift": torch.zeros(b, 2, device=dev), "curl": torch.zeros(b, device=dev),
+              "colour_gain": torch.ones(b, 3, device=dev), "colour_offset": torch.zeros(b, 3, device=dev),
+              "strokes": torch.zeros(b, device=dev)})
+    specs = {name: cfg.specs.get(name, AugSpec()) for name in PHOTO_AUGMENTS}
+    if not any(v.p > 0 and v.strength > 0 for v in specs.values()):
+        return
+    on = {name: (rng.rand(b) < specs[name].p) & torch.tensor(specs[name].strength > 0, device=dev)
+          for name in PHOTO_AUGMENTS}
+    s = {name: specs[name].strength * on[name].float() for name in PHOTO_AUGMENTS}
+    # background: the page shrunk by up to 25 % (and moved off centre) so that the desk shows
+    shrink = s["background"] * rng.u(b, 0.2, 1.0) * 0.25
+    P["background"] = shrink
+    kind = 1 + (rng.rand(b) * 3).long().clamp_(max=2)
+    P["background_kind"] = torch.where(on["background"], kind, torch.zeros_like(kind))
+    slack = (1.0 / (1.0 - shrink.clamp(max=0.9)) - 1.0)[:, None]     # source units the page can move
+    P["background_shift"] = slack * 0.6 * rng.u(b, -1, 1, 2)
+    P["_bg_field"] = rng.randn(b, 2, 6, 8)                            # low-frequency warp / mottling
+    P["_bg_geo"] = rng.rand(b, 4)                                     # angle, frequency, fine period, sharpness
+    wood = torch.tensor([0.55, 0.36, 0.2], device=dev) * rng.u(b, 0.55, 1.35)[:, None]
+    cloth = rng.u(b, 0.08, 0.85, 3)
+    desk = rng.u(b, 0.12, 0.95)[:, None] * (1.0 + 0.08 * rng.u(b, -1, 1, 3))
+    P["_bg_colour"] = torch.stack([wood, cloth, desk], dim=1).clamp_(0, 1)   # [B, 3 kinds, 3]
+    # curl: one edge of the page lifts and bends (part of the sampling grid, so targets follow)
+    P["curl"] = s["curl"] * rng.u(b, 0.3, 1.0) * 0.25
+    edge = (rng.rand(b) * 4).floor().clamp_(max=3)
+    P["_curl"] = torch.stack([edge * (math.pi / 2) + rng.u(b, -0.15, 0.15), rng.u(b, 0.2, 0.6)], dim=-1)
+    # colour cast: warm or cool light (red against blue) plus a little of every channel
+    temp = rng.sym(b)
+    P["colour_gain"] = 1.0 + s["colour_cast"][:, None] * (
+        temp[:, None] * torch.tensor([0.12, 0.0, -0.12], device=dev) + 0.04 * rng.u(b, -1, 1, 3))
+    P["colour_offset"] = s["colour_cast"][:, None] * 0.04 * rng.u(b, -1, 1, 3)
+    # strokes: ballpoint handwriting (trochoid loops along a line), one curve, maybe a stamp
+    P["strokes"] = s["strokes"].clamp(max=1.0) * rng.u(b, 0.6, 1.0)
+    P["_stroke_lines"] = rng.rand(b, STROKE_LINES, 8)
+    P["_stroke_lines"][:, 0, 0] = 0.0                                 # the first line is always there
+    P["_stroke_curve"] = rng.rand(b, 9)                               # on, 4 control points
+    P["_stroke_pen"] = _pick(rng, b, _PEN_COLOURS)
+    P["_stamp"] = rng.rand(b, 8)                                      # on, kind, centre, size, aspect, angle
+    P["_stamp_blobs"] = rng.rand(b, STAMP_BLOBS, 4)
+    P["_stamp_colour"] = _pick(rng, b, _STAMP_COLOURS)
 
 
 def params_to_dicts(params: dict) -> list[dict]:
@@ -234,9 +322,9 @@ def params_to_dicts(params: dict) -> list[dict]:
             if k in ("binarize_threshold", "lighting_dir", "crease_line", "lighting_shadow_pos"):
                 continue
             if isinstance(val, list):
-                if any(abs(x) > 1e-9 for x in _flat(val)) and k not in ("tint",):
+                if any(abs(x) > 1e-9 for x in _flat(val)) and k not in _GAINS:
                     d[k] = val
-                elif k == "tint" and any(abs(x - 1) > 1e-9 for x in val):
+                elif k in _GAINS and any(abs(x - 1) > 1e-9 for x in val):
                     d[k] = val
             elif isinstance(val, bool):
                 if val:
@@ -247,8 +335,13 @@ def params_to_dicts(params: dict) -> list[dict]:
             d["binarize_threshold"] = cpu["binarize_threshold"][i].item()
         if "grid" in d and "_grids" in params:
             d["grid"] = params["_grids"][int(d["grid"])]
+        if "background_kind" in d:
+            d["background_kind"] = BACKGROUND_KINDS[int(d["background_kind"])]
         out.append(d)
     return out
+
+
+_GAINS = ("tint", "colour_gain")     # lists whose identity is 1, not 0
 
 
 def _flat(x):
@@ -300,10 +393,14 @@ def warp_grid(P: dict, h: int, w: int, device) -> torch.Tensor:
     v = yy[None] * ar[1]
     th = P["rotation_deg"] * math.pi / 180
     z = P["scale"] * P["crop_zoom"]             # >1 zooms in, <1 shrinks
+    shift = P["crop_shift"]
+    if "background" in P and bool((P["background"] > 0).any()):   # the desk around the page
+        z = z * (1.0 - P["background"])
+        shift = shift + P["background_shift"]
     c, s = torch.cos(th)[:, None, None], torch.sin(th)[:, None, None]
     zi = (1.0 / z)[:, None, None]
-    su = (c * u + s * v) * zi + P["crop_shift"][:, 0, None, None] * ar[0]
-    sv = (-s * u + c * v) * zi + P["crop_shift"][:, 1, None, None] * ar[1]
+    su = (c * u + s * v) * zi + shift[:, 0, None, None] * ar[0]
+    sv = (-s * u + c * v) * zi + shift[:, 1, None, None] * ar[1]
     den = 1.0 + P["perspective"][:, 0, None, None] * u + P["perspective"][:, 1, None, None] * v
     su, sv = su / den, sv / den
     gx, gy = su / ar[0], sv / ar[1]
@@ -311,26 +408,118 @@ def warp_grid(P: dict, h: int, w: int, device) -> torch.Tensor:
     field = F.interpolate(P["_wrinkle_field"][:, :2], size=(lh, lw), mode="bicubic", align_corners=False)
     gx = gx + amp[:, None, None] * 0.008 * field[:, 0]
     gy = gy + amp[:, None, None] * 0.008 * field[:, 1]
+    if "curl" in P and bool((P["curl"] > 0).any()):
+        gx, gy = _curl(gx, gy, P)
     grid = torch.stack([gx, gy], dim=1)
     return F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
 
 
+def _curl(gx, gy, P):
+    """Paper curl: beyond a line parallel to one edge the page bends away from the camera.
+
+    Seen from above, the bent band is foreshortened more and more towards the edge
+    (quadratic in the distance past the bend, so the map stays smooth) and more at the
+    corners than in the middle of the edge, which bows the edge."""
+    amp = P["curl"][:, None, None]
+    ang = P["_curl"][:, 0, None, None]
+    t0 = P["_curl"][:, 1, None, None]
+    ca, sa = torch.cos(ang), torch.sin(ang)
+    t = gx * ca + gy * sa                      # towards the curled edge (page units, edge at 1)
+    q = -gx * sa + gy * ca                     # along the edge
+    k = ((t - t0) / (1.0 - t0)).clamp(min=0)
+    d = amp * k * k * (0.5 + 0.6 * q * q)
+    return gx + d * ca, gy + d * sa
+
+
 def _warp_fn(img, P):
     grid = warp_grid(P, img.shape[-2], img.shape[-1], img.device)
-    return 1.0 - F.grid_sample(1.0 - img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = 1.0 - F.grid_sample(1.0 - img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if "background" in P and bool((P["background"] > 0).any()):
+        # outside the page the warp gave white; put the desk there instead. The page mask is a
+        # ones-image moved by the same grid, so the page edge is antialiased like the page
+        b, _, h, w = img.shape
+        inside = F.grid_sample(torch.ones(b, 1, h, w, device=img.device, dtype=img.dtype), grid,
+                               mode="bilinear", padding_mode="zeros", align_corners=False)
+        desk = _on_subset(torch.ones_like(out), P["background_kind"] > 0, P, _background_texture)
+        out = out + (1.0 - inside) * (desk - 1.0)
+    return out
+
+
+def _geo_on(P) -> torch.Tensor:
+    """[B] bool: the images that a geometric augmentation moves (the others are not resampled)."""
+    on = ((P["rotation_deg"] != 0) | (P["perspective"].abs().sum(-1) > 0) | (P["scale"] != 1)
+          | (P["crop_zoom"] != 1) | (P["wrinkles"] > 0))
+    if "curl" in P:
+        on = on | (P["curl"] > 0) | (P["background"] > 0)
+    return on
 
 
 def warp_targets(targets: torch.Tensor, P: dict) -> torch.Tensor:
-    """``targets`` [B,C,H,W] (0 = nothing) moved exactly as :func:`apply_augment` moves the image."""
-    grid = warp_grid(P, targets.shape[-2], targets.shape[-1], targets.device)
-    return F.grid_sample(targets, grid.to(targets.dtype), mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    """``targets`` [B,C,H,W] (0 = nothing) moved exactly as :func:`apply_augment` moves the image.
+
+    Only the images a geometric augmentation moved are resampled, as in :func:`apply_augment`
+    (the sampling grid is upsampled from 1/4 resolution and is not the identity at the
+    border, so resampling the others would shift their edge pixels). Returns a new tensor."""
+    def fn(t, q):
+        grid = warp_grid(q, t.shape[-2], t.shape[-1], t.device)
+        return F.grid_sample(t, grid.to(t.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    return _on_subset(targets.clone(), _geo_on(P), P, fn)
+
+
+def _background_texture(x, P):
+    """Generated surfaces under the page, ``x``-shaped [B,3,H,W]: wood, cloth or a plain desk.
+
+    Wood: rings (sinusoids across the grain) warped by low-frequency noise, with fine grain;
+    cloth: two crossed fine stripe patterns (a weave) with mottling; desk: smooth noise.
+    One colour per image (browns for wood, anything for cloth, greys for a desk). The
+    pattern is computed at half resolution on large images (it is the costly part) and
+    upsampled; its finest stripes are 5 or more pixels apart, so nothing aliases."""
+    b, _, h, w = x.shape
+    dev = x.device
+    f = 2 if min(h, w) >= 400 else 1
+    th, tw = -(-h // f), -(-w // f)
+    lh, lw = _lowres(th, tw)
+    noise = F.interpolate(P["_bg_field"], size=(lh, lw), mode="bicubic", align_corners=False)
+    noise = F.interpolate(noise, size=(th, tw), mode="bilinear", align_corners=False)    # [B,2,h',w']
+    yy, xx = _coords(th, tw, dev)
+    side = max(h, w)
+    u, v = xx[None] * (w / side), yy[None] * (h / side)   # isotropic, ±1 along the long side
+    geo = P["_bg_geo"]
+    ang = (geo[:, 0] * math.pi)[:, None, None]
+    value = torch.empty(b, th, tw, device=dev, dtype=x.dtype)
+    colour = torch.empty(b, 3, device=dev, dtype=x.dtype)
+    kinds = P["background_kind"]
+    for kind in (1, 2, 3):
+        idx = (kinds == kind).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        g, n, a = geo[idx], noise[idx], ang[idx]
+        if kind == 1:   # wood
+            along = u * torch.cos(a) + v * torch.sin(a)
+            across = -u * torch.sin(a) + v * torch.cos(a)
+            rings = (4 + 10 * g[:, 1, None, None]) * (across + 0.12 * n[:, 0] + 0.02 * along)
+            ring = (0.5 + 0.5 * torch.sin(2 * math.pi * rings)) ** (1 + 3 * g[:, 3, None, None])
+            fine = torch.sin(2 * math.pi * (40 + 40 * g[:, 2, None, None]) * (across + 0.05 * n[:, 1]))
+            val = 1.0 - 0.3 * ring - 0.05 * fine + 0.08 * n[:, 1].clamp(-2, 2)
+        elif kind == 2:  # cloth: stripes 5–10 pixels apart, crossed at right angles
+            period = (5.0 + 5.0 * g[:, 2, None, None]) / side * 2      # in u/v units
+            a1 = u * torch.cos(a) + v * torch.sin(a)
+            a2 = -u * torch.sin(a) + v * torch.cos(a)
+            weave = torch.sin(2 * math.pi * a1 / period) * torch.sin(2 * math.pi * a2 / period)
+            val = 0.88 + 0.1 * weave + 0.06 * n[:, 0].clamp(-2, 2)
+        else:           # plain desk: smooth mottling
+            val = 0.92 + 0.05 * n[:, 0].clamp(-2, 2) + 0.03 * n[:, 1].clamp(-2, 2)
+        value[idx] = val
+        colour[idx] = P["_bg_colour"][idx, kind - 1]
+    value = value[:, None]
+    if f > 1:
+        value = F.interpolate(value, size=(h, w), mode="bilinear", align_corners=False)
+    return (colour[:, :, None, None] * value).clamp_(0, 1)
 
 
 def _warp(img, P):
-    geo_on = ((P["rotation_deg"] != 0) | (P["perspective"].abs().sum(-1) > 0) | (P["scale"] != 1)
-              | (P["crop_zoom"] != 1) | (P["wrinkles"] > 0))
-    return _on_subset(img, geo_on, P, _warp_fn)
+    return _on_subset(img, _geo_on(P), P, _warp_fn)
 
 
 def _shading_fn(img, P):
@@ -361,6 +550,113 @@ def _shading_fn(img, P):
 def _shading(img, P):
     on = (P["wrinkles"] > 0) | (P["creases"].sum(-1) > 0) | (P["lighting"] > 0)
     return _on_subset(img, on, P, _shading_fn)
+
+
+def _splat(pts, weight, h, w):
+    """Coverage [B,1,H,W] of points ``pts`` [B,N,2] (x, y in pixels) carrying ``weight`` [B,N] ink,
+    each spread bilinearly over its four nearest pixels (so lines come out antialiased)."""
+    b = pts.shape[0]
+    x = pts[..., 0] - 0.5                      # pixel i covers [i, i+1): its centre is i + 0.5
+    y = pts[..., 1] - 0.5
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    canvas = torch.zeros(b, h * w, device=pts.device, dtype=pts.dtype)
+    for dx, dy, share in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        idx = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long()
+        canvas.scatter_add_(1, idx, torch.where(ok, share * weight, torch.zeros((), device=pts.device)))
+    return canvas.view(b, 1, h, w).clamp_(max=1.0)
+
+
+def _ink_along(pts, width):
+    """Ink carried by each point of polylines ``pts`` [..., N, 2]: its segment's length × the line
+    width, so coverage does not depend on how densely the curve was sampled."""
+    seg = (pts[..., 1:, :] - pts[..., :-1, :]).norm(dim=-1)
+    return F.pad(seg, (0, 1)) * width
+
+
+def _cursive(t, length, radius, phase, height):
+    """Handwriting-like loops (a prolate trochoid) along a baseline: [..., N, 2] in pixels, local
+    frame (x along the line). ``t`` [N] in 0..1; the others broadcast as [..., 1]."""
+    theta = 2 * math.pi * t * length / (2.2 * radius) + phase
+    env = 1.0 + height * torch.relu(torch.sin(2 * math.pi * 3.7 * t + 3 * phase))   # ascenders
+    x = t * length - radius * torch.sin(theta)
+    y = -radius * 1.3 * env * (1 - torch.cos(theta)) / 2
+    return torch.stack([x, y], dim=-1)
+
+
+def _rotate(pts, ang, origin):
+    c, s = torch.cos(ang)[..., None], torch.sin(ang)[..., None]
+    x, y = pts[..., 0], pts[..., 1]
+    return torch.stack([c * x - s * y, s * x + c * y], dim=-1) + origin[..., None, :]
+
+
+def _strokes(img, P):
+    """Ballpoint handwriting, a curve and sometimes a stamp drawn over the page (image only: the
+    targets are the ECG trace and the grid, which these cover but do not change)."""
+    b, _, h, w = img.shape
+    dev, dt = img.device, img.dtype
+    side = max(h, w)
+    # handwriting lines
+    L = P["_stroke_lines"]                                             # [B,K,8]
+    length = (0.12 + 0.3 * L[..., 4:5]) * w
+    radius = (0.004 + 0.006 * L[..., 5:6]) * side
+    n = int(min(6.5 * 0.42 * w, 8000)) + 16   # the loops are ~3.2× the line: ≥ 2 points per pixel
+    t = torch.linspace(0, 1, n, device=dev, dtype=dt)
+    local = _cursive(t, length, radius, 2 * math.pi * L[..., 6:7], 0.8 * L[..., 7:8])     # [B,K,N,2]
+    origin = torch.stack([(0.05 + 0.6 * L[..., 1]) * w, (0.05 + 0.9 * L[..., 2]) * h], dim=-1)
+    lines = _rotate(local, (L[..., 3] - 0.5) * 0.5, origin)
+    words = length / (10 * radius)                                     # gaps between "words"
+    gap = torch.sin(2 * math.pi * t * words + 6 * L[..., 6:7]) < 0.85
+    pen_w = 0.0014 * side
+    ink = _ink_along(lines, pen_w) * gap * (L[..., 0:1] < 0.6)
+    # one free curve (an underline, a circled finding): a cubic Bezier
+    C = P["_stroke_curve"]
+    p0 = torch.stack([C[:, 1] * w, C[:, 2] * h], dim=-1)
+    ctrl = [p0] + [p0 + (torch.stack([C[:, 2 * j + 1], C[:, 2 * j + 2]], dim=-1) - 0.5) * 0.4 * side
+                   for j in (1, 2, 3)]
+    tc = t[:, None]
+    curve = ((1 - tc) ** 3 * ctrl[0][:, None] + 3 * (1 - tc) ** 2 * tc * ctrl[1][:, None]
+             + 3 * (1 - tc) * tc ** 2 * ctrl[2][:, None] + tc ** 3 * ctrl[3][:, None])   # [B,N,2]
+    cink = _ink_along(curve, pen_w) * (C[:, :1] < 0.5)
+    pts = torch.cat([lines.reshape(b, -1, 2), curve], dim=1)
+    pen = _splat(pts, torch.cat([ink.reshape(b, -1), cink], dim=1), h, w)
+    alpha = P["strokes"][:, None, None, None]
+    img = img * (pen * (alpha * (P["_stroke_pen"][:, :, None, None] - 1.0))).add_(1.0)
+    # a stamp: double circle or rectangle with a few "words" inside, patchy ink
+    S = P["_stamp"]
+    stamp_on = S[:, 0] < 0.5
+    if not bool(stamp_on.any()):
+        return img
+    centre = torch.stack([(0.15 + 0.7 * S[:, 2]) * w, (0.15 + 0.7 * S[:, 3]) * h], dim=-1)
+    R = (0.05 + 0.05 * S[:, 4]) * side
+    aspect = 0.45 + 0.4 * S[:, 5]
+    ang = (S[:, 6] - 0.5) * 0.8
+    u = torch.linspace(0, 1, max(int(2 * math.pi * 0.1 * side * 2), 64), device=dev, dtype=dt)
+    circle = S[:, 1] < 0.5
+    th = 2 * math.pi * u
+    ring = torch.stack([torch.cos(th), torch.sin(th)], dim=-1)        # unit circle [M,2]
+    # the rectangle's perimeter as the same parameter: the circle pushed out to the square
+    box = ring / ring.abs().amax(-1, keepdim=True)
+    rx = torch.where(circle, R, 1.5 * R)[:, None, None]
+    ry = torch.where(circle, R, 1.5 * R * aspect)[:, None, None]
+    shape = torch.where(circle[:, None, None], ring[None], box[None])  # [B,M,2]
+    outline = torch.stack([shape * torch.cat([rx, ry], -1), shape * torch.cat([rx, ry], -1) * 0.84], dim=1)
+    outline = _rotate(outline, ang[:, None], centre[:, None])          # [B,2,M,2]
+    B_ = P["_stamp_blobs"]                                             # [B,S,4]: row, start, length, phase
+    blen = (0.25 + 0.35 * B_[..., 2:3]) * R[:, None, None]
+    local = _cursive(u, blen, 0.08 * R[:, None, None], 2 * math.pi * B_[..., 3:4], 0.3)
+    start = torch.stack([(B_[..., 1] - 0.5) * 0.8 * R[:, None] - blen[..., 0] / 2,
+                         (B_[..., 0] - 0.5) * 0.9 * R[:, None] * torch.where(circle, 1.0, aspect)[:, None]], dim=-1)
+    blobs = _rotate(local + start[..., None, :], ang[:, None], centre[:, None])   # [B,S,M,2]
+    st_w = 0.0025 * side
+    patchy = 0.55 + 0.45 * torch.sin(7 * th + 6 * S[:, 7:8, None]) ** 2          # [B,1,M]
+    st_pts = torch.cat([outline.reshape(b, -1, 2), blobs.reshape(b, -1, 2)], dim=1)
+    st_ink = torch.cat([(_ink_along(outline, st_w) * patchy).reshape(b, -1),
+                        (_ink_along(blobs, 0.7 * st_w) * patchy).reshape(b, -1)], dim=1)
+    stamp = _splat(st_pts, st_ink * stamp_on[:, None], h, w)
+    return img.mul_((stamp * (0.85 * alpha * (P["_stamp_colour"][:, :, None, None] - 1.0))).add_(1.0))
 
 
 def _blur(img, sigma):
@@ -427,9 +723,12 @@ def apply_augment(img: torch.Tensor, P: dict) -> torch.Tensor:
     rng: _Rng = P["_rng"]
     b, _, h, w = img.shape
     img = _on_subset(img, (P["tint"] != 1).any(-1), P, lambda x, q: x * q["tint"][:, :, None, None])
+    img = _on_subset(img, P["strokes"] > 0, P, _strokes)      # on the paper: moved with it below
     img = _on_subset(img, P["speckles"] > 0, P, _speckles)
     img = _warp(img, P)
     img = _shading(img, P)
+    img = _on_subset(img, (P["colour_gain"] != 1).any(-1) | (P["colour_offset"] != 0).any(-1), P, lambda x, q: (
+        x * q["colour_gain"][:, :, None, None] + q["colour_offset"][:, :, None, None]).clamp_(0, 1))
     img = _on_subset(img, (P["contrast"] != 1) | (P["brightness"] != 0), P, lambda x, q: (
         (x - 0.5) * q["contrast"][:, None, None, None] + 0.5 + q["brightness"][:, None, None, None]).clamp_(0, 1))
     img = _on_subset(img, P["gamma"] != 1, P, lambda x, q: x.clamp(0, 1) ** q["gamma"][:, None, None, None])
@@ -446,3 +745,25 @@ def _gray(x, q):
     lum = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
     binar = (lum > q["binarize_threshold"][:, None, None, None]).to(x.dtype)
     return torch.where(q["binarize"][:, None, None, None], binar, lum).expand_as(x).contiguous()
+
+
+def augment_with_targets(images: torch.Tensor, targets: torch.Tensor, cfg, generator=None,
+                         base_grid: str = "red") -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment ``images`` [B,3,H,W] (float, 0..1) and move ``targets`` [B,C,h,w] with them.
+
+    One draw of parameters (``cfg``: preset name or :class:`AugmentConfig`, seeded by
+    ``generator``) is applied to the images (:func:`apply_augment`) and its geometric part
+    to the targets (:func:`warp_targets`), so a pixel of a target channel stays on the ink
+    it marks. Targets may have another resolution than the images (same aspect ratio):
+    the warp is defined in normalised coordinates. Neither input is modified. The ``grid``
+    augmentation restyles the page only when rendering (``render_batch``); here it has no effect.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise EcgscanError(f"augment_with_targets: expected images [B,3,H,W], got {tuple(images.shape)}")
+    if targets.dim() != 4 or targets.shape[0] != images.shape[0]:
+        raise EcgscanError(f"augment_with_targets: expected targets [B,C,H,W] with B={images.shape[0]}, "
+                           f"got {tuple(targets.shape)}")
+    cfg = resolve_augment(cfg)
+    params = draw_params(cfg, images.shape[0], tuple(images.shape[-2:]), base_grid, generator, images.device)
+    out = apply_augment(images.float().clone(), params)
+    return out, warp_targets(targets.float(), params)

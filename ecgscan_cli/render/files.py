@@ -4,11 +4,16 @@ Full pages are drawn by the numpy page renderer; with ``size`` set, images are r
 in batches at model size by the torch batch renderer. Record ``i`` is always augmented
 with the seed ``(seed, i)``, so results do not depend on ``workers`` or batching. The
 output is written under a temporary name and renamed only when complete.
+
+With a targets folder, every page also gets its per-pixel targets (:func:`record_targets`:
+trace, grid and paper coverage as the R, G, B of a PNG, moved by the page's own
+augmentation) under the same name, with the same JSON sidecar.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,9 @@ class RenderJob:
     size: int | None = None
     seed: int = 0
     jpeg_quality: int = 90
+
+
+TARGET_PLANES = {"R": "trace", "G": "grid", "B": "page"}   # channels of the targets PNGs
 
 
 def _check_signal(sig: np.ndarray, rid: str) -> None:
@@ -81,22 +89,75 @@ def render_record(job: RenderJob, sig: np.ndarray, rid: str, i: int, fs: float) 
     return page, meta
 
 
+def record_targets(job: RenderJob, sig: np.ndarray, i: int, fs: float) -> np.ndarray:
+    """Targets of record ``i``'s page as ``render_record`` (full page) or ``render_batch``
+    (``job.size``) draws it: uint8 H×W×3, R = trace ink, G = grid lines, B = paper, each the
+    coverage of the pixel (0–255), moved by the same augmentation draw as the page.
+
+    Drawn at the page's resolution by :func:`page_targets` (at model size: at about 4 page
+    pixels per output pixel, then area-downscaled into the letterbox, as the batch renderer's
+    background is), with the grid style the augmentation picked; outside the paper all zero.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ecgscan_cli.render.augment import draw_params, warp_targets
+    from ecgscan_cli.render.layout import letterbox_geometry, page_geometry, page_size_px
+    from ecgscan_cli.render.targets import page_targets
+
+    cfg = resolve_augment(job.augment)
+    geo = page_geometry(job.options)
+    if job.size is None:
+        hw = page_size_px(geo, job.dpi)
+    else:
+        hw = (int(job.size), int(job.size))
+    params = draw_params(cfg, 1, hw, job.options.grid, _seeded(job.seed, i), "cpu") if cfg.active else None
+    grid = params["_grids"][int(params["grid"][0])] if params is not None else job.options.grid
+    options = job.options.with_(grid=grid)
+    if job.size is None:
+        t = torch.from_numpy(page_targets(sig, fs, options, job.dpi))
+        t = torch.cat([t, torch.ones_like(t[:1])])[None]
+    else:
+        from ecgscan_cli.render.batch import REF_DPI
+
+        ph, pw = page_size_px(geo, REF_DPI)
+        nh, nw, top, left = letterbox_geometry(ph, pw, hw)
+        dpi = float(min(REF_DPI, max(60.0, math.ceil(4.0 * nw / geo.width_mm * 25.4))))
+        full = torch.from_numpy(page_targets(sig, fs, options, dpi))
+        full = torch.cat([full, torch.ones_like(full[:1])])[None]
+        small = F.interpolate(full, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        t = torch.zeros(1, 3, *hw)
+        t[..., top:top + nh, left:left + nw] = small.clamp_(0, 1)
+    if params is not None:
+        t = warp_targets(t, params)
+    return t[0].permute(1, 2, 0).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _targets_sidecar(sf, i: int, meta: dict) -> dict:
+    return {**_sidecar(sf, i, meta), "targets": TARGET_PLANES}
+
+
+def _save_targets(targets: np.ndarray, folder: Path, name: str, sf, i: int, meta: dict) -> None:
+    save_image(targets, folder / f"{name}.png", "png")      # lossless whatever the pages' format
+    (folder / f"{name}.json").write_text(json.dumps(_targets_sidecar(sf, i, meta), indent=1))
+
+
 # ---------------------------------------------------------------- worker processes
 
 _W: dict = {}
 
 
-def _pool_worker_init(job: RenderJob, out_dir: str | None):
+def _pool_worker_init(job: RenderJob, out_dir: str | None, targets_dir: str | None = None):
     import signal
 
     # a forked worker inherits the command's SIGTERM handler (which raises), and the pool
     # ends its workers with SIGTERM: each printed a traceback. Ctrl-C is the parent's to handle.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_init(job, out_dir)
+    _worker_init(job, out_dir, targets_dir)
 
 
-def _worker_init(job: RenderJob, out_dir: str | None):
+def _worker_init(job: RenderJob, out_dir: str | None, targets_dir: str | None = None):
     import torch
 
     from ecgscan_cli.formats.signals import SignalsFile
@@ -105,7 +166,8 @@ def _worker_init(job: RenderJob, out_dir: str | None):
     _W["job"] = job
     _W["sf"] = SignalsFile(job.signals_path)
     _W["out_dir"] = out_dir
-    _W["names"] = page_names(_W["sf"].ids) if out_dir is not None else None
+    _W["targets_dir"] = targets_dir
+    _W["names"] = page_names(_W["sf"].ids) if (out_dir or targets_dir) is not None else None
 
 
 def page_names(ids) -> list[str]:
@@ -137,6 +199,8 @@ def _work(i: int):
     rid = sf.ids[i]
     sig = sf.signal(i)
     page, meta = render_record(job, sig, rid, i, sf.fs)
+    if _W["targets_dir"] is not None:   # written here, in the worker: the costly part runs in parallel
+        _save_targets(record_targets(job, sig, i, sf.fs), Path(_W["targets_dir"]), _W["names"][i], sf, i, meta)
     if _W["out_dir"] is None:
         return i, page, meta
     name = _W["names"][i]
@@ -146,22 +210,23 @@ def _work(i: int):
     return i, None, None
 
 
-def _imap(job: RenderJob, indices, workers: int, out_dir: str | None):
+def _imap(job: RenderJob, indices, workers: int, out_dir: str | None, targets_dir: str | None = None):
     if workers <= 1:
-        _worker_init(job, out_dir)
+        _worker_init(job, out_dir, targets_dir)
         for i in indices:
             yield _work(i)
         return
     import multiprocessing as mp
 
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-    with ctx.Pool(workers, initializer=_pool_worker_init, initargs=(job, out_dir)) as pool:
+    with ctx.Pool(workers, initializer=_pool_worker_init, initargs=(job, out_dir, targets_dir)) as pool:
         yield from pool.imap(_work, indices, chunksize=1)
 
 
 # ---------------------------------------------------------------- model-size batches
 
-def _batches(job: RenderJob, sf, indices, batch: int = 32):
+def _batches(job: RenderJob, sf, indices, batch: int = 32, targets: bool = False):
+    """(index, image, layout, targets or None) of each record, rendered at model size in batches."""
     import torch
 
     from ecgscan_cli.render.batch import render_batch
@@ -191,7 +256,7 @@ def _batches(job: RenderJob, sf, indices, batch: int = 32):
             meta = layout_metadata(geo, pm, None, sf.n_samples, sf.fs, augment=params[j])
             if "grid" in params[j]:
                 meta["grid"] = params[j]["grid"]
-            yield i, arrs[j], meta
+            yield i, arrs[j], meta, (record_targets(job, sigs[j], i, sf.fs) if targets else None)
 
 
 # ---------------------------------------------------------------- entry point
@@ -235,8 +300,9 @@ def output_format(output: str, image_format: str | None) -> str:
     return fmt
 
 
-def check_job(job: RenderJob, out, *, workers: int = 1, limit: int | None = None, overwrite: bool = False):
-    """Validate everything before any output is written: options, output path, every record.
+def check_job(job: RenderJob, out, *, workers: int = 1, limit: int | None = None, overwrite: bool = False,
+              targets: str | os.PathLike | None = None):
+    """Validate everything before any output is written: options, output paths, every record.
 
     Returns the open :class:`SignalsFile` and the number of records to render.
     """
@@ -255,6 +321,8 @@ def check_job(job: RenderJob, out, *, workers: int = 1, limit: int | None = None
         raise EcgscanError(f"--limit must be positive, got {limit}")
     job.augment = resolve_augment(job.augment)
     check_output_path(out, overwrite, kind="images" if job.fmt == "h5" else "render")
+    if targets is not None:
+        _check_targets_path(out, targets, overwrite)
     sf = SignalsFile(job.signals_path)
     n = len(sf) if limit is None else min(limit, len(sf))
     if n == 0:
@@ -264,16 +332,42 @@ def check_job(job: RenderJob, out, *, workers: int = 1, limit: int | None = None
     return sf, n
 
 
+def _check_targets_path(out, targets, overwrite: bool) -> None:
+    if not str(targets).strip():
+        raise EcgscanError("--targets: empty path (did a command substitution print nothing?)")
+    a, b = Path(out).resolve(), Path(targets).resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise EcgscanError(f"--targets {targets}: give a folder of its own, not {out} or a folder in or around it")
+    if Path(targets).suffix.lower() in (*H5_SUFFIXES, *IMAGE_FILE_SUFFIXES):
+        raise EcgscanError(f"--targets {targets}: targets are written into a folder (one PNG + JSON per page), "
+                           f"and {targets} looks like a file name")
+    check_output_path(targets, overwrite, kind="render")
+
+
 def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, limit: int | None = None,
                 overwrite: bool = False, progress: Callable[[int], None] | None = None,
-                on_total: Callable[[int], None] | None = None, checked: tuple | None = None) -> Path:
+                on_total: Callable[[int], None] | None = None, checked: tuple | None = None,
+                targets: str | os.PathLike | None = None) -> Path:
     """Render ``job.signals_path`` to ``out`` (images file, or folder for png/jpg); returns ``out``.
 
+    ``targets``: a folder that also receives every page's targets (:func:`record_targets`),
+    a PNG and the page's JSON sidecar each, named like the pages. Both outputs are written
+    under temporary names; an interruption or error leaves neither.
     ``checked`` is what :func:`check_job` returned, when the caller has already run it.
     """
+    sf, n = checked or check_job(job, out, workers=workers, limit=limit, overwrite=overwrite, targets=targets)
+    if targets is None:
+        return _render_to(job, out, sf, n, workers, overwrite, progress, on_total, None)
+    with atomic_output(targets, overwrite=overwrite, directory=True, kind="render") as tdir:
+        # the pages are renamed into place first, the targets right after: an error or an
+        # interruption before then removes both temporaries
+        return _render_to(job, out, sf, n, workers, overwrite, progress, on_total, tdir)
+
+
+def _render_to(job: RenderJob, out, sf, n: int, workers: int, overwrite: bool, progress, on_total,
+               tdir: Path | None) -> Path:
     from ecgscan_cli.formats.images import ImagesWriter
 
-    sf, n = checked or check_job(job, out, workers=workers, limit=limit, overwrite=overwrite)
     out = Path(out)
     if on_total:
         on_total(n)
@@ -281,7 +375,7 @@ def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, lim
     advance = progress or (lambda k=1: None)
     if job.size is not None:
         h = w = int(job.size)
-        stream = _batches(job, sf, indices)
+        stream = _batches(job, sf, indices, targets=tdir is not None)
     else:
         from ecgscan_cli.render.layout import page_geometry, page_size_px
 
@@ -292,21 +386,33 @@ def render_file(job: RenderJob, out: str | os.PathLike, *, workers: int = 1, lim
                           classes=sf.classes, overwrite=overwrite, source=str(job.signals_path),
                           attrs={"augment": json.dumps(job.augment.to_dict()), "seed": int(job.seed)},
                           expected_rows=n) as wr:
-            stream = stream if stream is not None else _imap(job, indices, workers, None)
-            for i, image, meta in stream:
+            stream = stream if stream is not None else _with_no_targets(
+                _imap(job, indices, workers, None, None if tdir is None else str(tdir)))
+            names = page_names(sf.ids) if tdir is not None else None
+            for i, image, meta, tgt in stream:
                 wr.append(sf.ids[i], image, meta, signal=sf.signal(i), report=sf.reports[i],
                           label=sf.labels[i] if sf.classes else None, fold=int(sf.folds[i]))
+                if tgt is not None:
+                    _save_targets(tgt, tdir, names[i], sf, i, meta)
                 advance(1)
         return out
     with atomic_output(out, overwrite=overwrite, directory=True, kind="render") as tmp:
         if stream is not None:  # model-size images: encoding small images is cheap, do it here
             names = page_names(sf.ids)
-            for i, image, meta in stream:
+            for i, image, meta, tgt in stream:
                 name = names[i]
                 save_image(image, tmp / f"{name}.{job.fmt}", job.fmt, job.jpeg_quality)
                 (tmp / f"{name}.json").write_text(json.dumps(_sidecar(sf, i, meta), indent=1))
+                if tgt is not None:
+                    _save_targets(tgt, tdir, name, sf, i, meta)
                 advance(1)
         else:
-            for _ in _imap(job, indices, workers, str(tmp)):
+            for _ in _imap(job, indices, workers, str(tmp), None if tdir is None else str(tdir)):
                 advance(1)
     return out
+
+
+def _with_no_targets(stream):
+    """Full pages for an images file: the workers wrote their targets themselves."""
+    for i, page, meta in stream:
+        yield i, page, meta, None

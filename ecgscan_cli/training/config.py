@@ -28,7 +28,7 @@ FOLD_KEYS = ("train_folds", "val_folds", "test_folds")
 # keys that may differ on --resume (they do not change the trajectory)
 RESUME_FREE = {"max_minutes", "num_workers", "log_every", "eval_every", "save_every", "device", "signal_encoder"}
 MAX_SEED = 2 ** 32 - 1  # what every random generator used (numpy, torch) accepts
-AUGMENTS = ("none", "light", "paper", "heavy")
+AUGMENTS = ("none", "light", "paper", "heavy", "photo")   # or an augmentation config file, as for render
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TrainConfig:
     val_folds: list[int] | None = None
     test_folds: list[int] | None = None
     max_val: int = 2000  # validation records used (first N of the split)
-    augment: str = "paper"  # render augmentation preset: none | light | paper | heavy
+    augment: str = "paper"  # render augmentation preset (none | light | paper | heavy | photo) or config file
     num_workers: int = 4
     cache_frozen: bool = False  # keep frozen text/signal features per record in memory
     # optimisation
@@ -190,7 +190,8 @@ def check_config(cfg: TrainConfig) -> None:
         (len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "betas must be two numbers in [0, 1)"),
         (0 <= cfg.warmup_frac < 1, "warmup_frac must be in [0, 1)"), (cfg.grad_clip >= 0, "grad_clip must be >= 0"),
         (cfg.max_minutes is None or cfg.max_minutes > 0, "max_minutes must be > 0"),
-        (cfg.augment in AUGMENTS, "augment must be none|light|paper|heavy"),
+        (cfg.augment in AUGMENTS or Path(str(cfg.augment)).is_file(),
+         f"augment must be {'|'.join(AUGMENTS)} or an augmentation config file (YAML/JSON)"),
         (cfg.amp in ("auto", "none", "bf16"), "amp must be auto|none|bf16"),
         (cfg.split in ("auto", "folds", "random"), "split must be auto|folds|random"),
         (0 < cfg.val_fraction < 1, "val_fraction must be in (0, 1)"), (cfg.max_val >= 0, "max_val must be >= 0"),
@@ -207,6 +208,10 @@ def check_config(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise EcgscanError(f"bad config: {msg}")
+    if cfg.augment not in AUGMENTS:  # a config file: read it now, not at the first rendered batch
+        from ecgscan_cli.render.augment import resolve_augment
+
+        resolve_augment(cfg.augment)
     check_model_config(cfg.model)
 
 

@@ -39,7 +39,7 @@ class Objective(nn.Module):
         c = self.cfg
         z_image, recon = self.model(images)
         z_text = F.normalize(self.model.text_proj(text_features).float(), dim=-1)
-        z_signal = F.normalize(self.model.signal_proj(signal_features).float(), dim=-1)
+        z_signal = self.model.encode_signal_features(signal_features)
         terms = {"clip": self.clip(z_image, z_text), "gram": self.gram(z_image, z_text, z_signal),
                  "mse": self.mse(recon, signals), "lead": self.lead(recon, signals)}
         total = (c.lambda_clip * terms["clip"] + c.lambda_gram * terms["gram"]

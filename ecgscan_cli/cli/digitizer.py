@@ -1,0 +1,90 @@
+"""`ecgscan train-digitizer`: train the digitiser's segmentation network (TraceNet)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ecgscan_cli.cli.common import Overwrite, Quiet, Seed, Threads, command
+from ecgscan_cli.errors import EcgscanError
+
+
+def _mix(text: str) -> dict:
+    out = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            out[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise EcgscanError(f"bad --mix {text!r}: use e.g. 'paper=0.5,heavy=0.5'") from None
+    if not out or any(w < 0 for w in out.values()) or sum(out.values()) <= 0:
+        raise EcgscanError(f"bad --mix {text!r}: weights must be ≥ 0 and not all 0")
+    return out
+
+
+@command
+def train_digitizer_command(
+    signals: Annotated[Path, typer.Argument(help="Signals file of real ECGs with folds (ecgscan import).",
+                                            exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder to create (or resume).")],
+    steps: Annotated[int, typer.Option("--steps", min=1, max=10_000_000, help="Optimizer steps.")] = 6000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, max=4096,
+                                            help="Crops per step (two per rendered page).")] = 8,
+    crop: Annotated[int, typer.Option("--crop", min=32, max=1024, help="Crop size in pixels.")] = 256,
+    lr: Annotated[float, typer.Option("--lr", min=1e-7, max=1.0, help="Peak learning rate (cosine decay).")] = 2e-3,
+    train_folds: Annotated[str, typer.Option("--train-folds", help="Folds to train on, e.g. '1-6'.")] = "1-6",
+    val_folds: Annotated[str, typer.Option("--val-folds", help="Folds to validate on ('none' = no validation: "
+                                           "the saved weights are the last).")] = "7",
+    mix: Annotated[str, typer.Option("--mix", help="Augmentation presets and their weights, drawn per batch, "
+                                     "e.g. 'none=0.15,paper=0.35,heavy=0.5' (or a preset name).")] =
+    "none=0.15,paper=0.35,heavy=0.5",
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validate and save every N steps.")] = 250,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.01,
+                                                         help="Stop (and save) after this many minutes.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUTPUT from its last saved step "
+                                         "(its run.json settings; --steps, --max-minutes and --mix may change).")]
+    = False,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    threads: Threads = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Train TraceNet, the segmentation network behind `ecgscan reconstruct`, on online renders.
+
+    Each step renders pages of random records of the train folds (random paper, grid,
+    speed, gain, line width and resolution), crops them and augments them with the
+    presets of --mix, the exact trace and grid targets moved with the image. Prints a JSON
+    summary; the weights are OUTPUT/tracenet.safetensors (use them with
+    `ecgscan reconstruct --weights`).
+    """
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)
+    from ecgscan_cli.digitize.trainer import DigitizerTrainConfig, train_digitizer
+    from ecgscan_cli.probe import parse_folds
+
+    if resume:
+        try:
+            saved = json.loads((output / "run.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            raise EcgscanError(f"{output}: not a digitiser run folder (no readable run.json)") from None
+        saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()}
+        saved.update(steps=steps, max_minutes=max_minutes, mix=_mix(mix) if mix else saved["mix"])
+        cfg = DigitizerTrainConfig(**saved)
+    else:
+        names = {"none", "light", "paper", "heavy", "photo"}
+        cfg = DigitizerTrainConfig(
+            signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds)),
+            val_folds=tuple(parse_folds(val_folds)), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
+            mix=_mix(mix) if "=" in mix or "," in mix else ({mix: 1.0} if mix in names else _mix(mix)),
+            eval_every=eval_every, seed=seed, max_minutes=max_minutes)
+
+    def report(rec: dict) -> None:
+        if not quiet:
+            typer.echo(f"step {rec['step']}: loss {rec['loss']:.4f}, {rec['steps_per_s']:.2f} steps/s", err=True)
+
+    summary = train_digitizer(cfg, output, resume=resume, overwrite=overwrite, progress=report)
+    typer.echo(json.dumps(summary))

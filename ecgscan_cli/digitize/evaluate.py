@@ -1,0 +1,101 @@
+"""How well the digitiser reads pages: render held-out records, digitise, score.
+
+Each condition renders the records as 200-dpi pages (``clean``: as printed; the others:
+then augmented with that preset, as in ``ecgscan render --augment``), digitises them and
+scores them against the signals they were rendered from with the reconstruction SNR of
+:mod:`ecgscan_cli.snr`: ``aligned`` (±0.5 s shift and per-lead offset allowed, NaN samples
+ignored, × coverage) and ``physionet2024`` (the 2024 challenge scorer: no alignment,
+samples not shown count as zeros).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+CONDITIONS = ("clean", "paper", "heavy", "photo")
+
+
+@dataclass
+class PageScore:
+    record: str
+    condition: str
+    aligned_db: float          # mean over leads
+    physionet2024_db: float    # mean over leads
+    seconds: float
+    error: str = ""
+
+
+def render_condition(signal: np.ndarray, fs: float, condition: str, seed: int, dpi: float = 200.0) -> np.ndarray:
+    """A page of ``signal`` as printed (``clean``) or augmented with the preset ``condition``."""
+    from ecgscan_cli.render.page import render_page
+
+    page = render_page(signal, fs, dpi=dpi, return_meta=False)
+    if condition == "clean":
+        return page
+    import torch
+
+    from ecgscan_cli.render.augment import apply_augment, draw_params, resolve_augment
+
+    x = torch.from_numpy(np.ascontiguousarray(page)).permute(2, 0, 1)[None].float() / 255.0
+    gen = torch.Generator().manual_seed(seed)
+    params = draw_params(resolve_augment(condition), 1, x.shape[-2:], "red", gen, "cpu")
+    x = apply_augment(x, params)
+    return (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def score_page(reference: np.ndarray, estimate: np.ndarray | None, fs: float) -> tuple[float, float]:
+    from ecgscan_cli.snr import reconstruction_snr
+
+    aligned = reconstruction_snr(reference, estimate, fs, align=True)
+    official = reconstruction_snr(reference, estimate, fs, missing="zero")
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmean(aligned)), float(np.nanmean(official))
+
+
+def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit: int | None = None,
+                       method: str = "net", net=None, seed: int = 0, progress=None) -> list[PageScore]:
+    """Scores of every (record of ``folds``, condition); a page the digitiser refuses scores as
+    an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason."""
+    from ecgscan_cli.digitize.image import digitize_image, load_digitizer
+    from ecgscan_cli.errors import EcgscanError
+    from ecgscan_cli.formats.signals import SignalsFile
+
+    sf = SignalsFile(signals_path)
+    rows = [i for i in range(len(sf)) if sf.folds is None or int(sf.folds[i]) in set(folds)][:limit]
+    if method == "net" and net is None:
+        net = load_digitizer()
+    out = []
+    for k, i in enumerate(rows):
+        ref = np.nan_to_num(sf.signal(i).astype(np.float64))
+        for condition in conditions:
+            page = render_condition(ref, sf.fs, condition, seed + k)
+            t0 = time.perf_counter()
+            try:
+                est, err = digitize_image(page, net, method=method).signal, ""
+            except EcgscanError as e:
+                est, err = None, str(e)
+            dt = time.perf_counter() - t0
+            a, p = score_page(ref, est, sf.fs)
+            out.append(PageScore(sf.ids[i], condition, a, p, dt, err))
+            if progress:
+                progress(out[-1])
+    return out
+
+
+def summarize_scores(scores: list[PageScore]) -> list[dict]:
+    """Per condition: mean aligned and physionet2024 dB over records, pages refused, median seconds."""
+    rows = []
+    for condition in dict.fromkeys(s.condition for s in scores):
+        sel = [s for s in scores if s.condition == condition]
+        with np.errstate(invalid="ignore"):
+            rows.append({
+                "condition": condition, "pages": len(sel),
+                "aligned_db": round(float(np.nanmean([s.aligned_db for s in sel])), 2),
+                "physionet2024_db": round(float(np.nanmean([s.physionet2024_db for s in sel])), 2),
+                "refused": sum(bool(s.error) for s in sel),
+                "median_s": round(float(np.median([s.seconds for s in sel])), 3),
+            })
+    return rows

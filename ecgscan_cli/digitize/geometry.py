@@ -1,0 +1,210 @@
+"""Page geometry from the probability maps: deskew angle and grid pitch (pixels per mm).
+
+Deskew: the ink of a printout (grid lines, trace baselines) runs along the page's axes,
+so the projection of the ink onto the page's vertical axis is sharpest (largest sum of
+squares of its histogram) when the angle is right. The sharpness is searched over
+±15° coarse-to-fine on a subsample of the ink pixels, in bins scaled to the map's size
+so that the same steps work at any resolution.
+
+Grid pitch: the column (row) profile of the grid map is periodic in the 1 mm minor and
+5 mm major line spacing. The strongest spectral peak, and the lowest frequency whose
+harmonics up to it are all present, give the fundamental period; a 5th harmonic standing
+above the 4th and 6th means minor lines between major ones, otherwise how many periods
+the page spans tells 1 mm lines from 5 mm ones (a coarse-only grid). The period is then
+refined on the highest clear harmonic, to a few hundredths of a percent: a 0.5 % error
+in the time axis already costs decibels at the end of a 10 s strip.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+MAX_ROTATION_DEG = 15.0
+_INK = 0.3                 # map probability counted as ink
+_MIN_INK_PIXELS = 200
+_COARSE_POINTS = 12000
+_FINE_POINTS = 60000
+MM_PER_MAJOR = 5.0
+
+
+# ---------------------------------------------------------------- rotation
+
+def _ink_points(m: np.ndarray, n: int):
+    ys, xs = np.nonzero(m > _INK)
+    if ys.size < _MIN_INK_PIXELS:
+        return None
+    if ys.size > n:  # a deterministic, evenly spread subsample
+        keep = np.linspace(0, ys.size - 1, n).astype(np.int64)
+        ys, xs = ys[keep], xs[keep]
+    w = m[ys, xs].astype(np.float64)
+    h, wd = m.shape
+    return xs - wd / 2.0, ys - h / 2.0, w
+
+
+def _sharpness(xs, ys, w, angles_deg: np.ndarray, bin_px: float, chunk: int = 32) -> np.ndarray:
+    """Sum of squared histogram counts of the ink projected on the axis at each angle."""
+    out = np.empty(angles_deg.size)
+    for a0 in range(0, angles_deg.size, chunk):
+        th = np.deg2rad(angles_deg[a0:a0 + chunk])[:, None]
+        # the y coordinate of each point in a frame rotated by th (image coordinates, y down)
+        yr = (ys[None, :] * np.cos(th) - xs[None, :] * np.sin(th)) / bin_px
+        b = np.floor(yr).astype(np.int64)
+        b -= b.min(axis=1, keepdims=True)
+        nb = int(b.max()) + 1
+        flat = (b + np.arange(th.shape[0])[:, None] * nb).ravel()
+        hist = np.bincount(flat, weights=np.broadcast_to(w, yr.shape).ravel(), minlength=th.shape[0] * nb)
+        out[a0:a0 + chunk] = (hist.reshape(th.shape[0], nb) ** 2).sum(axis=1)
+    return out
+
+
+def estimate_rotation(m: np.ndarray, max_deg: float = MAX_ROTATION_DEG) -> float | None:
+    """Angle (degrees) by which the page's horizontal lines are tilted, None if too little ink.
+
+    Positive means the lines fall to the right in image coordinates (y down);
+    :func:`deskew` rotates by the opposite amount.
+    """
+    extent = float(max(m.shape))
+    pts = _ink_points(m, _COARSE_POINTS)
+    if pts is None:
+        return None
+    # coarse: 0.1° steps, bins of 1/640 of the map (a line smears by < 1 bin over ±0.05°)
+    angles = np.arange(-max_deg, max_deg + 1e-9, 0.1)
+    s = _sharpness(*pts, angles, extent / 640.0)
+    best = float(angles[int(np.argmax(s))])
+    # fine: 0.01° steps within ±0.15°, bins of 1/2560 of the map (about half a pixel)
+    pts = _ink_points(m, _FINE_POINTS)
+    angles = best + np.arange(-0.15, 0.15 + 1e-9, 0.01)
+    s = _sharpness(*pts, angles, max(extent / 2560.0, 0.35))
+    k = int(np.argmax(s))
+    best = float(angles[k])
+    if 0 < k < angles.size - 1:  # parabola through the top three
+        den = s[k - 1] - 2 * s[k] + s[k + 1]
+        if den < 0:
+            best += 0.01 * 0.5 * (s[k - 1] - s[k + 1]) / den
+    return best
+
+
+def rotate_map(m: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
+    """``m`` rotated so that lines tilted by ``angle_deg`` become horizontal (canvas grown to fit).
+
+    ``order=3`` (cubic spline) keeps a thin trace sharp, which the sub-pixel vectoriser
+    needs; the grid only has to keep its period, and bilinear is faster.
+    """
+    from scipy import ndimage
+
+    if abs(angle_deg) < 1e-6:
+        return m
+    out = ndimage.rotate(m.astype(np.float32, copy=False), angle_deg, reshape=True, order=order,
+                         mode="constant", cval=0.0, prefilter=order > 1)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def deskew(trace: np.ndarray, grid: np.ndarray | None, *, min_deg: float = 0.03,
+           max_deg: float = MAX_ROTATION_DEG) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """(trace, grid, angle): both maps straightened; the angle comes from the grid when it has ink."""
+    angle = estimate_rotation(grid, max_deg) if grid is not None and has_grid(grid) else None
+    if angle is None:
+        angle = estimate_rotation(trace, max_deg)
+    if angle is None or abs(angle) < min_deg:
+        return trace, grid, 0.0
+    return rotate_map(trace, angle, order=3), (None if grid is None else rotate_map(grid, angle)), float(angle)
+
+
+def has_grid(grid: np.ndarray | None) -> bool:
+    """Whether the grid map holds enough ink to be a grid: even a coarse-only grid of thin
+    lines covers several percent of the page; stray marks and a trace's fringe cover less."""
+    return grid is not None and int(np.count_nonzero(grid > _INK)) >= max(_MIN_INK_PIXELS, grid.size // 100)
+
+
+# ---------------------------------------------------------------- grid pitch
+
+def _detrended(profile: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import uniform_filter1d
+
+    p = np.asarray(profile, np.float64)
+    return p - uniform_filter1d(p, size=max(9, min(p.size // 4, 129)), mode="nearest")
+
+
+def _spectrum_peak(p: np.ndarray, period: float, span: float = 0.04) -> tuple[float, float]:
+    """(period, magnitude) of the Fourier peak nearest ``period`` (searched within ±span)."""
+    x = np.arange(p.size, dtype=np.float64)
+    freqs = (1.0 / period) * (1.0 + np.linspace(-span, span, 81))
+    mags = np.abs(np.exp(-2j * np.pi * np.outer(freqs, x)) @ p)
+    k = int(np.argmax(mags))
+    f = freqs[k]
+    if 0 < k < freqs.size - 1:
+        den = mags[k - 1] - 2 * mags[k] + mags[k + 1]
+        if den < 0:
+            f += (freqs[1] - freqs[0]) * 0.5 * (mags[k - 1] - mags[k + 1]) / den
+    return 1.0 / f, float(mags[k])
+
+
+def grid_pitch(profile: np.ndarray, min_period: float = 2.0) -> tuple[float, bool] | None:
+    """(pixels per mm, whether 1 mm lines were seen) from a grid profile, None if not periodic.
+
+    ``profile``: the grid map summed across the lines' direction (columns for x).
+    """
+    prof = np.asarray(profile, np.float64)
+    on = np.flatnonzero(prof > 0.05 * (prof.max() if prof.size else 0))
+    if on.size < 16:
+        return None
+    p = _detrended(prof[on[0]:on[-1] + 1])
+    n = p.size
+    if n / 6.0 <= min_period * 1.5:
+        return None
+    pad = 8
+    mag = np.abs(np.fft.rfft(p * np.hanning(n), n=pad * n))
+    freqs = np.fft.rfftfreq(pad * n)
+    band = (freqs >= 6.0 / n) & (freqs <= 1.0 / min_period)
+    if not band.any():
+        return None
+    floor = float(np.median(mag[band]))
+    k_peak = int(np.flatnonzero(band)[np.argmax(mag[band])])
+    top = float(mag[k_peak])
+    if top < 8.0 * floor:
+        return None
+    f_peak = freqs[k_peak]
+
+    def strength(f):  # the local maximum within a bin of the transform's resolution
+        i = int(round(f * pad * n))
+        return float(mag[max(i - pad // 2, 0):i + pad // 2 + 1].max()) if i < mag.size else 0.0
+
+    def present(f):
+        return strength(f) > max(5.0 * floor, 0.08 * top)
+
+    # the fundamental: the lowest frequency f_peak/m whose harmonics 1..m are all present
+    m = 1
+    for cand in range(2, 11):
+        f0 = f_peak / cand
+        if f0 < 6.0 / n:
+            break
+        if all(present(j * f0) for j in range(1, cand)):
+            m = cand
+    # refine on the highest harmonic that stands clear: a finer ruler over the same span
+    j = max((j for j in range(1, 11) if j / (m / f_peak) <= 1.0 / min_period and present(j * f_peak / m)),
+            default=m)
+    period = _refine_period(p * np.hanning(n), m / f_peak / j) * j
+    # 1 mm lines show as a 5th harmonic that stands above the 4th and 6th
+    if m >= 5 and m % 5 == 0:
+        f5 = 5.0 / period
+        if strength(f5) > 1.5 * max(strength(4.0 / period), strength(6.0 / period)):
+            return period / MM_PER_MAJOR, True
+    # a single kind of line: 1 mm or 5 mm apart? a page spans ~280 mm
+    if n / period > 125.0:
+        return period, True
+    return period / MM_PER_MAJOR, False
+
+
+def _refine_period(p: np.ndarray, period: float) -> float:
+    per, _ = _spectrum_peak(p, period, span=0.01)
+    return per
+
+
+def grid_px_per_mm(grid: np.ndarray | None) -> tuple[float | None, float | None]:
+    """(x, y) pixels per mm of a (deskewed) grid map; None on an axis without a periodic grid."""
+    if not has_grid(grid):
+        return None, None
+    gx = grid_pitch(grid.sum(axis=0))
+    gy = grid_pitch(grid.sum(axis=1))
+    return (None if gx is None else gx[0]), (None if gy is None else gy[0])

@@ -1,0 +1,107 @@
+"""From an image to a 12-lead signal: TraceNet maps, then the pipeline.
+
+``digitize_image`` resizes the page image to the working resolution (long side
+:data:`~ecgscan_cli.digitize.model.WORK_LONG_SIDE`), lets TraceNet (or, with
+``method="classical"``, the training-free colour rules of
+:mod:`ecgscan_cli.digitize.classical`) mark trace and grid pixels, and hands the two
+maps to :func:`ecgscan_cli.digitize.pipeline.digitize_maps`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ecgscan_cli.errors import EcgscanError
+
+METHODS = ("net", "classical")
+
+
+def shipped_weights() -> Path:
+    """The TraceNet weights that ship in the package (see ``weights/README.md`` beside them)."""
+    return Path(str(resources.files("ecgscan_cli.digitize") / "weights" / "tracenet.safetensors"))
+
+
+def load_digitizer(weights: str | Path | None = None, device="cpu"):
+    """TraceNet from ``weights`` (a .safetensors file or a train-digitizer run folder) or the shipped ones."""
+    from ecgscan_cli.digitize.model import load_tracenet
+
+    path = shipped_weights() if weights is None else Path(weights)
+    if path.is_dir():
+        path = path / "tracenet.safetensors"
+    if weights is None and not path.is_file():
+        raise EcgscanError("this installation has no digitiser weights (ecgscan_cli/digitize/weights); "
+                           "pass --weights RUN/tracenet.safetensors from `ecgscan train-digitizer`")
+    return load_tracenet(path, device)
+
+
+def working_size(h: int, w: int, long_side: int | None = None) -> tuple[int, int]:
+    from ecgscan_cli.digitize.model import WORK_LONG_SIDE
+
+    s = (long_side or WORK_LONG_SIDE) / max(h, w)
+    return max(int(round(h * s)), 16), max(int(round(w * s)), 16)
+
+
+def to_working(image: np.ndarray, long_side: int | None = None) -> np.ndarray:
+    """``image`` (uint8 H×W×3) resized to the working resolution (area-averaged when shrinking)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    wh, ww = working_size(h, w, long_side)
+    if (wh, ww) == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((ww, wh), Image.Resampling.BOX if wh < h else
+                                                    Image.Resampling.BILINEAR))
+
+
+def predict_maps(net, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TraceNet's (trace, grid) probabilities [H, W] float32 for a working-resolution ``image``."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = image.shape[:2]
+    m = net.multiple
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0  # a writable copy
+    x = F.pad(x, (0, (-w) % m, 0, (-h) % m), value=1.0)     # white paper beyond the edge
+    with torch.inference_mode():
+        p = torch.sigmoid(net(x))[0, :, :h, :w].numpy()
+    return p[0], p[1]
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise EcgscanError(f"expected an RGB image, got an array of shape {a.shape}")
+    if min(a.shape[:2]) < 64:
+        raise EcgscanError(f"image of {a.shape[1]}×{a.shape[0]} px is too small to hold an ECG")
+    if a.dtype != np.uint8:
+        raise EcgscanError(f"expected 8-bit pixels, got {a.dtype}")
+    return a[..., :3]
+
+
+def digitize_image(image: np.ndarray, net=None, *, method: str = "net"):
+    """The 12-lead signal on a page image (uint8 H×W×3 RGB, any size).
+
+    Returns a :class:`~ecgscan_cli.digitize.pipeline.Digitized` whose ``rows`` are in
+    working-resolution pixels and ``work_scale`` is working px per input px; raises
+    :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
+    """
+    from ecgscan_cli.digitize.pipeline import digitize_maps
+
+    if method not in METHODS:
+        raise EcgscanError(f"unknown digitiser method {method!r} (choose from {', '.join(METHODS)})")
+    image = check_image(image)
+    work = to_working(image)
+    if method == "classical":
+        from ecgscan_cli.digitize.classical import classical_maps
+
+        trace, grid = classical_maps(work)
+    else:
+        trace, grid = predict_maps(net if net is not None else load_digitizer(), work)
+    result = digitize_maps(trace, grid)
+    result.work_scale = work.shape[0] / image.shape[0]
+    return result

@@ -1,0 +1,110 @@
+"""TraceNet: the digitiser's segmentation network (a small U-Net).
+
+Input: an RGB page image in [0, 1] at the working resolution (long side about
+``WORK_LONG_SIDE`` px, any size: padded to a multiple of 16). Output: two logit maps of
+the same size, ``trace`` (ECG ink: traces and calibration pulses) and ``grid`` (grid
+lines), the channels of :mod:`ecgscan_cli.render.targets`.
+
+Weights are plain safetensors with the config in the file's metadata, so a file is
+self-describing and loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ecgscan_cli.errors import EcgscanError
+
+WORK_LONG_SIDE = 1024   # the image is resized so its long side is this many pixels
+
+
+@dataclass(frozen=True)
+class TraceNetConfig:
+    widths: tuple[int, ...] = (8, 16, 32, 48, 64)   # channels per level; len − 1 downsamplings
+    out_channels: int = 2                          # trace, grid
+
+    def check(self) -> "TraceNetConfig":
+        if not (2 <= len(self.widths) <= 7) or any(int(w) < 1 for w in self.widths):
+            raise EcgscanError(f"TraceNet widths must be 2–7 positive numbers, got {self.widths}")
+        return self
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def _block(c_in: int, c_out: int, convs: int = 2) -> nn.Sequential:
+    layers = _conv(c_in, c_out)
+    for _ in range(convs - 1):
+        layers += _conv(c_out, c_out)
+    return nn.Sequential(*layers)
+
+
+class TraceNet(nn.Module):
+    def __init__(self, config: TraceNetConfig | None = None):
+        super().__init__()
+        self.config = (config or TraceNetConfig()).check()
+        w = list(self.config.widths)
+        self.down = nn.ModuleList([_block(3, w[0])] + [_block(w[i - 1], w[i]) for i in range(1, len(w))])
+        # one convolution per decoder level: most of the cost is at full resolution (CPU inference budget)
+        self.up = nn.ModuleList([_block(w[i] + w[i - 1], w[i - 1], convs=1) for i in range(len(w) - 1, 0, -1)])
+        self.head = nn.Conv2d(w[0], self.config.out_channels, 1)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (len(self.config.widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B,3,H,W] in [0,1], H and W multiples of :attr:`multiple` → logits [B,C,H,W]."""
+        x = (x - 0.5) / 0.25
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+def save_tracenet(net: TraceNet, path: str | Path, extra: dict | None = None) -> None:
+    """Weights as safetensors; config (and ``extra`` provenance) as JSON in the metadata."""
+    from safetensors.torch import save_file
+
+    meta = {"format": "ecgscan-tracenet-1", "config": json.dumps(asdict(net.config))}
+    if extra:
+        meta["provenance"] = json.dumps(extra)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(path), metadata=meta)
+
+
+def load_tracenet(path: str | Path, device="cpu") -> TraceNet:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise EcgscanError(f"digitiser weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path), device=str(device))
+    except Exception as e:  # a truncated or foreign file
+        raise EcgscanError(f"{path}: not a safetensors weights file ({type(e).__name__})") from None
+    if meta.get("format") != "ecgscan-tracenet-1":
+        raise EcgscanError(f"{path}: not ecgscan digitiser weights (format {meta.get('format')!r})")
+    raw = json.loads(meta["config"])
+    known = {f.name for f in fields(TraceNetConfig)}
+    cfg = TraceNetConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known})
+    net = TraceNet(cfg)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise EcgscanError(f"{path}: weights do not match their config ({str(e).splitlines()[0]})") from None
+    return net.to(device).eval()

@@ -1,0 +1,242 @@
+"""A row's trace as points of its centre line, then as millivolts at 500 Hz.
+
+In each column the ink of the row's band falls into vertical runs (a run broken by a
+pixel or two of faint ink is one run). The trace is continuous, so the run chosen in a
+column is one touching the run chosen in the previous column, where the stroke leaves it
+(the nearest one after a gap); a neighbouring row's tall QRS, a label or a blur fragment
+entering the band is passed over. A run's sub-pixel top and bottom come from its ink
+mass and centre; :func:`centreline` turns the columns' spans into the path of least
+vertical travel through them, keeping the peaks a per-column mean would blunt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_INK = 0.3
+_JOIN_PX = 2
+_EDGE_PX = 2
+
+
+def _segments(band: np.ndarray, c0: int, c1: int):
+    """Per column in [c0, c1): ink runs as sorted arrays (column, lo, hi, top edge, bottom edge).
+
+    ``lo``/``hi`` are the run's pixel rows [lo, hi); the edges are sub-pixel, from the
+    ink's mass and centre (see below).
+    """
+    sub = np.clip(band[:, c0:c1].T.astype(np.float64), 0.0, 1.0)     # [cols, h]
+    cols, h = sub.shape
+    on = np.zeros((cols, h + 2), np.int8)
+    on[:, 1:-1] = sub > _INK
+    d = np.diff(on, axis=1)
+    cs, lo = np.nonzero(d == 1)      # run starts, sorted by column then y
+    _, hi = np.nonzero(d == -1)      # run ends (exclusive), paired with the starts
+    # a stroke whose ink dips below the threshold for a pixel or two (blur, a resampled
+    # map) is one run, not several
+    join = np.r_[False, (cs[1:] == cs[:-1]) & (lo[1:] - hi[:-1] <= _JOIN_PX)]
+    if join.any():
+        first = np.flatnonzero(~join)
+        last = np.r_[first[1:], cs.size] - 1
+        cs, lo, hi = cs[first], lo[first], hi[last]
+    # edges from the ink's mass and centre over the run and two pixels either side: a
+    # line covering [A, B] has mass B − A and centre (A + B) / 2, and both survive blur
+    s0 = np.zeros((cols, h + 1))
+    s1 = np.zeros((cols, h + 1))
+    np.cumsum(sub, axis=1, out=s0[:, 1:])
+    np.cumsum(sub * (np.arange(h) + 0.5), axis=1, out=s1[:, 1:])
+    a = np.maximum(lo - _EDGE_PX, 0)
+    b = np.minimum(hi + _EDGE_PX, h)
+    mass = np.maximum(s0[cs, b] - s0[cs, a], 1e-6)
+    centre = (s1[cs, b] - s1[cs, a]) / mass
+    top, bottom = centre - mass / 2.0, centre + mass / 2.0
+    return cs, lo.astype(np.float64), hi.astype(np.float64), top, bottom
+
+
+def track_row(band: np.ndarray, y_start: float, c0: int, c1: int, max_jump: float) -> tuple[np.ndarray, np.ndarray]:
+    """(top, bottom) ink edges (band pixels, continuous) of the trace in columns c0..c1-1, NaN where lost.
+
+    ``y_start``: where the trace should be at c0 (the baseline); ``max_jump``: how far (px)
+    the trace may be from its last position after a gap and still be the same trace.
+    """
+    c0, c1 = max(int(c0), 0), min(int(c1), band.shape[1])
+    out_top = np.full(max(c1 - c0, 0), np.nan)
+    out_bottom = out_top.copy()
+    if c1 <= c0:
+        return out_top, out_bottom
+    cs, lo, hi, top, bottom = _segments(band, c0, c1)
+    centre = (top + bottom) / 2.0
+    bounds = np.searchsorted(cs, np.arange(c1 - c0 + 1)).tolist()
+    lo_l, hi_l, ce_l = lo.tolist(), hi.tolist(), centre.tolist()
+    p_lo = p_hi = p_c = p_exit = float(y_start)
+    have = False                     # a segment was chosen already (else: nearest to y_start)
+    missed = 0
+    for c in range(c1 - c0):
+        k0, k1 = bounds[c], bounds[c + 1]
+        if k0 == k1:
+            missed += 1
+            continue
+        best, best_key = -1, None
+        reach = 1.0 + missed          # a trace moves at most this far per empty column
+        for k in range(k0, k1):
+            if have:
+                gap = max(lo_l[k] - p_hi, p_lo - hi_l[k], 0.0)
+                if gap > reach and gap > max_jump * (1 + missed):
+                    continue
+                # of the runs touching the last one, the one where the stroke leaves it;
+                # then the bigger (a blur fragment loses to the stroke)
+                d_exit = max(lo_l[k] - p_exit, p_exit - hi_l[k], 0.0)
+                key = (gap > reach, d_exit if gap <= reach else gap, lo_l[k] - hi_l[k])
+            else:
+                dist = abs(ce_l[k] - p_c)
+                if dist > max_jump:
+                    continue
+                key = (False, dist, 0.0)
+            if best_key is None or key < best_key:
+                best, best_key = k, key
+        if best < 0:
+            missed += 1
+            continue
+        lo_b, hi_b = lo_l[best], hi_l[best]
+        # where the stroke enters this run (its overlap with the last) and so where it leaves:
+        # a tall run is a steep stroke crossing the column, leaving at its far end
+        entry = min(max((max(lo_b, p_lo) + min(hi_b, p_hi)) / 2.0, lo_b), hi_b) if have and missed == 0 else ce_l[best]
+        if hi_b - lo_b > 6:
+            p_exit = hi_b - 1 if entry - lo_b < hi_b - entry else lo_b
+        else:
+            p_exit = ce_l[best]
+        p_lo, p_hi, p_c = lo_b, hi_b, ce_l[best]
+        out_top[c], out_bottom[c] = top[best], bottom[best]
+        have, missed = True, 0
+    return out_top, out_bottom
+
+
+def _travel(e: float, x: float, lo: float, hi: float) -> float:
+    """Least vertical travel of a path entering a column at ``e``, leaving at ``x``, visiting lo and hi."""
+    return (hi - lo) + min(abs(e - lo) + abs(hi - x), abs(e - hi) + abs(lo - x))
+
+
+def _column_path(e: float, x: float, lo: float, hi: float, tol: float) -> list[float]:
+    """The extremes a column's trace visits between entry ``e`` and exit ``x``, in order."""
+    first, second = (lo, hi) if abs(e - lo) + abs(hi - x) <= abs(e - hi) + abs(lo - x) else (hi, lo)
+    out = []
+    for v in (first, second):
+        if abs(v - e) > tol and abs(v - x) > tol and not (min(e, x) - tol <= v <= max(e, x) + tol):
+            out.append(v)
+    return out
+
+
+def _chain(lo: list[float], hi: list[float], tol: float) -> tuple[list[float], list[float]]:
+    """Points (x in columns from the chain's first, y) of one unbroken run of columns.
+
+    A column's span is the trace's min..max inside it, so the value at the edge between
+    two columns lies in both spans. Of the values the spans allow, the path of least
+    vertical travel (total variation) is taken, by dynamic programming over the two ends
+    of each overlap: a smooth trace goes no further than its ink shows.
+    """
+    n = len(lo)
+    cands = []
+    for c in range(n - 1):
+        a, b = max(lo[c], lo[c + 1]), min(hi[c], hi[c + 1])
+        cands.append((a, b) if a <= b else ((a + b) / 2.0,))
+    entry = (lo[0], hi[0])
+    exit_ = (lo[-1], hi[-1])
+    bounds = [entry] + cands + [exit_]
+    cost = [0.0] * len(entry)
+    back = []
+    for c in range(n):
+        prev, nxt = bounds[c], bounds[c + 1]
+        new_cost, arg = [], []
+        for x in nxt:
+            best, bi = None, 0
+            for i, e in enumerate(prev):
+                v = cost[i] + _travel(e, x, lo[c], hi[c])
+                if best is None or v < best:
+                    best, bi = v, i
+            new_cost.append(best)
+            arg.append(bi)
+        back.append(arg)
+        cost = new_cost
+    # walk back: the chosen value at each boundary
+    j = min(range(len(cost)), key=cost.__getitem__)
+    chosen = [0.0] * (n + 1)
+    for c in range(n, 0, -1):
+        chosen[c] = bounds[c][j]
+        j = back[c - 1][j]
+    chosen[0] = bounds[0][j]
+    xs, ys = [], []
+    for c in range(n):
+        e, x = chosen[c], chosen[c + 1]
+        if c > 0:
+            xs.append(float(c))
+            ys.append(e)
+        inner = _column_path(e, x, lo[c], hi[c], tol)
+        if c == 0 or c == n - 1:   # the chain's ends: its first and last values
+            inner = inner or [(lo[c] + hi[c]) / 2.0]
+        if len(inner) == 1:
+            d_l, d_r = abs(inner[0] - e), abs(inner[0] - x)
+            frac = d_l / (d_l + d_r) if d_l + d_r > 0 else 0.5
+            xs.append(c + frac)
+            ys.append(inner[0])
+        else:
+            for k, v in enumerate(inner):
+                xs.append(c + (k + 1) / (len(inner) + 1))
+                ys.append(v)
+    return xs, ys
+
+
+def centreline(top: np.ndarray, bottom: np.ndarray, c0: int, tol: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Points (continuous x, y) of the trace's centre line from each column's ink edges.
+
+    A column's ink spans the trace's lowest to highest value inside it, widened by the
+    line width (taken as the 20th percentile of the spans: most columns are nearly flat).
+    The values at the edges between columns and the peaks inside columns come from
+    :func:`_chain`; a peak is placed nearer the edge whose value is nearer its own. This
+    keeps the QRS peaks that a per-column mean blunts when a column holds several samples.
+    """
+    ok = np.isfinite(top) & np.isfinite(bottom)
+    if np.count_nonzero(ok) < 2:
+        return np.zeros(0), np.zeros(0)
+    width = float(np.percentile((bottom - top)[ok], 20))
+    lo = top + width / 2.0
+    hi = bottom - width / 2.0
+    mid = (lo + hi) / 2.0
+    lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)
+    xs, ys = [], []
+    idx = np.flatnonzero(ok)
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    for a, b in zip(np.r_[0, breaks + 1], np.r_[breaks + 1, idx.size]):
+        cols = idx[a:b]
+        cx, cy = _chain(lo[cols].tolist(), hi[cols].tolist(), tol)
+        xs.append(np.asarray(cx) + cols[0] + c0)
+        ys.append(np.asarray(cy))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def to_samples(x: np.ndarray, v: np.ndarray, x0: float, px_per_s: float,
+               x_from: float, x_to: float, fs: float, n: int, edge_px: float = 0.0,
+               max_gap_s: float = 0.25) -> np.ndarray:
+    """Points (continuous x, value) → ``n`` samples at ``fs`` (time 0 at ``x0``), NaN off the window.
+
+    ``edge_px``: points this close to the window's ends are dropped (the column on a panel
+    edge holds two leads at once); the samples there take the nearest kept value.
+    """
+    out = np.full(n, np.nan, np.float32)
+    inside = (x >= x_from + edge_px) & (x <= x_to - edge_px) & np.isfinite(v)
+    if np.count_nonzero(inside) < 2:
+        return out
+    t = (x[inside] - x0) / px_per_s
+    v = v[inside]
+    tk = np.arange(n) / fs
+    lo = max((x_from - x0) / px_per_s, t[0] - (edge_px + 1.0) / px_per_s)
+    hi = min((x_to - x0) / px_per_s, t[-1] + (edge_px + 1.0) / px_per_s)
+    want = (tk >= lo) & (tk < hi)
+    if not want.any():
+        return out
+    est = np.interp(tk[want], t, v)
+    # a short gap in the ink (a faint stroke) is bridged: a missing sample costs the
+    # score more than an interpolated one; a long one (no trace there) is not
+    j = np.clip(np.searchsorted(t, tk[want]), 1, t.size - 1)
+    gap = t[j] - t[j - 1]
+    est[(gap > max_gap_s) & (tk[want] > t[0]) & (tk[want] < t[-1])] = np.nan
+    out[want] = est
+    return out

@@ -1,0 +1,142 @@
+"""The digitiser's network, its training pairs and `ecgscan train-digitizer`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ecgscan_cli.errors import EcgscanError
+
+
+@pytest.fixture
+def signals_with_folds(random_signals_file):
+    return random_signals_file          # folds 1..6, one record each
+
+
+def tiny_config(path, **kw):
+    from ecgscan_cli.digitize.trainer import DigitizerTrainConfig
+
+    base = dict(signals=str(path), train_folds=(1, 2, 3, 4), val_folds=(5,), steps=4, batch_size=2,
+                crops_per_page=2, crop=64, widths=(4, 8), eval_every=2, log_every=1, val_batches=1,
+                dpi=(40.0, 60.0))
+    base.update(kw)
+    return DigitizerTrainConfig(**base)
+
+
+def test_targets_stay_on_the_ink_after_photo_like_warps():
+    """The trace target, warped by the same draw as the image, lands on dark pixels."""
+    import torch
+
+    from ecgscan_cli.digitize.data import PairConfig, training_batch
+
+    rng = np.random.default_rng(3)
+    sigs = [np.cumsum(rng.normal(0, 0.02, (12, 5000)), 1) * 0.3 for _ in range(4)]
+    cfg = PairConfig(crop=128, mix={"heavy": 1.0}, dpi=(80.0, 80.0))
+    images, targets, preset = training_batch(sigs, 500.0, cfg, rng, torch.Generator().manual_seed(0))
+    assert preset == "heavy" and images.shape == (4, 3, 128, 128) and targets.shape == (4, 2, 128, 128)
+    lum = images.mean(1)
+    on = targets[:, 0] > 0.6
+    off = targets.sum(1) < 0.01
+    assert on.sum() > 50
+    # ink is dark where the target says trace; paper is light where there is neither trace nor grid
+    assert lum[on].mean() < lum[off].mean() - 0.3
+
+
+def test_tracenet_round_trip_and_refusals(tmp_path):
+    import torch
+
+    from ecgscan_cli.digitize.model import TraceNet, TraceNetConfig, load_tracenet, save_tracenet
+
+    net = TraceNet(TraceNetConfig(widths=(4, 8, 16))).eval()
+    x = torch.rand(1, 3, 48, 80)
+    path = tmp_path / "w.safetensors"
+    save_tracenet(net, path, {"step": 3})
+    again = load_tracenet(path)
+    with torch.inference_mode():
+        assert torch.equal(net(x), again(x))
+        assert net(x).shape == (1, 2, 48, 80)
+    (tmp_path / "junk.safetensors").write_bytes(b"not weights")
+    with pytest.raises(EcgscanError, match="not a safetensors"):
+        load_tracenet(tmp_path / "junk.safetensors")
+    with pytest.raises(EcgscanError, match="not found"):
+        load_tracenet(tmp_path / "missing.safetensors")
+
+
+def test_training_writes_weights_metrics_and_state(signals_with_folds, tmp_path, one_thread):
+    from ecgscan_cli.digitize.image import load_digitizer
+    from ecgscan_cli.digitize.trainer import train_digitizer
+
+    summary = train_digitizer(tiny_config(signals_with_folds, steps=4), tmp_path / "a")
+    assert summary["steps"] == 4 and summary["stopped_by"] == "steps"
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "val_trace_f1" in r] == [2, 4]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in lines if "loss" in r)
+    net = load_digitizer(tmp_path / "a")           # a run folder works as --weights
+    assert net.config.widths == (4, 8)
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["config"]["train_folds"] == [1, 2, 3, 4] and run["val_records"] == 1
+
+
+def test_resume_continues_bit_for_bit(signals_with_folds, tmp_path, one_thread):
+    from safetensors.torch import load_file
+
+    from ecgscan_cli.digitize.trainer import train_digitizer
+
+    train_digitizer(tiny_config(signals_with_folds, steps=4), tmp_path / "a")
+    cfg = tiny_config(signals_with_folds, steps=4)
+    # run b: interrupted (Ctrl-C held until step 2 finished), then resumed to step 4
+    from ecgscan_cli.digitize import trainer
+
+    calls = {"n": 0}
+    real = trainer._Run.train_step
+
+    def two_then_stop(self, train):
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real(self, train)
+
+    trainer._Run.train_step = two_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_digitizer(cfg, tmp_path / "b")
+    finally:
+        trainer._Run.train_step = real
+    assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["step"] == 2
+    train_digitizer(cfg, tmp_path / "b", resume=True)
+    wa = load_file(tmp_path / "a" / "last" / "tracenet.safetensors")
+    wb = load_file(tmp_path / "b" / "last" / "tracenet.safetensors")
+    assert set(wa) == set(wb)
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def test_config_and_folder_refusals(signals_with_folds, tmp_path):
+    from ecgscan_cli.digitize.trainer import train_digitizer
+
+    with pytest.raises(EcgscanError, match="overlap"):
+        train_digitizer(tiny_config(signals_with_folds, val_folds=(1,)), tmp_path / "x")
+    with pytest.raises(EcgscanError, match="no records in train folds"):
+        train_digitizer(tiny_config(signals_with_folds, train_folds=(9,)), tmp_path / "x")
+    with pytest.raises(EcgscanError, match="nothing to resume"):
+        train_digitizer(tiny_config(signals_with_folds), tmp_path / "never", resume=True)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("mine")
+    with pytest.raises(EcgscanError):
+        train_digitizer(tiny_config(signals_with_folds), precious, overwrite=True)
+    assert (precious / "thesis.txt").read_text() == "mine"
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_bad_mix_is_one_line(signals_with_folds, tmp_path):
+    for mix, words in (("paper=-1", "--mix"), ("paper=1,glossy=1", "glossy")):
+        r = subprocess.run([sys.executable, "-m", "ecgscan_cli", "train-digitizer", str(signals_with_folds),
+                            "-o", str(tmp_path / "r"), "--mix", mix], capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().count("\n") == 0 and words in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "r").exists()
