@@ -774,7 +774,7 @@ def _interrupt(kind: str, sig: signal.Signals, to_group: bool = False):
         else:
             args = ["import", str(ctx.wfdb), "-o", str(out / "s.h5"), "--labels", "none", "-j", kind[-1], "-q"]
         def check(proc):
-            left = sorted(p.name for p in out.iterdir())
+            left = sorted(p.name for p in out.iterdir() if ".partial" not in p.name and ".old-" not in p.name)
             return [f"partial/lost: left {', '.join(left[:3])}"] if left and proc.returncode != 0 else []
         return Plan(args, expect="stop", interrupt=sig, to_group=to_group, started=_appeared(out, set()), timeout=60,
                     check=check)

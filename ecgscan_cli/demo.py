@@ -397,5 +397,5 @@ def rerun_commands(signals: str, train_folds, val_folds, test_folds) -> list[str
             f"ecgscan probe emb.h5 emb0.h5 --train-folds {fold_ranges(train_folds)} "
             f"--val-folds {fold_ranges(val_folds)} --test-folds {fold_ranges(test_folds)}",
             "ecgscan zeroshot work/run/best work/test_signals.h5",
-            "ecgscan reconstruct work/run/best work/recon_truth.h5 -o recon.h5 --overlay overlays/",
+            "ecgscan reconstruct work/recon_truth.h5 --checkpoint work/run/best -o recon.h5 --overlays overlays/",
             "ecgscan snr-check recon.h5 --reference work/recon_truth.h5"]

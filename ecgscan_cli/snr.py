@@ -525,9 +525,14 @@ def open_records(path) -> SignalsRecords | WfdbRecords:
 def compare_signals(estimate, reference, *, metric: str | None = None, align: bool | None = None,
                     missing: str | None = None, score_absent: bool = False,
                     max_shift_s: float = MAX_SHIFT_S, max_offset_mv: float = MAX_OFFSET_MV,
+                    shown_only: bool = False,
                     progress: Callable[[int], None] | None = None) -> SnrResult:
     """Reconstruction SNR of ``estimate`` against ``reference`` (each a signals file or a
     WFDB folder), records matched by id, every lead of the reference scored.
+
+    ``shown_only``: the reference keeps only the samples a standard printed page shows
+    (3×4 at 25 mm/s: each lead 2.5 s, lead II 10 s; NaN elsewhere), as ecg-image-kit's
+    ``--mask_unplotted_samples`` stores the PhysioNet 2024 references of printed ECGs.
 
     ``metric`` (default :data:`DEFAULT_METRIC`; ``align`` and ``missing`` are the older
     spellings, see :func:`resolve_metric`; ``align=False`` given explicitly scores without
@@ -547,13 +552,25 @@ def compare_signals(estimate, reference, *, metric: str | None = None, align: bo
         est.close()
         raise
     try:
-        return _compare(est, ref, estimate, reference, chosen, score_absent, max_shift_s, max_offset_mv, progress)
+        return _compare(est, ref, estimate, reference, chosen, score_absent, max_shift_s, max_offset_mv, progress,
+                        shown_only)
     finally:
         est.close()
         ref.close()
 
 
-def _compare(est, ref, estimate, reference, metric, score_absent, max_shift_s, max_offset_mv, progress) -> SnrResult:
+def _as_printed(record) -> np.ndarray:
+    """The reference as a standard printed page shows it (see ``compare_signals(shown_only=True)``)."""
+    from ecgscan_cli.render.layout import as_shown
+
+    if list(record.names) != list(LEADS):
+        raise EcgscanError(f"--shown-only needs references in the standard 12-lead order, "
+                           f"got {', '.join(record.names)}")
+    return as_shown(np.asarray(record.signal, np.float64), fs=record.fs)
+
+
+def _compare(est, ref, estimate, reference, metric, score_absent, max_shift_s, max_offset_mv, progress,
+             shown_only=False) -> SnrResult:
     from ecgscan_cli.wfdb_import import RecordError
 
     if not ref.ids:
@@ -588,7 +605,8 @@ def _compare(est, ref, estimate, reference, metric, score_absent, max_shift_s, m
                 continue
         else:
             _check_compatible(rid, r, e, official)
-        values = record_snr(r.signal, None if e is None else e.signal, r.fs, metric, ref_names=r.names,
+        values = record_snr(_as_printed(r) if shown_only else r.signal, None if e is None else e.signal, r.fs,
+                            metric, ref_names=r.names,
                             est_names=None if e is None else e.names, max_shift_s=max_shift_s,
                             max_offset_mv=max_offset_mv)
         scored.append((rid, r.names, values))

@@ -43,17 +43,17 @@ def test_rows_on_held_out_fold(setup):
         for task in ("probe 1%", "probe 10%", "probe 100%"):
             assert (row, task) in got
     assert ("ecgscan", "zero-shot") in got
-    assert not any(x["row"] in ("imagenet", "image-to-signal") for x in rows)  # n/a and pending
+    assert not any(x["row"] in ("imagenet", "image-to-signal") for x in rows)  # n/a, and asked for by name only
     results = json.loads((d / "b1" / "results.json").read_text())
     assert results["test_folds"] == [10]  # the fold pretraining held out
-    assert "image-to-signal" in results["pending"] and "imagenet" in results["pending"]
+    assert "imagenet" in results["pending"] and "image-to-signal" not in results["pending"]
     n_test = {x["n_test"] for x in rows if x["task"].startswith("probe")}
     from ecgscan_cli.formats.signals import SignalsFile
 
     assert n_test == {int((np.asarray(SignalsFile(signals).folds) == 10).sum())}
     assert all(0 <= x["macro_auroc"] <= 100 for x in rows)
     table = (d / "b1" / "table.md").read_text()
-    assert "| image-to-signal | pending |" in table
+    assert "| imagenet |" in table and "image-to-signal" not in table
 
 
 def test_rows_match_probe_and_teacher(setup):
@@ -131,3 +131,33 @@ def test_zeroshot_from_backbone_equals_projected_pass(setup):
         assert r.exit_code == 0, r.output
         scores[features] = next(x["macro_auroc"] for x in json.loads(r.stdout) if x["task"] == "zero-shot")
     assert scores["backbone"] == pytest.approx(scores["projected"], abs=1e-3)
+
+
+def test_image_to_signal_row_digitises_every_record(setup, tmp_path):
+    """The row is the teacher on signals read back from rendered pages by a TraceNet."""
+    from ecgscan_cli.digitize.model import TraceNet, TraceNetConfig, save_tracenet
+
+    d, signals, best = setup
+    weights = tmp_path / "tiny.safetensors"
+    save_tracenet(TraceNet(TraceNetConfig(widths=(4, 8))), weights)   # untrained: reads little, fast
+    r = run("benchmark", best, signals, "-o", d / "b_i2s", "--rows", "signal,image-to-signal", "--fractions", "1",
+            "--no-zeroshot", "--digitizer-weights", weights, "-f", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    rows = {x["row"]: x for x in json.loads(r.stdout)}
+    assert set(rows) == {"signal", "image-to-signal"}
+    assert rows["image-to-signal"]["n_test"] == rows["signal"]["n_test"] > 0
+    results = json.loads((d / "b_i2s" / "results.json").read_text())
+    assert 0 <= results["timings_s"]["digitiser refused pages"] <= 100
+    from ecgscan_cli.formats.embeddings import EmbeddingsFile
+
+    a = EmbeddingsFile(d / "b_i2s" / "signal.h5").embeddings
+    b = EmbeddingsFile(d / "b_i2s" / "image-to-signal.h5").embeddings
+    assert a.shape == b.shape and not np.allclose(a, b)   # digitised signals are not the true ones
+
+
+def test_image_to_signal_refuses_missing_weights_before_work(setup, tmp_path):
+    d, signals, best = setup
+    r = run("benchmark", best, signals, "-o", tmp_path / "x", "--rows", "image-to-signal",
+            "--digitizer-weights", tmp_path / "none.safetensors", *FAST)
+    assert r.exit_code == 2 and "digitiser weights not found" in r.output
+    assert not (tmp_path / "x").exists()

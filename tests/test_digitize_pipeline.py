@@ -19,7 +19,7 @@ from ecgscan_cli.digitize.classical import classical_maps
 from ecgscan_cli.digitize.pipeline import DigitizeError, digitize_maps
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.leads import LEAD_INDEX
-from ecgscan_cli.render.layout import LayoutOptions, page_geometry
+from ecgscan_cli.render.layout import LayoutOptions, as_shown, page_geometry
 from ecgscan_cli.render.page import draw_polylines, render_page
 from ecgscan_cli.render.targets import page_targets
 from ecgscan_cli.snr import reconstruction_snr
@@ -38,11 +38,7 @@ def signals(ptbxl_dir):
 
 def shown(x: np.ndarray, options: LayoutOptions | None = None, fs: float = 500.0) -> np.ndarray:
     """The reference as the page shows it (NaN elsewhere), like a PhysioNet 2024 reference."""
-    ref = np.full_like(x, np.nan)
-    for p in page_geometry(options).panels:
-        a, b = int(np.ceil(p.t_start * fs)), min(int(np.floor(p.t_end * fs)), x.shape[1] - 1)
-        ref[p.lead_index, a:b + 1] = x[p.lead_index, a:b + 1]
-    return ref
+    return as_shown(x, options, fs)
 
 
 def mean_snr(x, d, options=None) -> float:
@@ -116,9 +112,49 @@ def test_calibration_pulse_is_read_from_its_own_band():
     y = np.array([50, 50, 40, 40, 50, 50.0])
     trace_x = np.linspace(20, 100, 400)
     band = draw_rows([(x, y), (trace_x, 50 + 3 * np.sin(trace_x))], ppm)[180:300]
-    a, b, foot, height = layout.find_calibration(band, ppm, 25.0)
-    assert abs(a - 50) <= 1 and abs(b - 95) <= 1
-    assert abs(foot - (250 - 180)) < 0.2 and abs(height - 50) < 0.3
+    pulse = layout.find_calibration(band, ppm, 25.0)
+    assert abs(pulse.rise - 60) <= 0.6 and abs(pulse.fall - 85) <= 0.6
+    assert abs(pulse.foot - (250 - 180)) < 0.2 and abs(pulse.height - 50) < 0.3
+
+
+def test_no_pulse_is_made_up_from_a_trace():
+    ppm = 5.0
+    # a flat trace with 1 mV spikes: tall strokes and flat stretches, but no 200 ms top
+    xs, ys = [10.0], [50.0]
+    for c in np.arange(15, 100, 12.0):
+        xs += [c, c + 0.5, c + 1.0]
+        ys += [50.0, 40.0, 50.0]
+    band = draw_rows([(np.array(xs + [110.0]), np.array(ys + [50.0]))], ppm)[180:300]
+    assert layout.find_calibration(band, ppm, 25.0, heights_px=[5 * ppm, 10 * ppm, 20 * ppm]) is None
+    # the same band with a pulse in front: found
+    pulse = draw_rows([(np.array([0, 2, 2, 7, 7, 9.0]), np.array([50, 50, 40, 40, 50, 50.0]))], ppm)[180:300]
+    found = layout.find_calibration(np.maximum(band, pulse), ppm, 25.0, heights_px=[5 * ppm, 10 * ppm, 20 * ppm])
+    assert found is not None and abs(found.fall - 35) <= 0.6
+
+
+@pytest.mark.parametrize("maps", ["classical", "soft"])
+def test_pulses_and_time_zero_at_the_working_resolution(signals, maps):
+    """About 93 dpi (a letter page at long side 1024 px): the pulse's one-pixel lines fade
+    or break in classical maps and blur into the trace in a soft map; the pulses must still
+    be found and every row must start at the page's time 0."""
+    from ecgscan_cli.digitize.image import to_working
+
+    x = signals[0]
+    if maps == "classical":
+        trace, grid = classical_maps(to_working(render_page(x, 500.0, dpi=200.0, return_meta=False), 1024))
+    else:
+        trace, grid = page_targets(x, 500.0, LayoutOptions(), 93.0)
+        trace = np.clip(ndimage.gaussian_filter(trace, 1.0) * 2.5, 0.0, 1.0)   # ~3 px wide, like TraceNet's
+    d = digitize_maps(trace, grid)
+    geo = page_geometry(LayoutOptions())
+    ppm = d.px_per_mm[0]
+    assert d.layout == "3x4+1"
+    assert sum(r["calibration"] for r in d.rows) >= 3
+    for r, base_mm in zip(d.rows, geo.baselines_mm):
+        assert abs(r["x0"] - geo.trace_x0_mm * ppm) < 1.0, r
+        assert abs(r["y"] - base_mm * d.px_per_mm[1]) < 1.0, r
+    # (the scores are low: steep strokes fade in these maps; the floors guard what was measured)
+    assert mean_snr(x, d) >= (6.0 if maps == "classical" else 4.5)
 
 
 # ---------------------------------------------------------------- vectorize
@@ -188,6 +224,56 @@ def test_rotated_pages_are_deskewed(signals, angle):
     assert np.mean(scores) >= 15.0, scores
 
 
+def keystone(m: np.ndarray) -> np.ndarray:
+    """``m`` as a camera at an angle sees it: lower rows stretched 4 % more, rows fanning out
+    (tilts from −0.7° to +0.7°), which no single rotation or px/mm undoes."""
+    h, w = m.shape
+    yo, xo = np.mgrid[0:h, 0:w].astype(np.float64)
+    xs = xo * (1.0 - 0.04 * yo / h)
+    ys = yo + 0.024 * (xo - w / 2) * (yo / h - 0.5)
+    return np.clip(ndimage.map_coordinates(m, [ys, xs], order=1, cval=0.0), 0.0, 1.0).astype(np.float32)
+
+
+def test_unevenly_stretched_pages_follow_the_grid(signals):
+    """The grid's 5 mm lines tell each row's local stretch and baseline slant: without
+    following them this page scores about 3 dB (measured 12.5 dB with, 18.7 unwarped)."""
+    x = signals[0]
+    trace, grid = page_targets(x, 500.0, LayoutOptions(), 100.0)
+    d = digitize_maps(keystone(trace), keystone(grid))
+    assert d.layout == "3x4+1" and all(r["calibration"] for r in d.rows)
+    assert mean_snr(x, d) >= 11.0
+    shift = geometry.grid_shift(keystone(grid), 600, 760, 100 / 25.4)
+    assert shift is not None and np.ptp(shift[100:1000]) > 10.0          # 4 % of 900 px is 36 px
+    assert np.ptp(geometry.grid_shift(grid, 600, 760, 100 / 25.4)[100:1000]) < 2.0
+
+
+def test_a_line_along_the_image_edge_is_neither_a_row_nor_the_page_angle(signals):
+    """A network marks the image's edge (where its padding starts) as a full-width line."""
+    x = signals[0]
+    trace, grid = page_targets(x, 500.0, LayoutOptions(), 100.0)
+    trace, grid = rotated(trace, 2.0, 1), rotated(grid, 2.0, 1)
+    trace[-2:] = 1.0
+    grid[-3:] = 1.0
+    d = digitize_maps(trace, grid)
+    assert d.layout == "3x4+1" and abs(abs(d.rotation_deg) - 2.0) < 0.1, d.rotation_deg
+
+
+def test_a_row_of_fragments_takes_the_other_rows_extent(signals):
+    """A faint trace that breaks into short pieces everywhere still is a row."""
+    x = signals[0]
+    ppm = 100.0 / 25.4
+    trace, grid = page_targets(x, 500.0, LayoutOptions(), 100.0)
+    geo = page_geometry(LayoutOptions())
+    y = int(geo.baselines_mm[0] * ppm)
+    band = trace[y - 80:y + 60]
+    for c in range(0, band.shape[1], int(8 * ppm)):
+        band[:, c:c + int(3 * ppm)] = 0.0           # 5 mm pieces, 3 mm apart
+    d = digitize_maps(trace, grid)
+    assert d.layout == "3x4+1"
+    assert d.rows[0]["x0"] == pytest.approx(d.rows[1]["x0"], abs=1.0)
+    assert np.isfinite(d.signal[LEAD_INDEX["V4"]]).sum() > 500
+
+
 def test_classical_maps_of_red_grid_renders(signals):
     scores = []
     for x in signals:
@@ -210,12 +296,12 @@ def test_classical_maps_of_other_grids_at_working_resolution(signals, grid_style
 def test_classical_maps_separate_ink_from_grid():
     image = np.full((9, 9, 3), 255, np.uint8)
     image[0, 0] = (0, 0, 0)            # ink
-    image[0, 1] = (128, 128, 128)      # its antialiased fringe: neither grid nor (much) trace
+    image[0, 1] = (128, 128, 128)      # half a pixel of ink (a thin line at ~90 dpi): partly trace, not grid
     image[4, 4] = (255, 120, 120)      # major red grid line
     image[8, 8] = (165, 165, 165)      # grey grid line
     trace, grid = classical_maps(image)
     assert trace[0, 0] == 1.0 and grid[0, 0] == 0.0
-    assert trace[0, 1] < 0.3 and grid[0, 1] == 0.0
+    assert 0.3 < trace[0, 1] < 0.6 and grid[0, 1] == 0.0
     assert trace[4, 4] == 0.0 and grid[4, 4] == 1.0
     assert trace[8, 8] == 0.0 and grid[8, 8] > 0.5
     assert trace[2, 6] == 0.0 and grid[2, 6] == 0.0
@@ -242,6 +328,20 @@ def test_without_a_grid_the_pulses_and_the_row_length_give_the_scale(signals):
     assert all(r["calibration"] for r in d.rows)
     assert d.px_per_mm[0] == pytest.approx(100 / 25.4, rel=0.01)
     assert mean_snr(x, d) >= 15.0
+
+
+@pytest.mark.parametrize("options,speed", [(LayoutOptions(gain=20.0), 25.0), (LayoutOptions(gain=5.0), 25.0),
+                                           (LayoutOptions(speed=50.0), 50.0), (LayoutOptions(paper="a4"), 25.0)])
+def test_other_gains_speeds_and_paper(signals, options, speed):
+    """The pulses tell the gain (5/10/20 mm/mV); the user tells the paper speed."""
+    x = signals[1]
+    trace, grid = page_targets(x, 500.0, options, 150.0)
+    d = digitize_maps(trace, grid, speed_mm_s=speed)
+    ppm = 150.0 / 25.4
+    assert all(r["px_per_mv"] == pytest.approx(options.gain * ppm, rel=2e-3) for r in d.rows)
+    shown_s = 62.5 / speed                                       # one panel
+    assert np.isfinite(d.signal[LEAD_INDEX["V6"]]).sum() == pytest.approx(shown_s * 500, abs=3)
+    assert mean_snr(x, d, options) >= 18.0
 
 
 def test_3x4_without_rhythm_strip(signals):

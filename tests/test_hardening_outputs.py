@@ -447,3 +447,30 @@ def test_multi_worker_import_stops_promptly_and_leaves_no_process(how, delay, bi
     assert took < 10 and gone < 10, (took, gone)
     if how != "sigkill":
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sigterm_swallowed_by_a_weakref_callback_is_delivered_again():
+    """#15.6: h5py frees objects through weakref callbacks, where Python swallows an exception
+    ("Exception ignored in ..."); a SIGTERM landing there must still stop the command."""
+    import os
+    import signal
+    import time
+    import weakref
+
+    from ecgscan_cli.cli.common import terminations_as_interrupts
+    from ecgscan_cli.errors import Terminated
+
+    class Obj:
+        pass
+
+    started = time.monotonic()
+    with pytest.raises(Terminated) as caught:
+        with terminations_as_interrupts():
+            obj = Obj()
+            ref = weakref.ref(obj, lambda r: os.kill(os.getpid(), signal.SIGTERM))  # noqa: F841
+            del obj
+            while time.monotonic() - started < 5:
+                time.sleep(0.01)
+    assert caught.value.signum == signal.SIGTERM
+    assert time.monotonic() - started < 2
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN   # handlers restored, not left ignored

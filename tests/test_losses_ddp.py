@@ -42,7 +42,8 @@ def _features(seed: int) -> dict[str, torch.Tensor]:
 
 
 class _ToyModel(nn.Module):
-    """What Objective needs from the model: forward → (z_image, reconstruction), text_proj, signal_proj."""
+    """What Objective needs from the model: forward → (z_image, reconstruction), text_proj,
+    encode_signal_features (z_S from the teacher's features, as ECGScanModel does)."""
 
     def __init__(self):
         super().__init__()
@@ -54,6 +55,9 @@ class _ToyModel(nn.Module):
     def forward(self, images):
         h = self.image(images.flatten(1))
         return F.normalize(h, dim=-1), self.decoder(h).view(-1, 12, SAMPLES)
+
+    def encode_signal_features(self, features):
+        return F.normalize(self.signal_proj(features).float(), dim=-1)
 
 
 def _objective() -> Objective:

@@ -404,3 +404,31 @@ def test_reconstruct_log_line_and_snr_check_agree(tiny_checkpoint, random_signal
     old = [10 * np.log10((ref.signal(i).astype(np.float64) ** 2).sum(1)
                          / ((ref.signal(i).astype(np.float64) - est.signal(i)) ** 2).sum(1)) for i in range(len(ref))]
     assert abs(float(np.mean(old)) - logged) > 0.01
+
+
+def test_shown_only_scores_what_a_printed_page_shows(tmp_path):
+    """An estimate exact on the samples a 3x4 page shows (NaN elsewhere, as the digitiser
+    writes) is perfect under --shown-only and loses 3/4 of each 2.5-s lead's coverage without."""
+    from ecgscan_cli.render.layout import as_shown
+
+    x = synthesize(2, seed=3).signals.astype(np.float64)
+    est = np.stack([as_shown(s) for s in x])
+    est_noisy = np.where(np.isfinite(est), est + 0.01, np.nan)
+    ids = ["a", "b"]
+    write_signals(tmp_path / "ref.h5", x.astype(np.float32), ids, ["", ""])
+    write_signals(tmp_path / "est.h5", est_noisy.astype(np.float32), ids, ["", ""])
+    shown = compare_signals(tmp_path / "est.h5", tmp_path / "ref.h5", metric=ALIGNED, shown_only=True,
+                            max_shift_s=0, max_offset_mv=0)
+    full = compare_signals(tmp_path / "est.h5", tmp_path / "ref.h5", metric=ALIGNED, max_shift_s=0,
+                           max_offset_mv=0)
+    i, ii = LEADS.index("I"), LEADS.index("II")
+    # by hand: SNR of a 0.01 mV offset over the shown 2.5 s of lead I (1251 samples of record a)
+    xa = x[0, i, :1251]
+    want = 10 * np.log10(np.sum(xa ** 2) / (1251 * 0.01 ** 2))
+    assert shown.per_record[0, i] == pytest.approx(want, abs=0.02)      # float32 storage
+    assert full.per_record[0, i] == pytest.approx(want * 1251 / 5000, abs=0.02)
+    assert full.per_record[0, ii] == pytest.approx(shown.per_record[0, ii], abs=1e-6)  # rhythm strip: 10 s
+    r = run("snr-check", tmp_path / "est.h5", "--reference", tmp_path / "ref.h5", "--shown-only", "-f", "json")
+    assert r.exit_code == 0, r.output
+    r = run("snr-check", tmp_path / "est.h5", "--shown-only")
+    assert r.exit_code == 2 and "--shown-only needs --reference" in r.output

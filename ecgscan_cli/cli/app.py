@@ -44,7 +44,7 @@ app.command("pretrain", short_help="Pretrain the ECG-Scan image encoder.")(pretr
 app.command("embed", short_help="Image embeddings from a checkpoint.")(embed.embed_command)
 app.command("probe", short_help="Linear probe: macro AUROC at 1/10/100 % of labels.")(probe.probe_command)
 app.command("zeroshot", short_help="Zero-shot AUROC from class prompts.")(zeroshot.zeroshot_command)
-app.command("reconstruct", short_help="12-lead signals decoded from ECG images.")(reconstruct.reconstruct_command)
+app.command("reconstruct", short_help="12-lead signals from ECG images (digitiser; --checkpoint: decoder).")(reconstruct.reconstruct_command)
 app.command("train-digitizer", short_help="Train the digitiser behind reconstruct.")(
     digitizer.train_digitizer_command)
 app.command("benchmark", short_help="The paper's comparison table on the held-out folds.")(benchmark.benchmark_command)

@@ -23,8 +23,11 @@ def benchmark_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the embeddings, results.json and "
                                          "table.md.", show_default=False)],
     rows: Annotated[str, typer.Option("--rows", help="Rows, comma-separated: untrained, imagenet, signal, "
-                                      "image-to-signal, ecgscan.")] = ",".join(
-        ("untrained", "imagenet", "signal", "image-to-signal", "ecgscan")),
+                                      "image-to-signal, ecgscan. image-to-signal renders and digitises every "
+                                      "record (about 1 s a page on a CPU core), so it runs only when named.")] =
+    "untrained,imagenet,signal,ecgscan",
+    digitizer_weights: Annotated[Optional[Path], typer.Option("--digitizer-weights", help="TraceNet weights for "
+                                 "the image-to-signal row (default: the shipped ones).", dir_okay=True)] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Label sets, comma-separated (default: "
                                                   "every label set of SIGNALS).")] = None,
     fractions: Annotated[str, typer.Option("--fractions", help="Fractions of the training split for the "
@@ -74,7 +77,7 @@ def benchmark_command(
                           fractions=tuple(parse_fractions(fractions)), train_folds=train_folds, val_folds=val_folds,
                           test_folds=test_folds, features=features, zeroshot=zeroshot, allow_overlap=allow_overlap,
                           batch_size=batch_size, device=device, probe_epochs=probe_epochs, bootstrap=bootstrap,
-                          seed=seed)
+                          seed=seed, digitizer_weights=str(digitizer_weights) if digitizer_weights else None)
     res = run_benchmark(checkpoint, signals, output, cfg, overwrite=overwrite,
                         progress_factory=lambda n, d: progress_bar(n, d, quiet))
     for row, why in res.pending.items():

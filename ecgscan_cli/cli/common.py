@@ -132,12 +132,36 @@ def command(func: Callable) -> Callable:
     return wrapper
 
 
+_terminating: list[int] = []   # the signal being handled (a repeat during clean-up is ignored)
+
+
 def _raise_terminated(signum, frame) -> None:
     from ecgscan_cli.errors import Terminated
 
-    for name in ("SIGTERM", "SIGHUP"):  # a repeated signal must not cut the clean-up short
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if _terminating:  # a repeated signal must not cut the clean-up short
+        return
+    _terminating.append(signum)
     raise Terminated(signum)
+
+
+def _redeliver_swallowed_interrupts(previous_hook):
+    """An interrupt raised while Python runs a weakref callback or a finaliser (h5py frees its
+    objects through them) is printed and swallowed as "unraisable": deliver it again to the
+    main thread, so that a SIGTERM or Ctrl-C at an unlucky moment still stops the command.
+    The signal is sent again from a timer thread: raised inside the hook it would be swallowed too."""
+    import threading
+
+    def send_again(signum: int) -> None:
+        _terminating.clear()   # here, not in the hook: the hook may still be running
+        os.kill(os.getpid(), signum)
+
+    def hook(args) -> None:
+        if isinstance(args.exc_value, KeyboardInterrupt):
+            threading.Timer(0.05, send_again, (getattr(args.exc_value, "signum", signal.SIGINT),)).start()
+            return
+        previous_hook(args)
+
+    return hook
 
 
 @contextlib.contextmanager
@@ -156,11 +180,16 @@ def terminations_as_interrupts() -> Iterator[None]:
         signum = getattr(signal, name, None)
         if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
             saved[signum] = signal.signal(signum, _raise_terminated)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_swallowed_interrupts(previous_hook)
+    _terminating.clear()
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+        _terminating.clear()
 
 
 def empty_path_argument(app: typer.Typer, argv: Sequence[str]) -> str | None:

@@ -47,6 +47,9 @@ def snr_check_command(
         "--score-absent", help="With --metric aligned: also score the reference records absent from FILE, as "
         "0 dB; by default they are left out and counted. (physionet2024 always scores them, against zeros, "
         "as the official scorer does.)")] = False,
+    shown_only: Annotated[bool, typer.Option(
+        "--shown-only", help="Score only what a standard printed page shows (3x4 at 25 mm/s: each lead 2.5 s, "
+        "lead II 10 s): the reference is masked as the PhysioNet 2024 references of printed ECGs are.")] = False,
     per_record: Annotated[Optional[Path], typer.Option(
         "--per-record", help="Also write the per-record table to this CSV file (id, one column per lead).",
         dir_okay=False)] = None,
@@ -78,7 +81,7 @@ def snr_check_command(
     if reference is None:
         for flag, given in (("--align", align), ("--metric", metric is not None), ("--missing", missing is not None),
                             ("--max-shift", max_shift is not None), ("--max-offset", max_offset is not None),
-                            ("--score-absent", score_absent)):
+                            ("--score-absent", score_absent), ("--shown-only", shown_only)):
             if given:
                 raise EcgscanError(f"{flag} needs --reference (it scores FILE as a reconstruction of REF)")
     if reference is not None:
@@ -94,7 +97,7 @@ def snr_check_command(
         records.close()
         with progress_bar(n, "scoring", quiet=quiet) as advance:
             result = snr.compare_signals(
-                file, reference, metric=chosen, score_absent=score_absent, progress=advance,
+                file, reference, metric=chosen, score_absent=score_absent, progress=advance, shown_only=shown_only,
                 max_shift_s=snr.MAX_SHIFT_S if max_shift is None else max_shift,
                 max_offset_mv=snr.MAX_OFFSET_MV if max_offset is None else max_offset)
         official = chosen == snr.PHYSIONET2024

@@ -2,7 +2,9 @@
 
 Each condition renders the records as 200-dpi pages (``clean``: as printed; the others:
 then augmented with that preset, as in ``ecgscan render --augment``), digitises them and
-scores them against the signals they were rendered from with the reconstruction SNR of
+scores them against the signals they were rendered from, masked to what the page shows
+(each 3×4 lead 2.5 s, lead II 10 s; how the PhysioNet 2024 references of printed ECGs are
+stored), with the reconstruction SNR of
 :mod:`ecgscan_cli.snr`: ``aligned`` (±0.5 s shift and per-lead offset allowed, NaN samples
 ignored, × coverage) and ``physionet2024`` (the 2024 challenge scorer: no alignment,
 samples not shown count as zeros).
@@ -62,6 +64,7 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
     from ecgscan_cli.errors import EcgscanError
     from ecgscan_cli.formats.signals import SignalsFile
+    from ecgscan_cli.render.layout import as_shown
 
     sf = SignalsFile(signals_path)
     rows = [i for i in range(len(sf)) if sf.folds is None or int(sf.folds[i]) in set(folds)][:limit]
@@ -69,9 +72,10 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
         net = load_digitizer()
     out = []
     for k, i in enumerate(rows):
-        ref = np.nan_to_num(sf.signal(i).astype(np.float64))
+        full = np.nan_to_num(sf.signal(i).astype(np.float64))
+        ref = as_shown(full, fs=sf.fs)     # the reference as the page shows it (as PhysioNet 2024 stores it)
         for condition in conditions:
-            page = render_condition(ref, sf.fs, condition, seed + k)
+            page = render_condition(full, sf.fs, condition, seed + k)
             t0 = time.perf_counter()
             try:
                 est, err = digitize_image(page, net, method=method).signal, ""

@@ -104,8 +104,13 @@ def deskew(trace: np.ndarray, grid: np.ndarray | None, *, min_deg: float = 0.03,
            max_deg: float = MAX_ROTATION_DEG) -> tuple[np.ndarray, np.ndarray | None, float]:
     """(trace, grid, angle): both maps straightened; the angle comes from the grid when it has ink."""
     angle = estimate_rotation(grid, max_deg) if grid is not None and has_grid(grid) else None
-    if angle is None:
-        angle = estimate_rotation(trace, max_deg)
+    own = estimate_rotation(trace, max_deg)
+    # the grid's angle is the more precise; but where its fine lines blur into a carpet (a
+    # photo at ~90 dpi, a textured background) the image's own frame wins its search (its
+    # edges, a network's padding, a letterbox): a grid level to 0.05° while the rows tilt
+    # by more than 0.3° is that frame, and the rows' own angle is taken
+    if angle is None or (own is not None and abs(angle) < 0.05 and abs(own) > 0.3):
+        angle = own
     if angle is None or abs(angle) < min_deg:
         return trace, grid, 0.0
     return rotate_map(trace, angle, order=3), (None if grid is None else rotate_map(grid, angle)), float(angle)
@@ -208,3 +213,70 @@ def grid_px_per_mm(grid: np.ndarray | None) -> tuple[float | None, float | None]
     gx = grid_pitch(grid.sum(axis=0))
     gy = grid_pitch(grid.sum(axis=1))
     return (None if gx is None else gx[0]), (None if gy is None else gy[0])
+
+
+# ---------------------------------------------------------------- local x scale
+
+def grid_shift(grid: np.ndarray | None, top: int, bottom: int, ppm_x: float) -> np.ndarray | None:
+    """Per column, how far (px) the grid's vertical lines in rows top..bottom lie right of
+    where an even pitch of ``ppm_x`` puts them; None where the grid is too faint to say.
+
+    A page photographed at an angle, curled or warped is stretched unevenly along a row, so
+    a single px/mm misplaces the samples by up to a few mm. The 5 mm lines' phase, read by
+    complex demodulation of the band's grid profile at their global period, follows the
+    stretch: ``x - (shift(x) - shift(x0))`` is where ``x`` would lie on an even grid.
+    """
+
+    if not has_grid(grid):
+        return None
+    p = grid[max(top, 0):max(bottom, top + 1)].sum(axis=0).astype(np.float64)
+    p = _detrended(p)
+    period = MM_PER_MAJOR * ppm_x
+    x = np.arange(p.size, dtype=np.float64)
+    found = _line_phase(p * np.exp(-2j * np.pi * x / period), period)
+    if found is None:
+        return None
+    ok, phase = found
+    return np.interp(x, x[ok], -phase * period / (2 * np.pi))
+
+
+def _line_phase(z: np.ndarray, period: float):
+    """Complex demodulation of the grid lines: ``z`` (signal × e^(−2πi·t/period)) smoothed over
+    two periods; (where the lines are clear enough, their unwrapped phase there) or None."""
+    from scipy.ndimage import gaussian_filter1d
+
+    sigma = 2.0 * period
+    zs = gaussian_filter1d(z.real, sigma) + 1j * gaussian_filter1d(z.imag, sigma)
+    mag = np.abs(zs)
+    ok = mag > 0.25 * np.median(mag[mag > 0]) if np.any(mag > 0) else np.zeros(z.size, bool)
+    if np.count_nonzero(ok) < 0.5 * z.size:
+        return None
+    return ok, np.unwrap(np.angle(zs[ok]))
+
+
+def grid_lift(grid: np.ndarray | None, top: int, bottom: int, ppm_y: float) -> np.ndarray | None:
+    """Per column, how far (px, down) the grid's horizontal lines in rows top..bottom lie
+    from where they lie on average; None where the grid is too faint to say.
+
+    The vertical counterpart of :func:`grid_shift`: a row of a tilted, keystoned or curled
+    page has a slanted or bent baseline, which this follows (the 5 mm lines' phase per
+    column, smoothed along the row).
+    """
+
+    if not has_grid(grid):
+        return None
+    band = grid[max(top, 0):max(bottom, top + 1)].astype(np.float64)
+    if band.shape[0] < 8:
+        return None
+    band = band - band.mean(axis=0, keepdims=True)
+    period = MM_PER_MAJOR * ppm_y
+    y = np.arange(band.shape[0], dtype=np.float64)
+    w = np.exp(-2j * np.pi * y / period)
+    z = w @ band                                   # per column
+    found = _line_phase(z, period)
+    if found is None:
+        return None
+    ok, phase = found
+    x = np.arange(z.size, dtype=np.float64)
+    lift = -phase * period / (2 * np.pi)
+    return np.interp(x, x[ok], lift - np.median(lift))

@@ -64,9 +64,11 @@ def predict_maps(net, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     h, w = image.shape[:2]
     m = net.multiple
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0  # a writable copy
-    x = F.pad(x, (0, (-w) % m, 0, (-h) % m), value=1.0)     # white paper beyond the edge
+    # edge pixels repeated (a white margin beside a photo's desk would read as a line)
+    x = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="replicate")
+    x = x.to(next(net.parameters()).device)
     with torch.inference_mode():
-        p = torch.sigmoid(net(x))[0, :, :h, :w].numpy()
+        p = torch.sigmoid(net(x))[0, :, :h, :w].float().cpu().numpy()
     return p[0], p[1]
 
 

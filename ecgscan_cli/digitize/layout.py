@@ -2,9 +2,11 @@
 
 - Rows: peaks of the trace map's horizontal projection (a trace spends most of its time
   near its baseline), at least 8 mm apart.
-- Calibration pulse: a 1 mV × 200 ms rectangle drawn left of a row's trace, separated
-  from it by a small gap. Its height gives pixels per mV and its foot the baseline;
-  without it, ``gain × px/mm`` and the projection peak are used.
+- Calibration pulse: a 1 mV × 200 ms rectangle on 2 mm feet drawn left of a row's trace,
+  found by a matched template (it survives faded, broken or blurred lines at ~90 dpi).
+  Its height gives pixels per mV, its foot the baseline and its falling edge time 0
+  (3 mm to its right); without it, ``gain × px/mm``, the projection peak and the row's
+  first ink are used, and rows start together.
 - Layout: 4 rows = 3×4 with a lead II rhythm strip, 3 rows = 3×4, 12 rows = 12×1;
   6 rows (6×2) and any other count are refused with a one-line :class:`DigitizeError`.
 """
@@ -40,12 +42,22 @@ class Row:
     top: int                      # the band searched for this row's trace
     bottom: int
     calibration: bool             # scale and baseline from a calibration pulse
+    ppm_x: float = 0.0            # pixels per mm along this row (perspective: rows differ)
     panels: list[tuple[str, float, float]] = field(default_factory=list)  # (lead, x from, x to)
 
     def as_dict(self) -> dict:
         return {"y": float(self.y), "px_per_mv": float(self.px_per_mv), "x0": float(self.x0),
-                "x1": float(self.x1), "leads": [p[0] for p in self.panels],
+                "x1": float(self.x1), "px_per_mm_x": float(self.ppm_x), "leads": [p[0] for p in self.panels],
                 "calibration": bool(self.calibration)}
+
+
+def _thin(trace: np.ndarray, max_px: float) -> np.ndarray:
+    """``trace`` less whatever is thicker than ``max_px`` vertically (a white top-hat): a
+    shadow, a dark background or a smudge that a map marks as ink is no row, and its mass
+    would swamp the rows' projection peaks."""
+    from scipy.ndimage import grey_opening
+
+    return trace - grey_opening(trace, size=(max(int(round(max_px)), 3), 1))
 
 
 def find_row_baselines(trace: np.ndarray, min_gap_px: float) -> np.ndarray:
@@ -53,7 +65,7 @@ def find_row_baselines(trace: np.ndarray, min_gap_px: float) -> np.ndarray:
     from scipy.ndimage import gaussian_filter1d
     from scipy.signal import find_peaks
 
-    ink = np.where(trace > _INK, trace, 0.0)
+    ink = np.where(_thin(trace, min_gap_px / 8.0) > _INK, trace, 0.0)
     proj = gaussian_filter1d(ink.sum(axis=1).astype(np.float64), sigma=max(min_gap_px / 16.0, 1.0))
     if proj.max() <= 0:
         return np.zeros(0)
@@ -74,41 +86,154 @@ def _runs(occupied: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
-def find_calibration(band: np.ndarray, ppm_x: float, speed_mm_s: float) -> tuple[int, int, float, float] | None:
-    """(x start, x end, baseline y, height px) of a calibration pulse at the band's left, or None.
+@dataclass
+class Pulse:
+    """A calibration pulse found left of a row (band pixels, continuous coordinates)."""
 
-    The pulse is the first run of ink columns, 60–160 % of its nominal width (2 + 200 ms
-    + 2 mm), followed by a gap and then a long run: the trace.
+    rise: float                   # x of the rising edge
+    fall: float                   # x of the falling edge
+    foot: float                   # y of the baseline (0 mV)
+    height: float                 # px from foot to top: 1 mV
+
+
+def _box_mean(a: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Means of ``n`` consecutive elements along ``axis`` (output i covers i..i+n-1, shorter array)."""
+    n = max(int(n), 1)
+    c = np.cumsum(a, axis=axis, dtype=np.float64)
+    c = np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)
+    k = c.shape[axis] - n
+    if k <= 0:
+        return np.zeros_like(np.take(c, [], axis=axis))
+    return (np.take(c, np.arange(n, n + k), axis=axis) - np.take(c, np.arange(k), axis=axis)) / n
+
+
+def _centroid(w: np.ndarray, pos: np.ndarray) -> float | None:
+    s = float(w.sum())
+    return float((w * pos).sum() / s) if s > 1e-9 else None
+
+
+def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_mm_s: float,
+                     y_guess: float | None = None, heights_px=None, x_range=None) -> Pulse | None:
+    """The calibration pulse (1 mV × 200 ms, with 2 mm feet) in ``band``, or None.
+
+    A matched template, not a run of ink: the pulse's feet, edges and top are scored by the
+    map's mean probability along them, so a pulse whose thin lines fade or break (about
+    90 dpi, a soft network map) or that touches the trace (blur closes the 1 mm gap) is still
+    found. Searched: the rising edge's x in ``x_range`` (default the band's left 40 %), the
+    foot's y within 4 mm of ``y_guess`` (default: anywhere), the height among ``heights_px``
+    (default 4–25 mm in 1 px steps). The edges, foot and top are then refined to sub-pixel
+    precision from the ink's centroid.
     """
-    occ = (band > _INK).any(axis=0)
-    runs = _runs(occ, max_gap=0)
-    if len(runs) < 2:
+    from scipy.ndimage import maximum_filter
+
+    ppm_x, ppm_y = (ppm, ppm) if np.isscalar(ppm) else ppm
+    m = np.clip(np.asarray(band, np.float64), 0.0, 1.0)
+    h, w = m.shape
+    pw = CAL_PULSE_S * speed_mm_s * ppm_x
+    foot_px = 2.0 * ppm_x
+    if heights_px is None:
+        heights_px = np.arange(max(4.0 * ppm_y, 6.0), 25.0 * ppm_y, 1.0)
+    heights_px = [hp for hp in np.atleast_1d(heights_px) if 3 <= hp < h - 2]
+    xa, xb = (0, int(0.4 * w)) if x_range is None else (max(int(x_range[0]), 0), min(int(x_range[1]), w))
+    if not heights_px or xb - xa < 2:
         return None
-    nominal = (4.0 + CAL_PULSE_S * speed_mm_s) * ppm_x
-    (a, b), (c, d) = runs[0], runs[1]
-    if not (0.6 * nominal <= b - a <= 1.6 * nominal) or (d - c) < 3 * nominal:
+    # a pixel of slack across each line: a thin line resampled at ~90 dpi splits over two
+    mv = maximum_filter(m, size=(3, 1))
+    mh = maximum_filter(m, size=(1, 3))
+    ipw, ifoot = int(round(pw)), max(int(round(foot_px)), 1)
+    inner = max(int(round(0.7 * pw)), 1)          # the top, less its rounded corners
+    head_rows = _box_mean(mv, inner, axis=1)         # [h, w - inner + 1]
+    foot_rows = _box_mean(mv, ifoot, axis=1)
+    xs = np.arange(xa, xb)
+    xs = xs[(xs - ifoot >= 0) & (xs + ipw + ifoot <= w)]
+    if xs.size == 0:
         return None
-    # per column, the ink's centre: the feet are the lowest levels, the top the highest
-    # (the two rising and falling columns fall in between and are left out)
-    p = np.where(band[:, a:b] > 0.05, band[:, a:b], 0.0).astype(np.float64)
-    mass = p.sum(axis=0)
-    centre = (p * (np.arange(band.shape[0]) + 0.5)[:, None]).sum(axis=0) / np.maximum(mass, 1e-9)
-    centre = np.sort(centre[mass > 0])
-    q = max(2, centre.size // 5)
-    foot, head = float(np.median(centre[-q:])), float(np.median(centre[:q]))
+    y_lo, y_hi = (0, h) if y_guess is None else (int(max(y_guess - 4 * ppm_y, 0)), int(min(y_guess + 4 * ppm_y, h)))
+    ys_f = np.arange(max(y_lo, 3), y_hi)
+    col_cum = np.concatenate([np.zeros((1, w)), np.cumsum(mh, axis=0)], axis=0)
+    off = (ipw - inner) // 2
+    integral = np.zeros((h + 1, w + 1))
+    integral[1:, 1:] = m.cumsum(axis=0).cumsum(axis=1)
+    best, best_score = None, 0.0
+    for hp in heights_px:
+        ihp = int(round(hp))
+        yf = ys_f[ys_f - ihp >= 0]
+        if yf.size == 0:
+            continue
+        yh = yf - ihp
+        lo, hi = yh + max(ihp // 5, 1), yf - max(ihp // 5, 1)     # the edges' middle part
+        vert = (col_cum[hi] - col_cum[lo]) / np.maximum(hi - lo, 1)[:, None]      # [len(yf), w]
+        head = head_rows[yh][:, xs + off]
+        rise, fall = vert[:, xs], vert[:, xs + ipw]
+        feet = np.maximum(foot_rows[yf][:, xs - ifoot], foot_rows[yf][:, xs + ipw])
+        # every part must be there: the trace has tall strokes and flat stretches, but not
+        # a flat top of exactly 200 ms between two such strokes, above a flat foot
+        # (one edge may be lost: a one-pixel line split over two columns fades at ~90 dpi)
+        score = np.minimum(np.minimum(head, feet), np.maximum(rise, fall))
+        # and the pulse is hollow: a trace's stroke passing between the edges is no pulse
+        y0, y1 = yh + 2, yf - 1
+        xi0, xi1 = xs + 2, xs + ipw - 1
+        inside = (integral[y1[:, None], xi1[None, :]] - integral[y0[:, None], xi1[None, :]]
+                  - integral[y1[:, None], xi0[None, :]] + integral[y0[:, None], xi0[None, :]])
+        area = np.maximum((y1 - y0)[:, None] * (xi1 - xi0)[None, :], 1)
+        score = np.where(inside / area < 0.05, score, 0.0)
+        k = int(np.argmax(score))
+        if score.flat[k] > best_score:
+            i, j = np.unravel_index(k, score.shape)
+            best_score, best = float(score.flat[k]), (int(xs[j]), int(yf[i]), ihp)
+    if best is None or best_score < 0.25:
+        return None
+    x, yf, ihp = best
+    return _refine_pulse(m, x, yf, ihp, ipw, ifoot)
+
+
+def _refine_pulse(m: np.ndarray, x: int, yf: int, ihp: int, ipw: int, ifoot: int) -> Pulse | None:
+    """The pulse at template position (rise x, foot y, height) to sub-pixel precision."""
+    h, w = m.shape
+    rows = np.arange(h) + 0.5
+    cols = np.arange(w) + 0.5
+    s = max(ihp // 4, 1)
+    mid = m[yf - ihp + s:yf - s + 1]                 # the edges' middle: nothing but the two edges
+
+    def edge(xc):
+        a, b = max(xc - 2, 0), min(xc + 3, w)
+        return _centroid(mid[:, a:b].sum(axis=0), cols[a:b])
+
+    def level(a, b, yc):
+        a, b = max(a, 0), min(b, w)
+        y0, y1 = max(yc - 3, 0), min(yc + 4, h)
+        if b <= a:
+            return None
+        return _centroid(m[y0:y1, a:b].sum(axis=1), rows[y0:y1])
+
+    rise, fall = edge(x), edge(x + ipw)
+    foot_l = level(x - ifoot, x - 1, yf)
+    foot_r = level(x + ipw + 2, x + ipw + ifoot, yf)
+    head = level(x + 2, x + ipw - 1, yf - ihp)
+    feet = [f for f in (foot_l, foot_r) if f is not None]
+    if rise is None and fall is None or head is None or not feet:
+        return None
+    pw = ipw if fall is None or rise is None else None
+    rise = fall - pw if rise is None else rise
+    fall = rise + pw if fall is None else fall
+    foot = float(np.mean(feet))
     if foot - head < 3:
         return None
-    return a, b, foot, foot - head
+    return Pulse(rise, fall, foot, foot - head)
 
 
 def _row_extent(band: np.ndarray, start: int, ppm_x: float) -> tuple[float, float] | None:
+    """(first, last + 1) ink column of the row's trace right of ``start``: the span of its
+    long runs of ink columns (a break where a steep stroke fades does not cut the row)."""
     occ = (band > _INK).any(axis=0)
-    occ[:start] = False
+    occ[:max(start, 0)] = False
     runs = [r for r in _runs(occ, max_gap=max(int(2 * ppm_x), 2)) if r[1] - r[0] >= 10 * ppm_x]
     if not runs:
         return None
     longest = max(runs, key=lambda r: r[1] - r[0])
-    return float(longest[0]), float(longest[1])
+    # runs further than 15 mm from the longest one are not the trace (a scribble, a label)
+    keep = [r for r in runs if r is longest or (r[0] - longest[1] < 15 * ppm_x and longest[0] - r[1] < 15 * ppm_x)]
+    return float(min(r[0] for r in keep)), float(max(r[1] for r in keep))
 
 
 def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float, gain_mm_mv: float,
@@ -132,36 +257,85 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
         top = int(max(0, y - 0.75 * spacing))
         bottom = int(min(h, y + 0.75 * spacing))
         # the pulse and the row's start are read in a narrower band: less of the neighbours
-        core = trace[int(max(0, y - 0.45 * spacing)):int(min(h, y + 0.45 * spacing))]
-        core_top = int(max(0, y - 0.45 * spacing))
-        cal = find_calibration(core, ppm_x, speed_mm_s)
-        extent = _row_extent(core, cal[1] if cal else 0, ppm_x)
-        if extent is None:
-            raise DigitizeError(f"no ECG trace found in row {r + 1}")
+        # (the pulse rises above its baseline, up to 20 mm at 20 mm/mV: its band reaches up)
+        core_top = int(max(0, y - 0.7 * spacing))
+        core = trace[core_top:int(min(h, y + 0.3 * spacing))]
+        first = _row_extent(core, 0, ppm_x)
+        if first is None:   # only fragments (a faint trace): the other rows say where it runs
+            rows.append(Row(float(y), gain_mm_mv * ppm_y, np.nan, np.nan, top, bottom, False))
+            continue
+        # the pulse is the row's leftmost ink (or close: a scribble or label may precede it);
+        # ``first`` is the first long run of ink: the trace, or the pulse where blur joins them
+        heights = [g * ppm_y for g in STANDARD_GAINS] if grid_found else None
+        # (without a grid any height is possible: then only a pulse that is the row's first
+        # ink counts, as a piece of trace can look like a pulse of some height)
+        reach = (25.0 if grid_found else 4.0) * ppm_x
+        cal = find_calibration(core, (ppm_x, ppm_y), speed_mm_s, y_guess=y - core_top, heights_px=heights,
+                               x_range=(first[0] - 15 * ppm_x, first[0] + reach))
+        if cal is not None and not grid_found:
+            # and it stands apart from the trace: some empty column 1.5–3.5 mm after its edge
+            gap = ~(core[:, int(cal.fall + 1.5 * ppm_x):int(np.ceil(cal.fall + 3.5 * ppm_x))] > _INK).any(axis=0)
+            cal = cal if gap.any() else None
+        extent = _row_extent(core, int(cal.fall + 1.5 * ppm_x) if cal else 0, ppm_x) or first
         baseline, px_per_mv, found = float(y), gain_mm_mv * ppm_y, False
-        if cal is not None:
-            height = cal[3]
-            if grid_found:  # the pulse tells the gain; the grid measures it more precisely
-                gain = min(STANDARD_GAINS, key=lambda g: abs(np.log(height / (g * ppm_y))))
-                if abs(np.log(height / (gain * ppm_y))) < 0.2:
-                    baseline, px_per_mv, found = core_top + cal[2], gain * ppm_y, True
-            else:
-                baseline, px_per_mv, found = core_top + cal[2], height, True
         x0 = extent[0] + 0.5   # ink starts in the column holding time 0
+        if cal is not None:
+            if grid_found:  # the pulse tells the gain; the grid measures it more precisely
+                gain = min(STANDARD_GAINS, key=lambda g: abs(np.log(cal.height / (g * ppm_y))))
+                if abs(np.log(cal.height / (gain * ppm_y))) < 0.2:
+                    baseline, px_per_mv, found = core_top + cal.foot, gain * ppm_y, True
+            else:
+                baseline, px_per_mv, found = core_top + cal.foot, cal.height, True
+            if found:
+                # time 0 is where the trace leaves the pulse's right foot (2 mm) after a
+                # 1 mm gap: placed from the pulse's falling edge, which blur does not move
+                # (the gap itself closes at ~90 dpi, and a faint foot breaks up)
+                x0 = cal.fall + 3.0 * ppm_x
         rows.append(Row(baseline, px_per_mv, x0, extent[1], top, bottom, found))
+    lost = [k for k, row in enumerate(rows) if not np.isfinite(row.x0)]
+    if len(lost) == len(rows):
+        raise DigitizeError(f"no ECG trace found in row {lost[0] + 1}")
+    for k in lost:
+        rows[k].x0 = float(np.median([r.x0 for r in rows if np.isfinite(r.x0)]))
+        rows[k].x1 = float(np.median([r.x1 for r in rows if np.isfinite(r.x1)]))
+    # a row whose pulse was hidden is printed at the same gain as the others
+    found = [r.px_per_mv for r in rows if r.calibration]
+    if found:
+        for r in rows:
+            if not r.calibration:
+                r.px_per_mv = float(np.median(found))
     _assign_leads(layout, rows, ppm_x)
+    for row in rows:
+        row.ppm_x = _row_scale(row, ppm_x, speed_mm_s)
+        _panels(layout, row, rows.index(row))
     return layout, rows
 
 
+def _row_scale(row: Row, ppm_x: float, speed_mm_s: float) -> float:
+    """Pixels per mm along ``row``: its own 10 s length where that differs from the grid's
+    pitch by 0.5–8 %, as a page photographed at an angle shrinks its far rows (the grid's
+    pitch is the page's average); otherwise the grid's, which is the more precise."""
+    own = (row.x1 - row.x0) / ((10.0 - 0.002) * speed_mm_s)
+    return own if 0.005 < abs(own / ppm_x - 1.0) < 0.08 else ppm_x
+
+
 def _assign_leads(layout: str, rows: list[Row], ppm_x: float) -> None:
-    x0 = float(np.median([r.x0 for r in rows]))   # rows start together on a printout
+    # rows start together on a printout: a row without a pulse starts where those with one
+    # do (its own first ink may be a fragment, a label or a break in a faint stroke)
+    timed = [r.x0 for r in rows if r.calibration]
+    x0 = float(np.median(timed if timed else [r.x0 for r in rows]))
     for k, row in enumerate(rows):
-        if abs(row.x0 - x0) < 2 * ppm_x:
+        if (timed and not row.calibration) or abs(row.x0 - x0) < 2 * ppm_x and not timed:
             row.x0 = x0
-        if layout.startswith("3x4") and k < 3:
-            panel = PANEL_MM * ppm_x
-            row.panels = [(GRID_ROWS[k][j], row.x0 + j * panel, row.x0 + (j + 1) * panel) for j in range(4)]
-        elif layout == "3x4+1":
-            row.panels = [("II", row.x0, row.x1)]
-        else:
-            row.panels = [(TWELVE_ROWS[k], row.x0, row.x1)]
+        row.ppm_x = ppm_x
+        _panels(layout, row, k)
+
+
+def _panels(layout: str, row: Row, k: int) -> None:
+    if layout.startswith("3x4") and k < 3:
+        panel = PANEL_MM * row.ppm_x
+        row.panels = [(GRID_ROWS[k][j], row.x0 + j * panel, row.x0 + (j + 1) * panel) for j in range(4)]
+    elif layout == "3x4+1":
+        row.panels = [("II", row.x0, row.x1)]
+    else:
+        row.panels = [(TWELVE_ROWS[k], row.x0, row.x1)]

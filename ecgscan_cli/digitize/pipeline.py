@@ -4,7 +4,8 @@ Steps, each in its own module:
 
 1. :mod:`.geometry`: deskew both maps, then pixels per mm on both axes from the grid;
 2. :mod:`.layout`: trace rows, calibration pulses (px per mV, baseline) and the layout;
-3. :mod:`.vectorize`: per row, the trace's sub-pixel centre in each column, in mV;
+3. :mod:`.vectorize`: per row, the trace's sub-pixel centre in each column, in mV, moved
+   with the grid's lines where the page is stretched or its rows slant unevenly;
 4. resampling to 500 Hz over 10 s, NaN for the samples a lead does not show (as the
    PhysioNet 2024 references are); lead II from the rhythm strip when there is one.
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecgscan_cli.digitize.geometry import deskew, grid_px_per_mm
+from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_px_per_mm, grid_shift
 from ecgscan_cli.digitize.layout import DigitizeError, Row, read_rows
 from ecgscan_cli.digitize.vectorize import centreline, to_samples, track_row
 from ecgscan_cli.leads import LEAD_INDEX
@@ -59,6 +60,18 @@ def _scale_without_grid(trace: np.ndarray, speed_mm_s: float) -> float:
     return width / (DURATION_S * speed_mm_s + 10.0)
 
 
+def _clear_border(m: np.ndarray, px: int = 4) -> np.ndarray:
+    """``m`` with its outermost ``px`` pixels cleared: a network marks the image's edge
+    (where the padding starts) as a line across the whole page, which pins the deskew at 0°
+    and reads as a trace row; no ECG content lies that close to a page image's edge."""
+    out = m.copy()
+    out[:px] = 0.0
+    out[-px:] = 0.0
+    out[:, :px] = 0.0
+    out[:, -px:] = 0.0
+    return out
+
+
 def despeckle(trace: np.ndarray, min_pixels: int) -> np.ndarray:
     """``trace`` without ink blobs of fewer than ``min_pixels`` pixels (8-connected).
 
@@ -87,10 +100,16 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         raise DigitizeError("paper speed and gain must be positive")
     if np.count_nonzero(trace > _INK) < 50:
         raise DigitizeError("no ECG trace found")
+    trace, grid = _clear_border(trace), (None if grid is None else _clear_border(grid))
     trace, grid, angle = deskew(trace, grid)
     ppm_x, ppm_y = grid_px_per_mm(grid)
     grid_found = ppm_x is not None or ppm_y is not None
     ppm_x, ppm_y = ppm_x or ppm_y, ppm_y or ppm_x       # one axis only: square pixels
+    if grid_found and abs(np.log(ppm_x / ppm_y)) > 0.15:
+        # pixels are square to within what a tilted camera does: the vertical pitch was
+        # taken from something else (the rows' own spacing, shading); the horizontal
+        # profile, which the rows do not cross, keeps the grid's
+        ppm_y = ppm_x
     if not grid_found:
         ppm_x = ppm_y = _scale_without_grid(trace, speed_mm_s)
     if not (_MIN_PPM <= ppm_x <= _MAX_PPM and _MIN_PPM <= ppm_y <= _MAX_PPM):
@@ -101,21 +120,42 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
     if not grid_found:
         # the rows show 10 s (the last sample at 9.998 s): their length is the time axis
         length = float(np.median([r.x1 - r.x0 for r in rows]))
-        ppm_x = length / ((DURATION_S - 1.0 / FS) * speed_mm_s)
-        if not any(r.calibration for r in rows):
-            ppm_y = ppm_x
-            for r in rows:
-                r.px_per_mv = gain_mm_mv * ppm_y
+        ppm_x = ppm_y = length / ((DURATION_S - 1.0 / FS) * speed_mm_s)   # square pixels
         layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
                                  grid_found=False)
-    signal = _read_signal(trace, rows, ppm_x * speed_mm_s, ppm_y)
+    signal = _read_signal(trace, rows, speed_mm_s, ppm_y, grid if grid_found else None)
     if not np.isfinite(signal).any():
         raise DigitizeError("no ECG trace found")
     return Digitized(signal, FS, layout, (float(ppm_x), float(ppm_y)), float(angle),
                      [r.as_dict() for r in rows], grid_found)
 
 
-def _read_signal(trace: np.ndarray, rows: list[Row], px_per_s: float, ppm_y: float) -> np.ndarray:
+def _follow_grid(x: np.ndarray, row: Row, grid: np.ndarray | None, ppm_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x moved to where it lies on an evenly pitched grid, the baseline's y at each x).
+
+    A page seen at an angle, curled or warped stretches a row unevenly and slants or bends
+    its baseline; the grid's lines undergo the same (:func:`geometry.grid_shift`,
+    :func:`geometry.grid_lift`). Used where they move by more than 2 px along the row: a
+    straight page's phase only wobbles by a pixel where the trace hides the grid.
+    """
+    base = np.full(x.shape, row.y)
+    if grid is None:
+        return x, base
+    cols = np.arange(grid.shape[1]) + 0.5
+    seen = (cols >= row.x0) & (cols <= row.x1)
+    if not seen.any():
+        return x, base
+    lift = grid_lift(grid, row.top, row.bottom, ppm_y)
+    if lift is not None and np.ptp(lift[seen]) > 2.0:
+        base = row.y + np.interp(x, cols, lift) - np.interp(row.x0, cols, lift)
+    shift = grid_shift(grid, row.top, row.bottom, row.ppm_x)
+    if shift is not None and np.ptp(shift[seen]) > 2.0:
+        x = x - (np.interp(x, cols, shift) - np.interp(row.x0, cols, shift))
+    return x, base
+
+
+def _read_signal(trace: np.ndarray, rows: list[Row], speed_mm_s: float, ppm_y: float,
+                 grid: np.ndarray | None = None) -> np.ndarray:
     signal = np.full((len(LEAD_INDEX), N_SAMPLES), np.nan, np.float32)
     # full-length rows first: lead II's rhythm strip wins over its 2.5 s panel
     for row in sorted(rows, key=lambda r: len(r.panels)):
@@ -123,10 +163,11 @@ def _read_signal(trace: np.ndarray, rows: list[Row], px_per_s: float, ppm_y: flo
         c0, c1 = int(np.floor(row.x0)), int(np.ceil(row.x1))
         top, bottom = track_row(band, row.y - row.top, c0, c1, max_jump=3.0 * ppm_y)
         x, y = centreline(top, bottom, c0)
-        mv = (row.y - (y + row.top)) / row.px_per_mv
+        x, base = _follow_grid(x, row, grid, ppm_y)
+        mv = (base - (y + row.top)) / row.px_per_mv
         edge = 1.0 if len(row.panels) > 1 else 0.0   # a column on a panel edge holds two leads
         for lead, xa, xb in row.panels:
-            s = to_samples(x, mv, row.x0, px_per_s, xa, xb, FS, N_SAMPLES, edge_px=edge)
+            s = to_samples(x, mv, row.x0, row.ppm_x * speed_mm_s, xa, xb, FS, N_SAMPLES, edge_px=edge)
             dst = signal[LEAD_INDEX[lead]]
             fill = np.isnan(dst)
             dst[fill] = s[fill]

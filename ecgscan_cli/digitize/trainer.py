@@ -108,14 +108,18 @@ def _f1(logits, targets) -> float:
     return 2 * tp / max(pred.sum().item() + truth.sum().item(), 1)
 
 
+# Validation crops do not follow --mix: "best" must stay comparable when a resumed run changes it.
+VAL_MIX = {"none": 0.25, "paper": 0.25, "heavy": 0.25, "photo": 0.25}
+
+
 class _Pages:
     """Random pages from some records of a signals file, ``crops_per_page`` crops each."""
 
-    def __init__(self, sf, rows, cfg: DigitizerTrainConfig):
+    def __init__(self, sf, rows, cfg: DigitizerTrainConfig, mix: dict | None = None):
         from ecgscan_cli.digitize.data import PairConfig
 
         self.sf, self.rows, self.cfg = sf, rows, cfg
-        self.pair = PairConfig(crop=cfg.crop, dpi=tuple(cfg.dpi), mix=dict(cfg.mix))
+        self.pair = PairConfig(crop=cfg.crop, dpi=tuple(cfg.dpi), mix=dict(mix or cfg.mix))
 
     def batch(self, rng, gen):
         from ecgscan_cli.digitize.data import training_batch
@@ -127,7 +131,7 @@ class _Pages:
         return training_batch(sigs, float(self.sf.fs), self.pair, rng, gen)
 
 
-def _save_state(folder: Path, net, opt, step: int, rng, gen, best: float) -> None:
+def _save_state(folder: Path, net, opt, step: int, rng, gen, best: float, provenance: dict | None = None) -> None:
     import torch
 
     from ecgscan_cli.atomic import atomic_output
@@ -136,7 +140,7 @@ def _save_state(folder: Path, net, opt, step: int, rng, gen, best: float) -> Non
     with atomic_output(folder, overwrite=True, directory=True, kind="digitizer") as tmp:
         tmp = Path(tmp)
         tmp.mkdir(parents=True, exist_ok=True)
-        save_tracenet(net, tmp / "tracenet.safetensors")
+        save_tracenet(net, tmp / "tracenet.safetensors", provenance)
         torch.save({"optimizer": opt.state_dict(), "torch_rng": gen.get_state(),
                     "torch_global_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "best_f1": best,
@@ -150,7 +154,6 @@ def train_digitizer(cfg: DigitizerTrainConfig, out: str | Path, *, resume: bool 
 
     from ecgscan_cli.digitize.model import TraceNet, TraceNetConfig, load_tracenet, save_tracenet
     from ecgscan_cli.formats.signals import SignalsFile
-    from ecgscan_cli.training.interrupts import finish_step_first
 
     cfg.check()
     out = Path(out)
@@ -192,7 +195,7 @@ def train_digitizer(cfg: DigitizerTrainConfig, out: str | Path, *, resume: bool 
     val = []
     if val_rows:
         vrng, vgen = np.random.default_rng(12345), torch.Generator().manual_seed(12345)
-        pages = _Pages(sf, val_rows, cfg)
+        pages = _Pages(sf, val_rows, cfg, VAL_MIX)
         val = [pages.batch(vrng, vgen)[:2] for _ in range(cfg.val_batches)]
     train = _Pages(sf, train_rows, cfg)
     deadline = None if cfg.max_minutes is None else started + 60 * cfg.max_minutes
@@ -265,7 +268,8 @@ class _Run:
             tmp = self.out / ".tracenet.partial.safetensors"
             save_tracenet(self.net, tmp, _provenance(self.cfg, self.step, f1))
             tmp.replace(self.out / "tracenet.safetensors")
-        _save_state(self.out / "last", self.net, self.opt, self.step, self.rng, self.gen, self.best)
+        _save_state(self.out / "last", self.net, self.opt, self.step, self.rng, self.gen, self.best,
+                    _provenance(self.cfg, self.step, f1))
         self.saved_step = self.step
 
     def loop(self, train: _Pages, val, deadline, progress) -> str:

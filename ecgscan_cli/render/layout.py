@@ -13,6 +13,7 @@ Pixel coordinates are continuous: pixel column ``i`` covers ``[i, i + 1)``; a po
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from ecgscan_cli.errors import EcgscanError
@@ -105,6 +106,19 @@ def page_geometry(options: LayoutOptions | None = None) -> PageGeometry:
     panels.append(Panel(RHYTHM_LEAD, LEAD_INDEX[RHYTHM_LEAD], 3, 0.0, 4 * win, x0, x0 + total, baselines[3],
                         baselines[3] - ROW_SPACING_MM / 2, baselines[3] + ROW_SPACING_MM / 2))
     return PageGeometry(w_mm, h_mm, tuple(panels), x0, baselines, o)
+
+
+def as_shown(signal, options: LayoutOptions | None = None, fs: float = 500.0):
+    """``signal`` [12, T] with NaN where the page does not show it: what a digitiser can recover,
+    and how the PhysioNet 2024 references of printed ECGs are stored."""
+    import numpy as np
+
+    x = np.asarray(signal)
+    out = np.full(x.shape, np.nan, dtype=np.result_type(x.dtype, np.float32))
+    for p in page_geometry(options).panels:
+        a, b = int(math.ceil(p.t_start * fs - 1e-9)), min(int(math.floor(p.t_end * fs + 1e-9)), x.shape[1] - 1)
+        out[p.lead_index, a:b + 1] = x[p.lead_index, a:b + 1]
+    return out
 
 
 def page_size_px(geometry: PageGeometry, dpi: float) -> tuple[int, int]:

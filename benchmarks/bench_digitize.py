@@ -1,0 +1,58 @@
+"""How well the digitiser reads held-out PTB-XL records: SNR per page condition, and speed.
+
+Renders records of the held-out fold (default: fold 8 of the PTB-XL sample at 500 Hz, a
+fold `train-digitizer` never reads) as 200-dpi pages — clean, and augmented with the
+`paper`, `heavy` and `photo` presets — digitises each page with TraceNet (the shipped
+weights, or --weights) and with the training-free classical maps, and prints, per
+(method, condition): the mean aligned SNR (the issue's metric: ±0.5 s shift, per-lead
+offset, × coverage; reference masked to what the page shows), the PhysioNet 2024 scorer's
+SNR, pages refused, and the median seconds per page (digitisation only, one thread).
+
+    python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--signals", required=True, help="signals file (ecgscan import) with folds")
+    ap.add_argument("--folds", default="8", help="held-out folds to read, e.g. '8' or '9-10'")
+    ap.add_argument("--limit", type=int, default=20, help="records per condition")
+    ap.add_argument("--weights", default=None, help="TraceNet weights (default: the shipped ones)")
+    ap.add_argument("--conditions", default="clean,paper,heavy,photo")
+    ap.add_argument("--methods", default="net,classical")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from ecgscan_cli.digitize.evaluate import evaluate_digitizer, summarize_scores
+    from ecgscan_cli.digitize.image import load_digitizer
+    from ecgscan_cli.probe import parse_folds
+
+    net = load_digitizer(args.weights)
+    rows = []
+    for method in args.methods.split(","):
+        scores = evaluate_digitizer(args.signals, folds=parse_folds(args.folds), limit=args.limit,
+                                    conditions=tuple(args.conditions.split(",")), method=method, net=net,
+                                    progress=lambda s: print(".", end="", file=sys.stderr, flush=True))
+        print(file=sys.stderr)
+        rows += [{"method": method, **r} for r in summarize_scores(scores)]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    cols = ["method", "condition", "pages", "aligned_db", "physionet2024_db", "refused", "median_s"]
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(str(r[c]) for c in cols))
+
+
+if __name__ == "__main__":
+    main()
