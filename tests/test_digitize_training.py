@@ -140,3 +140,25 @@ def test_cli_bad_mix_is_one_line(signals_with_folds, tmp_path):
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip().count("\n") == 0 and words in r.stderr and "Traceback" not in r.stderr
         assert not (tmp_path / "r").exists()
+
+
+def test_resume_keeps_the_runs_mix_unless_given(signals_with_folds, tmp_path, monkeypatch):
+    """`--resume` without --mix continues with the run's own augmentation mix."""
+    from ecgscan_cli.digitize import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train_digitizer", lambda cfg, out, **kw: seen.append(dict(cfg.mix)) or {})
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tiny_config(signals_with_folds, mix={"photo": 1.0})
+    from dataclasses import asdict
+
+    (run / "run.json").write_text(json.dumps({"config": asdict(cfg)}))
+    from typer.testing import CliRunner
+
+    from ecgscan_cli.cli.app import app
+
+    for extra, want in (([], {"photo": 1.0}), (["--mix", "paper"], {"paper": 1.0})):
+        r = CliRunner().invoke(app, ["train-digitizer", str(signals_with_folds), "-o", str(run), "--resume", *extra])
+        assert r.exit_code == 0, r.output
+        assert seen[-1] == want

@@ -38,9 +38,10 @@ def train_digitizer_command(
     train_folds: Annotated[str, typer.Option("--train-folds", help="Folds to train on, e.g. '1-6'.")] = "1-6",
     val_folds: Annotated[str, typer.Option("--val-folds", help="Folds to validate on ('none' = no validation: "
                                            "the saved weights are the last).")] = "7",
-    mix: Annotated[str, typer.Option("--mix", help="Augmentation presets and their weights, drawn per batch, "
-                                     "e.g. 'none=0.15,paper=0.35,heavy=0.5' (or a preset name).")] =
-    "none=0.15,paper=0.35,heavy=0.5",
+    mix: Annotated[Optional[str], typer.Option(
+        "--mix", help="Augmentation presets (or augmentation config files) and their weights, drawn per batch, "
+        "e.g. 'none=0.15,paper=0.35,heavy=0.5' or 'photo' [default: none=0.15,paper=0.35,heavy=0.5; with "
+        "--resume: the run's own]", show_default=False)] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validate and save every N steps.")] = 250,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.01,
                                                          help="Stop (and save) after this many minutes.")] = None,
@@ -63,7 +64,7 @@ def train_digitizer_command(
     from ecgscan_cli.cli.common import use_threads
 
     use_threads(threads)
-    from ecgscan_cli.digitize.trainer import DigitizerTrainConfig, train_digitizer
+    from ecgscan_cli.digitize.trainer import DEFAULT_MIX, DigitizerTrainConfig, train_digitizer
     from ecgscan_cli.probe import parse_folds
 
     if resume:
@@ -72,14 +73,13 @@ def train_digitizer_command(
         except (OSError, ValueError, KeyError):
             raise EcgscanError(f"{output}: not a digitiser run folder (no readable run.json)") from None
         saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()}
-        saved.update(steps=steps, max_minutes=max_minutes, mix=_mix(mix) if mix else saved["mix"])
+        saved.update(steps=steps, max_minutes=max_minutes, mix=_mix(mix) if mix is not None else saved["mix"])
         cfg = DigitizerTrainConfig(**saved)
     else:
-        names = {"none", "light", "paper", "heavy", "photo"}
         cfg = DigitizerTrainConfig(
             signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds)),
             val_folds=tuple(parse_folds(val_folds)), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
-            mix=_mix(mix) if "=" in mix or "," in mix else ({mix: 1.0} if mix in names else _mix(mix)),
+            mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX),
             eval_every=eval_every, seed=seed, max_minutes=max_minutes)
 
     def report(rec: dict) -> None:

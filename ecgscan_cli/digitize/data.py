@@ -72,7 +72,7 @@ def page_crop(signal: np.ndarray, fs: float, rng: np.random.Generator, size: int
 def training_batch(signals: list[np.ndarray], fs: float, config: PairConfig, rng: np.random.Generator,
                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Images [B,3,S,S] in [0,1], targets [B,2,S,S] and the augmentation preset used."""
-    from ecgscan_cli.render.augment import apply_augment, draw_params, resolve_augment, warp_targets
+    from ecgscan_cli.render.augment import augment_with_targets
 
     s = config.crop
     imgs, tgts = [], []
@@ -85,8 +85,5 @@ def training_batch(signals: list[np.ndarray], fs: float, config: PairConfig, rng
     names = list(config.mix)
     preset = str(rng.choice(names, p=np.array([config.mix[n] for n in names]) / sum(config.mix.values())))
     if preset != "none":
-        cfg = resolve_augment(preset)
-        params = draw_params(cfg, images.shape[0], (s, s), "red", generator, "cpu")
-        images = apply_augment(images, params)
-        targets = warp_targets(targets, params)
+        images, targets = augment_with_targets(images, targets, preset, generator)
     return images, targets.clamp_(0, 1), preset

@@ -26,6 +26,9 @@ from ecgscan_cli.errors import EcgscanError
 log = logging.getLogger("ecgscan.digitize")
 
 
+DEFAULT_MIX = {"none": 0.15, "paper": 0.35, "heavy": 0.5}   # augmentation presets drawn per batch
+
+
 @dataclass
 class DigitizerTrainConfig:
     signals: str
@@ -39,7 +42,7 @@ class DigitizerTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     trace_pos_weight: float = 8.0
-    mix: dict = field(default_factory=lambda: {"none": 0.15, "paper": 0.35, "heavy": 0.5})
+    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     widths: tuple[int, ...] = (8, 16, 32, 48, 64)
     val_batches: int = 6
     eval_every: int = 250
