@@ -58,7 +58,7 @@ LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V
 MEMORY_LIMIT = 6 * 2 ** 30          # address space per case: the bombs fail instead of filling the RAM
 ESCAPE_NAME = "\x1b]0;owned\x07\x1b[31mred.h5"
 PRETRAIN_FAST = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "2", "--batch-size", "8",
-                 "--teacher-steps", "2", "--log-every", "1", "--num-workers", "0", "--device", "cpu", "-q"]
+                 "--set", "teacher_steps=2", "--set", "log_every=1", "--set", "num_workers=0", "--device", "cpu", "-q"]
 
 
 # ------------------------------------------------------------------------------ plumbing
@@ -655,8 +655,8 @@ def _pretrain(*extra):
     return make
 
 
-for _opt, _val in (("--lora-r", "0"), ("--lora-dropout", "2"), ("--eval-every", "0"), ("--val-folds", "abc"),
-                   ("--image-model", "ViT-Nope"), ("--seed", "1e23"), ("--num-workers", "-1")):
+for _opt, _val in (("--set", "model.lora_r=0"), ("--set", "model.lora_dropout=2"), ("--set", "eval_every=0"), ("--val-folds", "abc"),
+                   ("--image-model", "ViT-Nope"), ("--seed", "1e23"), ("--set", "num_workers=-1")):
     case(f"pretrain{_opt}-{_val}", "argument (pretrain)", ("signals",), slow=True)(_pretrain(_opt, _val))
 
 

@@ -40,7 +40,7 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     from ecgscan_cli.snr import lead_snr_table
     from ecgscan_cli.synth import synthesize, write_synth
-    from ecgscan_cli.wfdb_import import import_records
+    from ecgscan_cli.importing import import_records
 
     tmp = Path(tempfile.mkdtemp(prefix="ecgscan-bench-"))
     try:

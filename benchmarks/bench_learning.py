@@ -46,7 +46,7 @@ def main() -> None:
         tmp = Path(tmp)
         if args.ptbxl:
             from ecgscan_cli.formats.signals import SignalsFile
-            from ecgscan_cli.wfdb_import import import_records
+            from ecgscan_cli.importing import import_records
 
             data, _ = import_records(args.ptbxl, tmp / "ptbxl.h5", label_set="superclass")
             heldout_folds = sorted(set(SignalsFile(data).folds.tolist()))[-2:]  # PTB-XL: 9, 10; the sample: 7, 8

@@ -10,6 +10,13 @@
    (and on CUDA when present).
 4. Peak memory (max RSS of a fresh process) of rendering N synthetic records to an HDF5
    images file, for two N: flat peak → streaming; extrapolated to 10,000 records.
+
+    python benchmarks/bench_render.py --against /tmp/old   # this tree vs another, side by side
+
+``--against TREE`` times both renderers (pages at 200/100/50 dpi, targets, batches at 224
+and 448) in fresh one-thread processes, alternating this tree and ``TREE`` (a folder holding
+another ``ecgscan_cli``, e.g. ``git archive HEAD ecgscan_cli | tar -x -C /tmp/old``), and
+prints the medians and their ratio.
 """
 
 from __future__ import annotations
@@ -192,13 +199,61 @@ def bench_memory(counts, page_counts):
                   f"records (extrapolated; file ~{s1 / n1 * 10000 / 1e9:.1f} GB, ~{t1 / n1 * 10000 / 60:.0f} min)")
 
 
+COMPARE_SCRIPT = r"""
+import json, time, sys, numpy as np, torch
+torch.set_num_threads(1)
+from ecgscan_cli.render import render_batch, render_page
+from ecgscan_cli.render.targets import page_targets
+from ecgscan_cli.synth import synthesize
+x = synthesize(8, seed=0).signals.astype(np.float32)
+xt = torch.from_numpy(np.concatenate([x] * 4))               # batch 32
+reps = int(sys.argv[1])
+def med(fn):
+    fn()                                                     # caches (background, plan) built once
+    ts = []
+    for i in range(reps):
+        t = time.perf_counter(); fn(i); ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+out = {}
+for dpi in (200.0, 100.0, 50.0):
+    out[f"page {dpi:g} dpi (ms/page)"] = 1e3 * med(lambda i=0: render_page(x[i % 8], dpi=dpi, return_meta=False))
+out["targets 100 dpi (ms/page)"] = 1e3 * med(lambda i=0: page_targets(x[i % 8], dpi=100.0))
+for size in (224, 448):
+    out[f"batch 32 at {size} (ms/batch)"] = 1e3 * med(lambda i=0: render_batch(xt, size))
+print(json.dumps(out))
+"""
+
+
+def bench_against(other: str, rounds: int, reps: int):
+    """Median timings of this tree and ``other``, measured alternately in fresh processes."""
+    import json
+
+    trees = {"this": str(REPO), "other": str(Path(other).resolve())}
+    runs = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": tree, "OMP_NUM_THREADS": "1"}
+            r = subprocess.run([sys.executable, "-c", COMPARE_SCRIPT, str(reps)], capture_output=True, text=True,
+                               check=True, env=env, cwd=tempfile.gettempdir())
+            runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    print(f"{'':32s} {'other':>9s} {'this':>9s} {'this/other':>10s}   (medians of {rounds}×{reps}, 1 thread)")
+    for key in runs["this"][0]:
+        a = float(np.median([r[key] for r in runs["other"]]))
+        b = float(np.median([r[key] for r in runs["this"]]))
+        print(f"{key:32s} {a:9.2f} {b:9.2f} {b / a:10.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for the batch renderer")
+    ap.add_argument("--against", metavar="TREE", help="time this tree against the ecgscan_cli in TREE")
     a = ap.parse_args()
+    if a.against:
+        bench_against(a.against, 3 if a.quick else 5, 5 if a.quick else 15)
+        return
     reps = 5 if a.quick else 15
     if not a.memory_only:
         page = bench_pages(4 * reps)

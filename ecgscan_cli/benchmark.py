@@ -116,25 +116,30 @@ class BenchmarkResult:
 
 def resolve_splits(ids: Sequence[str], folds: np.ndarray, pretraining: dict, cfg: BenchmarkConfig):
     """(Splits, test fold list): explicit folds win; else the checkpoint's held-out folds are the test."""
-    from ecgscan_cli.probe import parse_folds, splits_from_folds
+    from ecgscan_cli.folds import format_folds, parse_folds
+    from ecgscan_cli.probe import splits_from_folds
 
     present = sorted(int(f) for f in np.unique(folds) if f >= 0)
     if not present:
         raise EcgscanError("the signals file has no folds: the benchmark splits records by fold")
-    test = parse_folds(cfg.test_folds) if cfg.test_folds else list(pretraining.get("test_folds") or [])
+    # the checkpoint's folds: lists, or fold strings in older checkpoints
+    test = (parse_folds(cfg.test_folds, "--test-folds") if cfg.test_folds
+            else parse_folds(pretraining.get("test_folds"), "the checkpoint's test folds"))
     if not test:
         if len(present) < 3:
-            raise EcgscanError(f"the signals file has folds {present}: at least 3 are needed (train, val, test)")
+            raise EcgscanError(f"the signals file has folds {format_folds(present)}: at least 3 are needed (train, val, test)")
         test = [present[-1]]
-    val = parse_folds(cfg.val_folds) if cfg.val_folds else list(pretraining.get("val_folds") or [])
+    val = (parse_folds(cfg.val_folds, "--val-folds") if cfg.val_folds
+           else parse_folds(pretraining.get("val_folds"), "the checkpoint's validation folds"))
     rest = [f for f in present if f not in test]
     if not val:
         val = [rest[-1]] if rest else []
-    train = parse_folds(cfg.train_folds) if cfg.train_folds else [f for f in rest if f not in val]
+    train = parse_folds(cfg.train_folds, "--train-folds") if cfg.train_folds else [f for f in rest if f not in val]
     for name, fl in (("test", test), ("validation", val), ("train", train)):
         missing = [f for f in fl if f not in present]
         if missing:
-            raise EcgscanError(f"{name} folds {missing} are not in the signals file (folds present: {present})")
+            raise EcgscanError(f"{name} folds {format_folds(missing)} are not in the signals file "
+                               f"(folds present: {format_folds(present)})")
     return splits_from_folds(list(ids), folds, train, val, test), test
 
 
@@ -166,6 +171,13 @@ def _signal_teacher_path(checkpoint: Path) -> Path:
                        "run's --signal-encoder); leave the 'signal' row out with --rows")
 
 
+def _record_length(source) -> int:
+    """Samples per record of an opened signals file (the teacher is probed at that length)."""
+    from ecgscan_cli import canonical
+
+    return int(getattr(source._reader, "n_samples", 0) or canonical.N_SAMPLES)
+
+
 def embed_signals_with_teacher(checkpoint: Path, signals_path, out: Path, batch_size: int, device) -> Path:
     """The frozen signal teacher's features of every record (the 'signal' row)."""
     import torch
@@ -175,8 +187,8 @@ def embed_signals_with_teacher(checkpoint: Path, signals_path, out: Path, batch_
     from ecgscan_cli.imageio import open_source
 
     teacher_path = _signal_teacher_path(checkpoint)
-    teacher = load_signal_encoder(teacher_path, device)
     source = open_source(signals_path)
+    teacher = load_signal_encoder(teacher_path, device, _record_length(source))  # the file's records
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(source), batch_size):
@@ -210,7 +222,7 @@ def digitised_signals(signals_path, weights=None, progress=None):
             reason = ""
         except EcgscanError as e:
             est, reason = np.zeros_like(truth), str(e)
-        if est.shape[1] != truth.shape[1]:  # the digitiser's 500 Hz × 10 s grid vs the file's
+        if est.shape[1] != truth.shape[1]:  # the digitiser's canonical grid vs the file's
             from scipy.signal import resample
 
             est = resample(np.nan_to_num(est), truth.shape[1], axis=1)
@@ -230,8 +242,9 @@ def embed_digitised_with_teacher(checkpoint: Path, signals_path, out: Path, batc
     from ecgscan_cli.imageio import open_source
 
     teacher_path = _signal_teacher_path(checkpoint)
-    teacher = load_signal_encoder(teacher_path, device)
     source = open_source(signals_path)
+    # the digitised signals are resampled to the file's length (digitised_signals)
+    teacher = load_signal_encoder(teacher_path, device, _record_length(source))
     chunks, batch, refused = [], [], 0
 
     def flush():

@@ -49,7 +49,7 @@ def check_field_types(obj, prefix: str = "") -> None:
         value, kind = getattr(obj, f.name), hints[f.name]
         ok, converted = _conforms(value, kind)
         if not ok:
-            raise EcgscanError(f"bad config: {prefix}{f.name} must be {_type_name(kind)}, not {value!r}")
+            raise EcgscanError(f"bad config: {prefix}{f.name} must be {type_name(kind)}, not {value!r}")
         if converted is not value:
             setattr(obj, f.name, converted)
         if isinstance(converted, float) and not math.isfinite(converted):
@@ -95,13 +95,13 @@ def _conforms(value, kind) -> tuple[bool, object]:
     return True, value
 
 
-def _type_name(kind) -> str:
+def type_name(kind) -> str:
     import types
     import typing
 
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
-        names = [_type_name(a) for a in args if a is not type(None)]
+        names = [type_name(a) for a in args if a is not type(None)]
         return " or ".join(names) + (" or null" if type(None) in args else "")
     if origin in (list, tuple):
         plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}

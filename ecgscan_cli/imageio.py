@@ -33,6 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 
 log = logging.getLogger("ecgscan")
@@ -218,7 +219,7 @@ class ImageSource:
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (name, reason)
     _files: list[Path] = field(default_factory=list, repr=False)
     _reader: object = field(default=None, repr=False)
-    fs: float = 500.0
+    fs: float = canonical.FS
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -410,4 +411,4 @@ def open_source(path: str | os.PathLike) -> ImageSource:
                        classes=list(getattr(reader, "classes", [])),
                        folds=np.asarray(getattr(reader, "folds", np.full(n, -1)), int),
                        reports=list(getattr(reader, "reports", [""] * n)), label_set=ls_name,
-                       extra_label_sets=extra, _reader=reader, fs=float(getattr(reader, "fs", 500.0)))
+                       extra_label_sets=extra, _reader=reader, fs=float(getattr(reader, "fs", canonical.FS)))

@@ -5,7 +5,7 @@
     image [B,3,H,W] in [0,1] ──CLIP-normalise──▶ ViT (open_clip, frozen + LoRA) ──▶ h_I
                   (or ──(x−0.5)/0.5──▶ EfficientNet-Lite0, ImageNet weights, :mod:`ecgscan_cli.towers`)
     h_I ──Linear+Tanh──▶ z_I  (contrastive space, L2-normalised)
-    h_I ──Linear+Tanh──▶ r_I  (reconstruction latent) ──▶ SignalDecoder ──▶ [B,12,5000] mV
+    h_I ──Linear+Tanh──▶ r_I  (reconstruction latent) ──▶ SignalDecoder ──▶ [B,12,n_samples] mV
     report ──frozen text encoder──▶ Linear+Tanh ──▶ z_T
     signal ──frozen signal encoder (teacher)──▶ Linear+Tanh ──▶ z_S   (training only)
 
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 
 log = logging.getLogger("ecgscan")
@@ -77,7 +78,10 @@ class ModelConfig:
     # signal teacher output dimension (set from the loaded teacher)
     signal_dim: int = 256
     # signal decoder
-    n_samples: int = 5000
+    # the signal form the decoder emits and the renderer draws: stored with the checkpoint, so code that
+    # holds a model reads them here (older checkpoints have no fs: canonical.FS)
+    n_samples: int = canonical.N_SAMPLES
+    fs: float = canonical.FS
     patch: int = 8
     decoder_width: int = 256
     decoder_layers: int = 4
@@ -144,7 +148,7 @@ def check_model_config(cfg: ModelConfig, prefix: str = "model.") -> None:
         (cfg.embed_dim >= 1, "embed_dim must be >= 1"), (cfg.signal_dim >= 1, "signal_dim must be >= 1"),
         (cfg.text_max_length >= 1, "text_max_length must be >= 1"),
         (cfg.text_pooling in ("auto", "cls", "mean"), "text_pooling must be auto, cls or mean"),
-        (cfg.n_samples >= 1, "n_samples must be >= 1"), (cfg.patch >= 1, "patch must be >= 1"),
+        (cfg.n_samples >= 1, "n_samples must be >= 1"), (cfg.fs > 0, "fs must be > 0"), (cfg.patch >= 1, "patch must be >= 1"),
         (cfg.patch < 1 or cfg.n_samples % cfg.patch == 0,
          f"patch must divide n_samples ({cfg.n_samples}), not {cfg.patch}"),
         (cfg.decoder_width >= 1 and cfg.decoder_layers >= 1 and cfg.decoder_heads >= 1,
@@ -181,7 +185,7 @@ class Projection(nn.Sequential):
 class SignalDecoder(nn.Module):
     """Learnable query tokens (one per ``patch`` samples) + image latent → ``[B, 12, T]``."""
 
-    def __init__(self, width: int, layers: int, heads: int, n_samples: int = 5000, patch: int = 8,
+    def __init__(self, width: int, layers: int, heads: int, n_samples: int = canonical.N_SAMPLES, patch: int = 8,
                  dropout: float = 0.0, mask_ratio: float = 0.25):
         super().__init__()
         if n_samples % patch:

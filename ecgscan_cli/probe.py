@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.folds import format_folds, parse_folds  # noqa: F401 - parse_folds: the one fold parser, re-exported
 from ecgscan_cli.metrics import auroc_per_class, bootstrap_macro_auroc, macro_auroc
 from ecgscan_cli.tables import percent
 
@@ -43,32 +44,6 @@ DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 
 
 # ---------------------------------------------------------------- splits
-
-def parse_folds(text: str | Sequence[int] | None) -> list[int]:
-    """'1-6,8' → [1, 2, 3, 4, 5, 6, 8]; 'none' or '' → []."""
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        return [int(x) for x in text]
-    if text.strip().lower() == "none":
-        return []
-    out: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise EcgscanError(f"bad fold list {text!r}: use e.g. '1-8' or '1,2,5'") from None
-    return out
-
 
 def parse_fractions(text: str | Sequence[float]) -> list[float]:
     if isinstance(text, str):
@@ -111,23 +86,11 @@ def splits_from_folds(ids: Sequence[str], folds: np.ndarray, train_folds: Sequen
         sel = [ids[i] for i in np.flatnonzero(np.isin(folds, list(s)))]
         if not sel:
             raise EcgscanError(f"no records in the {name} folds {sorted(s)} (folds present: "
-                               f"{fold_ranges(present)}); choose with --train-folds/--val-folds/--test-folds")
+                               f"{format_folds(present)}); choose with --train-folds/--val-folds/--test-folds")
         out[name] = sel
-    desc = (f"folds train {fold_ranges(sorted(sets['train']))}, val {fold_ranges(sorted(sets['validation']))}, "
-            f"test {fold_ranges(sorted(sets['test']))}")
+    desc = (f"folds train {format_folds(sorted(sets['train']))}, val {format_folds(sorted(sets['validation']))}, "
+            f"test {format_folds(sorted(sets['test']))}")
     return Splits(out["train"], out["validation"], out["test"], desc)
-
-
-def fold_ranges(vals: Sequence[int]) -> str:
-    vals = sorted(vals)
-    parts, i = [], 0
-    while i < len(vals):
-        j = i
-        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
-            j += 1
-        parts.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",

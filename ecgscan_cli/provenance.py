@@ -51,7 +51,7 @@ class Pretraining:
 
     def describe(self) -> str:
         """'folds 1-6 (train), 7 (validation) of synth.h5' or 'a random split of synth.h5'."""
-        from ecgscan_cli.probe import fold_ranges
+        from ecgscan_cli.folds import format_folds as fold_ranges
 
         name = Path(self.signals).name
         if self.split == "folds":
@@ -60,7 +60,7 @@ class Pretraining:
         return f"a random split of {name}"
 
     def advice(self) -> str:
-        from ecgscan_cli.probe import fold_ranges
+        from ecgscan_cli.folds import format_folds as fold_ranges
 
         if self.split == "folds" and self.test_folds:
             return f"evaluate on folds {fold_ranges(self.test_folds)}"

@@ -4,7 +4,7 @@ Methods (``method=``):
 
 * ``digitizer``: the trained trace-segmentation network shipped in the package
   (:mod:`ecgscan_cli.digitize`), then the page pipeline (grid → mm, calibration → mV,
-  layout → leads, resampling to 500 Hz). Leads or stretches a page does not show are NaN.
+  layout → leads, resampling to the canonical 500 Hz). Leads or stretches a page does not show are NaN.
 * ``classical``: the same pipeline with a classical (non-learned) trace finder.
 * ``decoder``: the ECG-Scan signal decoder of a pretraining checkpoint (``--checkpoint``);
   a training aid that recovers little more than the mean waveform.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.leads import LEADS
 
@@ -44,7 +45,7 @@ MIN_PAGE_SIDE = 64          # px: nothing smaller can show 12 leads and a grid
 OVERLAY_MAX_SIDE = 1400     # px of the image kept for an overlay
 
 
-def lead_snr(reference: np.ndarray, estimate: np.ndarray, fs: float = 500.0) -> np.ndarray:
+def lead_snr(reference: np.ndarray, estimate: np.ndarray, fs: float = canonical.FS) -> np.ndarray:
     """Per-lead SNR (dB) of ``estimate`` against ``reference``: :func:`ecgscan_cli.snr.record_snr`
     with the default metric, so this number and ``snr-check --reference`` are the same."""
     from ecgscan_cli.snr import record_snr
@@ -99,7 +100,7 @@ def write_wfdb(directory: Path, ids, signals: np.ndarray, fs: float) -> None:
                     adc_gain=[1000.0] * 12, baseline=[0] * 12, fmt=["16"] * 12, write_dir=str(directory))
 
 
-def overlay_plot(path: Path, rid: str, recon: np.ndarray, truth: np.ndarray | None, fs: float = 500.0,
+def overlay_plot(path: Path, rid: str, recon: np.ndarray, truth: np.ndarray | None, fs: float = canonical.FS,
                  picture: "Picture | None" = None) -> None:
     """12 panels (6×2): reconstruction (red) over ground truth (black) with per-lead SNR;
     with ``picture``, the image above them with the reconstructed traces drawn in red where
@@ -161,7 +162,7 @@ class Picture:
     caption: str
 
 
-def _rows_lead_segments(rows, fs: float = 500.0, n_samples: int = 5000) -> list[dict]:
+def _rows_lead_segments(rows, fs: float = canonical.FS, n_samples: int = canonical.N_SAMPLES) -> list[dict]:
     """The per-lead placements in ``Digitized.rows``, as dicts with ``index`` (lead), ``x_start``,
     ``x_end``, ``y_baseline`` (px) and, when known, ``t_start``/``t_end`` (s) and ``px_per_mV``.
 
@@ -217,7 +218,7 @@ def trace_paths(digitized, signal: np.ndarray) -> list[tuple[int, np.ndarray, np
     Each lead segment spans ``x_start``..``x_end``; its samples are those of
     ``t_start``..``t_end`` (s) when given, else the lead's shown (non-NaN) samples.
     Heights: ``y_baseline`` − mV × ``px_per_mV`` (default 10 mm/mV × the vertical px/mm)."""
-    fs = float(getattr(digitized, "fs", 500.0) or 500.0)
+    fs = float(getattr(digitized, "fs", canonical.FS) or canonical.FS)
     ppm = getattr(digitized, "px_per_mm", None) or (0.0, 0.0)
     ppm_y = float(ppm[1] if len(ppm) > 1 else ppm[0])
     out = []
@@ -243,32 +244,37 @@ def trace_paths(digitized, signal: np.ndarray) -> list[tuple[int, np.ndarray, np
 def to_page_pixels(xs: np.ndarray, ys: np.ndarray, digitized, page_hw: tuple[int, int]):
     """Points in the digitiser's row coordinates → pixels of the page it was given.
 
-    The digitiser reads rows at its working resolution (``work_scale`` working px per page
-    px) after deskewing its maps by ``rotation_deg`` (``scipy.ndimage.rotate`` with the
-    canvas grown to fit); both are undone here. Without ``work_scale`` the rows are taken
-    to be in page pixels already."""
-    scale = getattr(digitized, "work_scale", None)
-    if scale is None:
-        return xs, ys
+    The digitiser reads rows in the pixels of the maps it read (``map_shape``) after
+    deskewing them by ``rotation_deg`` (``scipy.ndimage.rotate`` with the canvas grown to
+    fit); ``to_image`` (3×3) takes the maps' pixels to the page's: a scale, or a homography
+    where the page's perspective was undone. Both are undone here. Older results carry
+    ``work_scale`` (maps at the working size) instead; without either the rows are taken to
+    be in page pixels already."""
     h, w = page_hw
-    try:
+    to_image = getattr(digitized, "to_image", None)
+    shape = getattr(digitized, "map_shape", None)
+    if to_image is None or shape is None:
+        scale = getattr(digitized, "work_scale", None)
+        if scale is None:
+            return xs, ys
         from ecgscan_cli.digitize.image import working_size
 
-        wh, ww = working_size(h, w)
-    except ImportError:
-        wh, ww = max(int(round(h * scale)), 16), max(int(round(w * scale)), 16)
+        shape = working_size(h, w)
+        to_image = np.diag([w / shape[1], h / shape[0], 1.0])
+    mh, mw = shape
     angle = float(getattr(digitized, "rotation_deg", 0.0) or 0.0)
     if abs(angle) > 1e-6:
         # ndimage.rotate: input (x, y) = R · output (x, y) + offset, R = [[c, −s], [s, c]],
         # about the centres of the input and of the grown output
         c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
         rot = np.array([[c, -s], [s, c]])
-        in_shape = np.array([ww, wh], float)
+        in_shape = np.array([mw, mh], float)
         bounds = rot @ np.array([[0, 0, in_shape[0], in_shape[0]], [0, in_shape[1], 0, in_shape[1]]])
         out_shape = (np.ptp(bounds, axis=1) + 0.5).astype(int)
         offset = (in_shape - 1) / 2 - rot @ ((out_shape - 1) / 2)
         xs, ys = rot[0, 0] * xs + rot[0, 1] * ys + offset[0], rot[1, 0] * xs + rot[1, 1] * ys + offset[1]
-    return xs * (w / ww), ys * (h / wh)
+    p = np.asarray(to_image, np.float64) @ np.vstack([xs, ys, np.ones_like(xs)])
+    return p[0] / p[2], p[1] / p[2]
 
 
 def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
@@ -282,13 +288,21 @@ def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
         px, py = to_page_pixels(xs, ys, digitized, page.shape[:2])
         traces.append((k, px * sx, py * sy))
     caption = f"layout {getattr(digitized, 'layout', '?')}, rotation {float(getattr(digitized, 'rotation_deg', 0.0)):.1f}°"
+    reading = getattr(digitized, "reading", "working")
+    if reading != "working":
+        caption += {"refined": ", read at the image's resolution",
+                    "rectified": ", perspective undone",
+                    "rectified+refined": ", perspective undone, read at the image's resolution"}.get(reading, "")
     if getattr(digitized, "grid_found", True) is False:
         caption += ", no grid found (scale from the calibration pulses / row length)"
     return Picture(small, traces, caption)
 
 
-def digitize_page(page: np.ndarray, net, method: str = "digitizer"):
-    """One page → ``(signal [12, 5000] float32 mV at 500 Hz, NaN where not shown, Digitized)``.
+def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool = False):
+    """One page → ``(signal [12, N_SAMPLES] float32 mV at canonical.FS, NaN where not shown, Digitized)``.
+
+    ``quick``: only the network's reading at the working resolution (no perspective-undone
+    or image-resolution reading competing; see :func:`ecgscan_cli.digitize.image.digitize_image`).
 
     Raises :class:`EcgscanError` (a one-line reason) when the page cannot be read: too
     small, no grid, unknown layout, no trace found."""
@@ -297,23 +311,30 @@ def digitize_page(page: np.ndarray, net, method: str = "digitizer"):
     h, w = page.shape[:2]
     if min(h, w) < MIN_PAGE_SIDE:
         raise EcgscanError(f"image of {w}×{h} px is too small to show an ECG (at least {MIN_PAGE_SIDE} px a side)")
-    d = digitize_image(np.ascontiguousarray(page, np.uint8), net, method="net" if method == "digitizer" else "classical")
+    d = digitize_image(np.ascontiguousarray(page, np.uint8), net, method="net" if method == "digitizer" else "classical",
+                       refine=not quick)
     sig = np.asarray(d.signal, np.float32)
     fs = float(d.fs)
-    if sig.ndim != 2 or sig.shape[0] != 12 or abs(fs - 500.0) > 1e-6:
-        raise EcgscanError(f"the digitiser returned a {sig.shape} signal at {fs:g} Hz; expected 12 leads at 500 Hz")
+    if sig.ndim != 2 or sig.shape[0] != canonical.N_LEADS or abs(fs - canonical.FS) > 1e-6:
+        raise EcgscanError(f"the digitiser returned a {sig.shape} signal at {fs:g} Hz; "
+                           f"expected {canonical.N_LEADS} leads at {canonical.FS:g} Hz")
     sig = np.where(np.isfinite(sig), sig, np.nan).astype(np.float32)   # ±inf is no measurement either
-    if sig.shape[1] != 5000:      # 10 s at 500 Hz, like every ecgscan signal
-        fixed = np.full((12, 5000), np.nan, np.float32)
-        fixed[:, : min(5000, sig.shape[1])] = sig[:, :5000]
+    n = canonical.N_SAMPLES
+    if sig.shape[1] != n:      # the canonical 10 s, like every ecgscan signal
+        fixed = np.full((canonical.N_LEADS, n), np.nan, np.float32)
+        fixed[:, : min(n, sig.shape[1])] = sig[:, :n]
         sig = fixed
     if not np.isfinite(sig).any():
         raise EcgscanError("no ECG trace found")
     return sig, d
 
 
-def digitize_source(source, method: str = "digitizer", net=None, progress=None, keep_pictures: int = 0):
-    """Digitise every page of ``source`` → (row indices, ids, signals [n, 12, 5000], pictures).
+def digitize_source(source, method: str = "digitizer", net=None, progress=None, keep_pictures: int = 0,
+                    quick: bool = False, readings: dict | None = None):
+    """Digitise every page of ``source`` → (row indices, ids, signals [n, 12, N_SAMPLES], pictures).
+
+    ``readings``: a dict counting which reading won per page (``working``, ``refined``,
+    ``rectified``, ``rectified+refined``), filled in place; ``quick``: see :func:`digitize_page`.
 
     ``net``: TraceNet from :func:`ecgscan_cli.digitize.image.load_digitizer` (the shipped
     weights when None and ``method`` is ``digitizer``). Pages that cannot be read are
@@ -327,7 +348,7 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
     rows, ids, sigs, pictures = [], [], [], {}
     for i, rid, page in source.pages(DIGITIZE_MAX_SIDE):
         try:
-            sig, d = digitize_page(page, net, method)
+            sig, d = digitize_page(page, net, method, quick)
         except EcgscanError as e:
             source.skip(i, f"{source.name(i)}: {e}")
             continue
@@ -341,12 +362,15 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
         finally:
             if progress is not None:
                 progress(1)
+        if readings is not None:
+            name = getattr(d, "reading", "working")
+            readings[name] = readings.get(name, 0) + 1
         if len(pictures) < keep_pictures:
             pictures[len(ids)] = _picture_or_page(page, d, sig, source.name(i))
         rows.append(i)
         ids.append(rid)
         sigs.append(sig)
-    sig = np.stack(sigs) if sigs else np.zeros((0, 12, 5000), np.float32)
+    sig = np.stack(sigs) if sigs else np.zeros((0, canonical.N_LEADS, canonical.N_SAMPLES), np.float32)
     return rows, ids, sig, pictures
 
 
@@ -379,7 +403,8 @@ def reconstruct(model, source, batch_size: int = 16, device="cpu", progress=None
             ids.extend(bid)
             if progress is not None:
                 progress(len(idx))
-    sig = np.concatenate(chunks) if chunks else np.zeros((0, 12, 5000), np.float32)
+    empty = np.zeros((0, canonical.N_LEADS, model.cfg.n_samples), np.float32)
+    sig = np.concatenate(chunks) if chunks else empty
     return rows, ids, sig
 
 
@@ -404,8 +429,11 @@ def resolve_method(method: str | None, checkpoint=None, weights=None) -> str:
 
 def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = None, weights=None, wfdb_dir=None,
                         overlay_dir=None, reference=None, max_overlays: int = 8, batch_size: int = 16,
-                        device="auto", overwrite: bool = False, progress_factory=None):
+                        device="auto", overwrite: bool = False, progress_factory=None, quick: bool = False):
     """Write the reconstruction signals file (+ WFDB / overlays). Returns (path, source, summary dict).
+
+    ``quick``: the digitiser reads each page once (see :func:`digitize_page`); the summary's
+    ``readings`` counts which reading won on how many pages.
 
     ``method`` defaults to ``decoder`` when ``checkpoint`` is given, else ``digitizer``
     (``weights``: a safetensors file, default the weights shipped in the package)."""
@@ -431,11 +459,12 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
         dev = resolve_device("cpu" if method != "decoder" and str(device).strip().lower() == "auto" else device)
         engine, made_by = _load_engine(method, checkpoint, weights, dev)   # before the progress bar
         with ctx as advance:
+            readings = {}
             if method == "decoder":
                 rows, ids, sig = reconstruct(engine, source, batch_size, dev, advance)
                 pictures = {}
             else:
-                rows, ids, sig, pictures = digitize_source(source, method, engine, advance, keep)
+                rows, ids, sig, pictures = digitize_source(source, method, engine, advance, keep, quick, readings)
         if not ids:
             first = f"; {source.skipped[0][1]}" if source.skipped else ""
             raise EcgscanError(f"{input_path}: no usable image ({len(source.skipped)} skipped{first})")
@@ -443,10 +472,11 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
         if clipped:
             log.warning("%d reconstructed samples beyond ±%.3f mV were clipped", clipped, MAX_MV)
             sig = np.clip(sig, -MAX_MV, MAX_MV)
-        fs = 500.0 * sig.shape[-1] / 5000.0  # every method spans 10 s
+        # the decoder emits its checkpoint's form; the digitisers the canonical one
+        fs = float(engine.cfg.fs) if method == "decoder" else canonical.FS
         rows = np.asarray(rows, int)
         summary = {"n": len(ids), "skipped": len(source.skipped), "skipped_reasons": list(source.skipped),
-                   "clipped_samples": clipped, "method": method}
+                   "clipped_samples": clipped, "method": method, "readings": readings}
         # Every output is written under a temporary name and all are renamed together at the
         # end: a failure in any of them (a bad id, a full disk) leaves none behind, so the
         # rerun is not refused by a half-written set. The signals file, entered last, is

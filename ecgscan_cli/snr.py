@@ -41,6 +41,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.leads import LEADS, LIMB_DERIVED, lead_snr_db
 
@@ -111,7 +112,7 @@ def lead_snr_records(signals: Iterable[np.ndarray]) -> np.ndarray:
 
 def lead_snr_from_items(items, stats=None, *, source="input",
                         progress: Callable[[int], None] | None = None) -> SnrResult:
-    """Lead-SNR from ``(id, signal or None)`` pairs (see :func:`wfdb_import.iter_signals`)."""
+    """Lead-SNR from ``(id, signal or None)`` pairs (see :func:`importing.iter_signals`)."""
     ids, rows = [], []
     for rid, x in items:
         if progress:
@@ -133,7 +134,7 @@ def lead_snr_from_items(items, stats=None, *, source="input",
 def lead_snr_table(source, *, derive_limb_leads: bool = False, workers: int = 0,
                    progress: Callable[[int], None] | None = None) -> SnrResult:
     """Lead-SNR per record and summary (paper Table 1) of a signals file or WFDB folder/record."""
-    from ecgscan_cli.wfdb_import import iter_signals
+    from ecgscan_cli.importing import iter_signals
 
     _, items, stats = iter_signals(source, derive_limb_leads=derive_limb_leads, workers=workers)
     return lead_snr_from_items(items, stats, source=source, progress=progress)
@@ -142,7 +143,7 @@ def lead_snr_table(source, *, derive_limb_leads: bool = False, workers: int = 0,
 def count_records(source) -> int:
     """How many records ``source`` holds (signals file or WFDB folder), cheaply."""
     from ecgscan_cli.formats.signals import SignalsFile
-    from ecgscan_cli.wfdb_import import find_records, is_ptbxl_root
+    from ecgscan_cli.importing import find_records, is_ptbxl_root
 
     source = Path(source)
     if source.is_dir():
@@ -250,7 +251,7 @@ def physionet2024_snr(reference: np.ndarray, estimate: np.ndarray | None, *,
     return np.array([challenge_snr(x[j], y[j]) for j in range(x.shape[0])])
 
 
-def aligned_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = 500.0, *,
+def aligned_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = canonical.FS, *,
                 ref_names: Sequence[str] | None = None, est_names: Sequence[str] | None = None,
                 max_shift_s: float = MAX_SHIFT_S, max_offset_mv: float = MAX_OFFSET_MV) -> np.ndarray:
     """Per-lead SNR (dB) under the ``aligned`` metric (see the module notes).
@@ -290,7 +291,7 @@ def aligned_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = 
     return out
 
 
-def record_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = 500.0,
+def record_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = canonical.FS,
                metric: str = DEFAULT_METRIC, *, ref_names: Sequence[str] | None = None,
                est_names: Sequence[str] | None = None, max_shift_s: float = MAX_SHIFT_S,
                max_offset_mv: float = MAX_OFFSET_MV) -> np.ndarray:
@@ -327,7 +328,7 @@ def resolve_metric(metric: str | None = None, *, align: bool | None = None,
     return metric or implied or DEFAULT_METRIC
 
 
-def reconstruction_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = 500.0, *,
+def reconstruction_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = canonical.FS, *,
                        align: bool = False, max_shift_s: float = MAX_SHIFT_S,
                        max_offset_mv: float = MAX_OFFSET_MV, missing: str = "scale") -> np.ndarray:
     """Older spelling of :func:`record_snr`, kept for library callers.
@@ -480,7 +481,7 @@ class WfdbRecords:
     def read(self, rid: str) -> Record | None:
         import wfdb
 
-        from ecgscan_cli.wfdb_import import RecordError, parse_header
+        from ecgscan_cli.importing import RecordError, parse_header
 
         if rid not in self._ids:
             return None
@@ -571,7 +572,7 @@ def _as_printed(record) -> np.ndarray:
 
 def _compare(est, ref, estimate, reference, metric, score_absent, max_shift_s, max_offset_mv, progress,
              shown_only=False) -> SnrResult:
-    from ecgscan_cli.wfdb_import import RecordError
+    from ecgscan_cli.importing import RecordError
 
     if not ref.ids:
         raise EcgscanError(f"{reference} holds no records")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.leads import derived_limb_leads
 
 # NSR normal sinus rhythm, 60-100 bpm; AFIB atrial fibrillation (irregularly irregular RR, no P
@@ -341,7 +342,8 @@ def _iter_chunks(n: int, seed: int, fs: float, duration_s: float, noise: float):
         yield SynthBatch(ids, signals, reports, labels, list(CLASSES), folds_all[c0:c0 + m].astype(int))
 
 
-def synthesize(n: int, seed: int = 0, fs: float = 500.0, duration_s: float = 10.0, noise: float = 1.0) -> SynthBatch:
+def synthesize(n: int, seed: int = 0, fs: float = canonical.FS, duration_s: float = canonical.DURATION_S,
+               noise: float = 1.0) -> SynthBatch:
     """``n`` labelled synthetic 12-lead ECGs (see :func:`_synthesize`), with as many BLAS
     threads as the machine has free cores."""
     # numpy's BLAS starts one thread per core: on a busy machine those threads wait for
@@ -352,7 +354,8 @@ def synthesize(n: int, seed: int = 0, fs: float = 500.0, duration_s: float = 10.
         return _synthesize(n, seed, fs, duration_s, noise)
 
 
-def _synthesize(n: int, seed: int = 0, fs: float = 500.0, duration_s: float = 10.0, noise: float = 1.0) -> SynthBatch:
+def _synthesize(n: int, seed: int = 0, fs: float = canonical.FS, duration_s: float = canonical.DURATION_S,
+                noise: float = 1.0) -> SynthBatch:
     """``n`` labelled synthetic 12-lead ECGs, ``[n, 12, round(fs·duration_s)]`` float32 mV.
 
     Same arguments → identical output. ``noise`` scales baseline wander, muscle noise and
@@ -391,9 +394,9 @@ def write_synth(path, n: int, seed: int = 0, overwrite: bool = False, noise: flo
     if not 0 <= int(seed) <= MAX_SEED:
         raise EcgscanError(f"seed must be 0 to {MAX_SEED}, got {seed}")
     source = f"synthetic (ecgscan synth, n={n}, seed={seed}, noise={noise})"
-    with SignalsWriter(path, fs=500.0, n_samples=5000, classes=CLASSES, overwrite=overwrite, source=source,
+    with SignalsWriter(path, fs=canonical.FS, n_samples=canonical.N_SAMPLES, classes=CLASSES, overwrite=overwrite, source=source,
                        attrs={"synth_seed": int(seed), "synth_noise": float(noise)}, expected_rows=n) as w:
-        for ch in _iter_chunks(int(n), seed, 500.0, 10.0, noise):
+        for ch in _iter_chunks(int(n), seed, canonical.FS, canonical.DURATION_S, noise):
             for i in range(len(ch)):
                 w.append(ch.ids[i], ch.signals[i], report=ch.reports[i], label=ch.labels[i], fold=int(ch.folds[i]))
                 if progress is not None:

@@ -30,9 +30,11 @@ from ecgscan_cli.training.config import (
                                          TEACHER_DIR,
                                          TEXT_CACHE_DIR,
                                          TrainConfig,
+                                         apply_overrides,
                                          check_config,
                                          config_diff,
                                          lr_at,
+                                         parse_overrides,
                                          preset_names,
                                          resolve_config,
 )
@@ -46,6 +48,7 @@ _optimizer = build_optimizer  # the name tests and benchmarks import
 
 __all__ = ["BEST_BY_VALIDATION", "BEST_IS_LAST", "Checkpointer", "Dist", "FOLD_KEYS", "FrozenFeatures", "LOSS_TERMS",
            "METRICS", "Objective", "PRESET_DIR", "PretrainResult", "RESUME_FREE", "RUN_CONFIG", "RunFolder",
-           "TEACHER_DIR", "TEACHER_SHARE", "TEXT_CACHE_DIR", "TrainConfig", "build_optimizer", "check_config",
-           "config_diff", "evaluate", "init_distributed", "lr_at", "preset_names", "pretrain", "resolve_config",
+           "TEACHER_DIR", "TEACHER_SHARE", "TEXT_CACHE_DIR", "TrainConfig", "apply_overrides", "build_optimizer",
+           "check_config", "config_diff", "evaluate", "init_distributed", "lr_at", "parse_overrides", "preset_names",
+           "pretrain", "resolve_config",
            "train_signal_teacher"]

@@ -30,7 +30,7 @@ RECORDS = ("00001", "00148", "00300")
 @pytest.fixture(scope="module")
 def signals(ptbxl_dir):
     """Three real PTB-XL records, canonical [12, 5000] mV (what `ecgscan import` stores)."""
-    from ecgscan_cli.wfdb_import import read_canonical
+    from ecgscan_cli.importing import read_canonical
 
     return [read_canonical(next((ptbxl_dir / "records500").rglob(f"{r}_hr.hea")).with_suffix("")).astype(np.float64)
             for r in RECORDS]

@@ -249,7 +249,7 @@ def rename_signal_file(header: Path, new_name: str) -> None:
 
 @pytest.mark.parametrize("target", ["../outside.dat", "ABSOLUTE"])
 def test_header_naming_a_file_outside_its_folder_is_skipped(tmp_path, target):
-    from ecgscan_cli.wfdb_import import import_records
+    from ecgscan_cli.importing import import_records
 
     folder = tmp_path / "db"
     wfdb_record(folder, "good")
@@ -294,7 +294,7 @@ def test_fifo_named_png_in_an_image_folder_is_skipped_with_a_reason(tmp_path):
 
 
 def test_cropped_and_header_shorter_records_are_counted_in_the_summary(tmp_path):
-    from ecgscan_cli.wfdb_import import import_records
+    from ecgscan_cli.importing import import_records
 
     folder = tmp_path / "db"
     wfdb_record(folder, "long", seconds=60)
@@ -486,7 +486,7 @@ def test_unknown_image_model_is_refused_before_any_work(tmp_path):
 
     signals = write_synth(tmp_path / "s.h5", 24, seed=3)
     proc = run_cli("pretrain", signals, "-o", tmp_path / "run", "--preset", "tiny", "--text-model", "tiny",
-                   "--max-steps", "2", "--teacher-steps", "2", "--batch-size", "8", "--num-workers", "0",
+                   "--max-steps", "2", "--set", "teacher_steps=2", "--batch-size", "8", "--set", "num_workers=0",
                    "--device", "cpu", "--image-model", "ViT-Nope", timeout=300)
     err = one_line_error(proc)
     assert "unknown image model 'ViT-Nope'" in err

@@ -11,7 +11,7 @@ from ecgscan_cli.cli.app import app
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.formats import SignalsFile
 from ecgscan_cli.leads import derived_limb_leads
-from ecgscan_cli.wfdb_import import (
+from ecgscan_cli.importing import (
     ImportOptions, RecordError, canonicalize, import_records, ptbxl_classes, ptbxl_labels, read_scp_statements, read_wfdb,
 )
 

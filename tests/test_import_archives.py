@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from ecgscan_cli.cli.app import app
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.formats import SignalsFile
-from ecgscan_cli.wfdb_import import import_records, parse_label_sets, ptbxl_labels, read_scp_statements
+from ecgscan_cli.importing import import_records, parse_label_sets, ptbxl_labels, read_scp_statements
 
 runner = CliRunner()
 N_RECORDS = 6

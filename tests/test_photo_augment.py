@@ -72,7 +72,7 @@ def test_full_page_render_record_unchanged(signals):
     job = RenderJob("x", "png", augment=AugmentConfig.preset("heavy"), dpi=60)
     page, meta = render_record(job, signals[0], "r0", 0, 500.0)
     assert page.shape == (510, 660, 3)
-    assert abs(page.astype(np.float64).mean() - 125.9013458110517) < 1e-6
+    assert abs(page.astype(np.float64).mean() - 125.96808972073678) < 1e-6   # 125.9013458110517 before #13 item 1
 
 
 def test_photo_params_are_drawn_after_the_others():
@@ -175,7 +175,7 @@ def test_warped_trace_target_lies_on_the_dark_ink(page_and_targets, preset):
             continue
         aligned = _trace_contrast(out, moved[:, 0], moved[:, 2])
         # (blur up to σ 3.6 px here, noise, JPEG and low contrast leave thin lines faint)
-        assert aligned > 0.15, (preset, seed, aligned)
+        assert aligned > 0.12, (preset, seed, aligned)   # min 0.190 before #13 item 1, 0.134 after (fainter steep strokes below 200 dpi)
         P = draw_params(cfg, 1, tuple(img.shape[-2:]), "red", torch.Generator().manual_seed(seed), "cpu")
         if float(P["rotation_deg"].abs()) > 2 or float(P["background"]) > 0.05:
             # the same image against the unmoved targets: the ink is elsewhere
@@ -255,7 +255,7 @@ def test_render_targets_folder_aligned_with_pages(signals_file, tmp_path):
         lum = torch.from_numpy(page).permute(2, 0, 1)[None]
         tt = torch.from_numpy(t).permute(2, 0, 1)
         contrasts.append(_trace_contrast(lum, tt[None, 0], tt[None, 2]))
-    assert min(contrasts) > 0.15, contrasts
+    assert min(contrasts) > 0.12, contrasts   # 0.146 after #13 item 1 (was > 0.15)
 
 
 def test_render_targets_model_size_and_images_file(signals_file, tmp_path):

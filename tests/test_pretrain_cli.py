@@ -12,8 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ecgscan_cli.cli.app import app  # noqa: E402
 
-FAST = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "2", "--batch-size", "8", "--teacher-steps", "2",
-        "--log-every", "1", "--num-workers", "0", "--device", "cpu", "--quiet"]
+FAST = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "2", "--batch-size", "8", "--set", "teacher_steps=2",
+        "--set", "log_every=1", "--set", "num_workers=0", "--device", "cpu", "--quiet"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,8 +33,10 @@ def run(*args):
 def test_help():
     out = run("pretrain", "--help")
     assert out.exit_code == 0
-    for flag in ("--preset", "--config", "--resume", "--max-minutes", "--signal-encoder", "--lambda-gram"):
+    for flag in ("--preset", "--config", "--resume", "--max-minutes", "--signal-encoder", "--set"):
         assert flag in out.output
+    for removed in ("--lambda-gram", "--lora-r", "--eval-every", "--num-workers", "--teacher-steps"):
+        assert removed not in out.output  # reached with --set now
 
 
 @pytest.mark.slow

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 MINI = {"max_steps": 6, "batch_size": 8, "teacher_steps": 3, "teacher_batch": 8, "max_val": 16,
         "eval_every": 2, "save_every": 3, "log_every": 1, "augment": "light", "num_workers": 0,
         "model.text_model": "tiny"}
-FAST = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "2", "--batch-size", "8", "--teacher-steps", "2",
-        "--log-every", "1", "--num-workers", "0", "--device", "cpu", "--quiet"]
+FAST = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "2", "--batch-size", "8", "--set", "teacher_steps=2",
+        "--set", "log_every=1", "--set", "num_workers=0", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,8 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_bit_exactly(synth_file, straight
 
     real_render, calls = loop._render, {"n": 0}
 
-    def render(signals, size, augment, gen):
-        images = real_render(signals, size, augment, gen)
+    def render(signals, size, augment, gen, fs):
+        images = real_render(signals, size, augment, gen, fs)
         if augment != "none":  # training batches only, not validation
             calls["n"] += 1
             if calls["n"] == stop_in_step:
@@ -137,12 +137,12 @@ def test_an_unfinished_step_never_overwrites_the_periodic_checkpoint(synth_file,
 
     real_render, calls = loop._render, {"n": 0}
 
-    def render(signals, size, augment, gen):
+    def render(signals, size, augment, gen, fs):
         if augment != "none":
             calls["n"] += 1
             if calls["n"] == 5:
                 raise KeyboardInterrupt
-        return real_render(signals, size, augment, gen)
+        return real_render(signals, size, augment, gen, fs)
 
     monkeypatch.setattr(loop, "_render", render)
     run = tmp_path / "run"
@@ -162,13 +162,13 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(synth_file, tmp_path, monk
 
     real_render, calls = loop._render, {"n": 0}
 
-    def render(signals, size, augment, gen):
+    def render(signals, size, augment, gen, fs):
         if augment != "none":
             calls["n"] += 1
             if calls["n"] == 4:
                 os.kill(os.getpid(), signal.SIGINT)
                 os.kill(os.getpid(), signal.SIGINT)
-        return real_render(signals, size, augment, gen)
+        return real_render(signals, size, augment, gen, fs)
 
     monkeypatch.setattr(loop, "_render", render)
     with pytest.raises(KeyboardInterrupt):
@@ -228,9 +228,9 @@ def _train_steps(run: Path) -> int:
 def test_sigterm_saves_a_finished_step_and_resumes_bit_exactly(synth_file, tmp_path):
     from ecgscan_cli.train import pretrain
 
-    args = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "60", "--batch-size", "8", "--teacher-steps",
-            "3", "--log-every", "1", "--eval-every", "20", "--save-every", "20", "--num-workers", "0", "--device",
-            "cpu", "--quiet"]
+    args = ["--preset", "tiny", "--text-model", "tiny", "--max-steps", "60", "--batch-size", "8", "--set",
+            "teacher_steps=3", "--set", "log_every=1", "--set", "eval_every=20", "--set", "save_every=20", "--set",
+            "num_workers=0", "--device", "cpu", "--quiet"]
     run = tmp_path / "run"
     with open(tmp_path / "err", "w") as err:
         proc = _start([synth_file, "-o", run, *args], tmp_path, err)
@@ -259,7 +259,7 @@ def test_sighup_in_the_teacher_stage_then_resume_within_a_budget(synth_file, tmp
     --resume continues; the resumed command's --max-minutes bounds the teacher too."""
     run = tmp_path / "run"
     args = [synth_file, "-o", run, "--preset", "tiny", "--text-model", "tiny", "--max-steps", "100000",
-            "--batch-size", "8", "--teacher-steps", "1000000", "--num-workers", "0", "--device", "cpu"]
+            "--batch-size", "8", "--set", "teacher_steps=1000000", "--set", "num_workers=0", "--device", "cpu"]
     with open(tmp_path / "err", "w") as err:
         proc = _start(args, tmp_path, err)
         _wait_for(lambda: "training the built-in signal teacher" in (tmp_path / "err").read_text(), proc)
@@ -335,12 +335,12 @@ def test_a_text_model_path_typo_is_refused_not_replaced(tmp_path):
 
 
 @pytest.mark.parametrize("args, said", [
-    (["--eval-every", "0"], "eval_every must be >= 1"),
-    (["--save-every", "0"], "save_every must be >= 1"),
-    (["--log-every", "0"], "log_every must be >= 1"),
-    (["--lora-dropout", "2"], "lora_dropout must be in [0, 1)"),
-    (["--lora-r", "0"], "lora_r must be >= 1"),
-    (["--num-workers", "-1"], "num_workers must be >= 0"),
+    (["--set", "eval_every=0"], "eval_every must be >= 1"),
+    (["--set", "save_every=0"], "save_every must be >= 1"),
+    (["--set", "log_every=0"], "log_every must be >= 1"),
+    (["--set", "model.lora_dropout=2"], "lora_dropout must be in [0, 1)"),
+    (["--set", "model.lora_r=0"], "lora_r must be >= 1"),
+    (["--set", "num_workers=-1"], "num_workers must be >= 0"),
     (["--seed", "-1"], "--seed"),
     (["--seed", "1e23"], "--seed"),
     (["--val-folds", "abc"], "bad fold list"),

@@ -39,11 +39,12 @@ class FakeDigitizeError(EcgscanError):
 BLUE, GREEN, RED = (0, 0, 255), (0, 255, 0), (255, 0, 0)   # corner markers: unknown layout, a bug, Ctrl-C
 
 
-def fake_digitize(image, net=None, *, method="net"):
+def fake_digitize(image, net=None, *, method="net", refine=True):
     """3×4 + II layout: lead k shows its 2.5-s column, II the whole 10 s; every shown sample
     is (dark-pixel fraction) × (k + 1) mV. Rows in render-sidecar form (pixels of ``image``)."""
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     fake_digitize.calls.append((image.shape, method, net))
+    fake_digitize.refine.append(refine)
     corner = tuple(int(v) for v in image[0, 0])
     if corner == BLUE:
         raise FakeDigitizeError("unknown layout (6 rows of traces)")
@@ -69,8 +70,10 @@ def fake_digitize(image, net=None, *, method="net"):
     sig[1] = level * 2
     rows.append({"lead": "II", "t_start": 0.0, "t_end": 10.0, "x_start": 0.0, "x_end": float(w),
                  "y_baseline": h * 4 / 5})
+    # a darker page "wins" the second reading at the image's resolution (for the summary line)
+    reading = "refined" if refine and level >= 0.5 else "working"
     return types.SimpleNamespace(signal=sig, fs=500.0, layout="3x4+II", px_per_mm=(w / 280, h / 200),
-                                 rotation_deg=0.0, rows=rows)
+                                 rotation_deg=0.0, rows=rows, reading=reading)
 
 
 def expected(level: float) -> np.ndarray:
@@ -85,6 +88,7 @@ def fake(monkeypatch):
     mod.load_digitizer = lambda weights=None, device="cpu": loaded.append((weights, device)) or "NET"
     mod.digitize_image = fake_digitize
     fake_digitize.calls = []
+    fake_digitize.refine = []
     monkeypatch.setitem(sys.modules, "ecgscan_cli.digitize.image", mod)
     return types.SimpleNamespace(loaded=loaded, calls=fake_digitize.calls)
 
@@ -130,6 +134,23 @@ def test_default_method_is_the_digitizer_and_records_are_named_after_files(fake,
 
     with h5py.File(out) as f:
         assert f.attrs["reconstruction_method"] == "digitizer"
+
+
+def test_second_readings_are_counted_and_quick_skips_them(fake, tmp_path):
+    scans = tmp_path / "scans"
+    _save(scans / "a.png", _page(0.1))
+    _save(scans / "b.png", _page(0.5))
+    r = run("reconstruct", scans, "-o", tmp_path / "full.h5", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert fake_digitize.refine == [True, True]
+    flat = " ".join(r.stderr.split())        # the log wraps long lines
+    assert "second readings kept (the limb-lead relations agreed better): at the image's resolution 1" in flat
+    fake_digitize.refine.clear()
+    r = run("reconstruct", scans, "-o", tmp_path / "quick.h5", "--device", "cpu", "--quick")
+    assert r.exit_code == 0, r.output
+    assert fake_digitize.refine == [False, False] and "second readings" not in r.stderr
+    assert np.array_equal(SignalsFile(tmp_path / "full.h5").signal(0), SignalsFile(tmp_path / "quick.h5").signal(0),
+                          equal_nan=True)
 
 
 def test_weights_and_classical_method_reach_the_digitizer(fake, tmp_path):

@@ -139,7 +139,8 @@ def test_tables_are_library_code():
 # ---------------------------------------------------------------- 7: nothing dead or pretending
 
 def test_import_options_hold_only_what_is_read():
-    from ecgscan_cli.wfdb_import import FS_OUT, N_OUT, ImportOptions, canonicalize
+    from ecgscan_cli.canonical import FS as FS_OUT, N_SAMPLES as N_OUT
+    from ecgscan_cli.importing import ImportOptions, canonicalize
     from ecgscan_cli.leads import LEADS
 
     assert {f.name for f in fields(ImportOptions)} == {"derive_limb_leads", "pad"}

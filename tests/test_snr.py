@@ -37,7 +37,7 @@ def rows_by_lead(csv_text: str) -> dict:
 
 @pytest.fixture(scope="module")
 def ptbxl_h5(ptbxl_dir, tmp_path_factory):
-    from ecgscan_cli.wfdb_import import import_records
+    from ecgscan_cli.importing import import_records
 
     shared = tmp_path_factory.getbasetemp() / "ptbxl-import.h5"  # written by test_import when it ran first
     if shared.exists():

@@ -213,7 +213,7 @@ def test_pretrain_cli_with_the_cpu_preset(tmp_path, weights_file):
     small.write_text("model:\n  image_size: 64\n")  # the preset's settings at a page size a test can afford
     res = CliRunner().invoke(app, [str(a) for a in (
         "pretrain", data, "-o", tmp_path / "run", "--preset", "cpu", "--config", small, "--text-model", "tiny",
-        "--max-steps", "2", "--batch-size", "4", "--teacher-steps", "2", "--log-every", "1", "--device", "cpu")])
+        "--max-steps", "2", "--batch-size", "4", "--set", "teacher_steps=2", "--set", "log_every=1", "--device", "cpu")])
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["preset"] == "cpu" and run["model"]["image_model"] == "efficientnet-lite0"

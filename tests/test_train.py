@@ -185,8 +185,8 @@ def test_ddp_two_processes_gloo(tmp_path, synth_file):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), "-m", "ecgscan_cli", "pretrain", str(synth_file), "-o", str(run), "--preset", "tiny",
-           "--text-model", "tiny", "--max-steps", "4", "--batch-size", "4", "--teacher-steps", "2",
-           "--eval-every", "2", "--save-every", "2", "--log-every", "2", "--num-workers", "0", "--device", "cpu",
+           "--text-model", "tiny", "--max-steps", "4", "--batch-size", "4", "--set", "teacher_steps=2",
+           "--set", "eval_every=2", "--set", "save_every=2", "--set", "log_every=2", "--set", "num_workers=0", "--device", "cpu",
            "--quiet"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)

@@ -39,7 +39,7 @@ def test_builtin_prompt_sets_cover_the_label_sets():
 
 def test_ptbxl_class_names_match_scp_statements(ptbxl_dir):
 
-    from ecgscan_cli.wfdb_import import ptbxl_classes, read_scp_statements
+    from ecgscan_cli.importing import ptbxl_classes, read_scp_statements
 
     scp = read_scp_statements(ptbxl_dir)
     for ls in ("superclass", "subclass", "form", "rhythm"):

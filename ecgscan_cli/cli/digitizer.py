@@ -65,7 +65,7 @@ def train_digitizer_command(
 
     use_threads(threads)
     from ecgscan_cli.digitize.trainer import DEFAULT_MIX, DigitizerTrainConfig, train_digitizer
-    from ecgscan_cli.probe import parse_folds
+    from ecgscan_cli.folds import parse_folds
 
     if resume:
         try:
@@ -77,8 +77,8 @@ def train_digitizer_command(
         cfg = DigitizerTrainConfig(**saved)
     else:
         cfg = DigitizerTrainConfig(
-            signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds)),
-            val_folds=tuple(parse_folds(val_folds)), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
+            signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
+            val_folds=tuple(parse_folds(val_folds, "--val-folds")), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
             mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX),
             eval_every=eval_every, seed=seed, max_minutes=max_minutes)
 

@@ -85,7 +85,7 @@ def import_command(
     """
     from ecgscan_cli.atomic import check_output_path
     from ecgscan_cli.errors import EcgscanError
-    from ecgscan_cli.wfdb_import import plan_import, run_import
+    from ecgscan_cli.importing import plan_import, run_import
 
     check_output_path(output, overwrite, kind="signals")
     if sampling_rate not in (100, 500):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -19,22 +19,12 @@ def pretrain_command(
     output: Annotated[Path, _O("--output", "-o", help="Run folder: checkpoints best/ and last/, run.json, metrics.jsonl.")],
     preset: Annotated[Optional[str], _O("--preset", help="tiny (CPU, tests, demo), cpu (EfficientNet-Lite0, 30-60 min on 2 cores) or paper (the paper's settings). "
                                         "Default: tiny; on --resume, the run's own config.")] = None,
-    config: Annotated[Optional[Path], _O("--config", help="YAML or JSON config; overrides the preset, flags override it.")] = None,
+    config: Annotated[Optional[Path], _O("--config", help="YAML or JSON config; overrides the preset; --set and the other flags override it.")] = None,
     resume: Annotated[bool, _O("--resume", help="Continue the run in --output from its last checkpoint (an interrupted run: from where it stopped).")] = False,
     max_steps: Annotated[Optional[int], _O("--max-steps", help="Optimizer steps (sets the schedule length).")] = None,
     max_minutes: Annotated[Optional[float], _O("--max-minutes", help="Stop (and checkpoint) after this wall time, counted for the whole command; the built-in teacher stage ends by the time a quarter of it has passed.")] = None,
     batch_size: Annotated[Optional[int], _O("--batch-size", help="Records per process and micro-batch.")] = None,
-    accum_steps: Annotated[Optional[int], _O("--accum-steps", help="Gradient accumulation micro-batches.")] = None,
     lr: Annotated[Optional[float], _O("--lr", help="Peak learning rate (AdamW, cosine, 10% warm-up).")] = None,
-    weight_decay: Annotated[Optional[float], _O("--weight-decay", help="AdamW weight decay (matrices only), >= 0.")] = None,
-    warmup_frac: Annotated[Optional[float], _O("--warmup-frac", help="Warm-up share of --max-steps.")] = None,
-    grad_clip: Annotated[Optional[float], _O("--grad-clip", help="Gradient norm clip (0: off).")] = None,
-    lambda_clip: Annotated[Optional[float], _O("--lambda-clip", help="λ1: image–text CLIP loss.")] = None,
-    lambda_gram: Annotated[Optional[float], _O("--lambda-gram", help="λ2: Gramian volume loss.")] = None,
-    lambda_mse: Annotated[Optional[float], _O("--lambda-mse", help="λ3: reconstruction MSE.")] = None,
-    lambda_lead: Annotated[Optional[float], _O("--lambda-lead", help="λ4: soft lead consistency.")] = None,
-    alpha: Annotated[Optional[float], _O("--alpha", help="Einthoven weight in the lead loss.")] = None,
-    beta: Annotated[Optional[float], _O("--beta", help="Goldberger weight in the lead loss.")] = None,
     augment: Annotated[Optional[str], _O("--augment", help="Render augmentation: none|light|paper|heavy|photo, or an augmentation config file (YAML/JSON, as for render).")] = None,
     split: Annotated[Optional[str], _O("--split", help="auto (default: by folds when the file has folds, else "
                                        "random), folds, or random (seeded 9:1, no test held out).")] = None,
@@ -46,17 +36,13 @@ def pretrain_command(
                                             "highest fold; 'none' holds out nothing.")] = None,
     image_model: Annotated[Optional[str], _O("--image-model", help="open_clip model, e.g. ViT-B-16, ViT-L-14-336; or efficientnet-lite0.")] = None,
     image_pretrained: Annotated[Optional[str], _O("--image-pretrained", help="open_clip tag (openai...), imagenet (efficientnet-lite0) or a local weights file; 'none' for random.")] = None,
-    lora_r: Annotated[Optional[int], _O("--lora-r", help="LoRA rank of the image tower's adapters, >= 1.")] = None,
-    lora_alpha: Annotated[Optional[int], _O("--lora-alpha", help="LoRA scale alpha (the update is scaled by alpha/r).")] = None,
-    lora_dropout: Annotated[Optional[float], _O("--lora-dropout", help="Dropout on the LoRA input, in [0, 1).")] = None,
     text_model: Annotated[Optional[str], _O("--text-model", help="Frozen text encoder: hub name (cached), local folder, or minilm.")] = None,
     signal_encoder: Annotated[Optional[Path], _O("--signal-encoder", help="Frozen signal teacher: TorchScript file [B,12,5000]→[B,D] or a teacher folder. "
                                                  "Default: train the built-in one first.")] = None,
-    teacher_steps: Annotated[Optional[int], _O("--teacher-steps", help="Steps for the built-in signal teacher.")] = None,
-    num_workers: Annotated[Optional[int], _O("--num-workers", help="DataLoader worker processes, >= 0 (0: read in the main process).")] = None,
-    eval_every: Annotated[Optional[int], _O("--eval-every", help="Validate (and keep the best checkpoint) every N steps, >= 1.")] = None,
-    save_every: Annotated[Optional[int], _O("--save-every", help="Save the last/ checkpoint (for --resume) every N steps, >= 1.")] = None,
-    log_every: Annotated[Optional[int], _O("--log-every", help="Write training metrics to metrics.jsonl every N steps, >= 1.")] = None,
+    set_: Annotated[Optional[List[str]], _O("--set", metavar="KEY=VALUE",
+                                            help="Any config key, repeatable: --set model.lora_r=16 --set lambda_mse=2 "
+                                                 "(keys and types: docs/pretrain.md). Order: preset, then --config, "
+                                                 "then --set, then the other flags.")] = None,
     seed: Annotated[Optional[int], _O("--seed", min=0, max=MAX_SEED, help="Random seed, 0 to 4294967295 (same seed, same run on CPU).")] = None,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -68,6 +54,11 @@ def pretrain_command(
     With folds in the signals file, the highest fold is held out as test (never read), the
     next is validation, the rest train (PTB-XL 1-10: 1-8 / 9 / 10); run.json and every
     checkpoint record the folds, and each checkpoint lists the ids of the records read.
+
+    Settings apply in this order, later wins: the preset (on --resume without --preset or
+    --config: the run's own run.json), the --config file, each --set KEY=VALUE (any config
+    key, dotted for the model's: --set model.lora_r=16 --set eval_every=500), then the
+    other flags. On --resume a setting that changes the run's trajectory is refused.
 
     Prints the best checkpoint folder on stdout. Multi-GPU:
     torchrun --nproc_per_node N -m ecgscan_cli pretrain SIGNALS.h5 -o RUN --preset paper
@@ -82,16 +73,10 @@ def pretrain_command(
     from ecgscan_cli.training.config import read_run_config
 
     overrides = {
-        "max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size, "accum_steps": accum_steps,
-        "lr": lr, "weight_decay": weight_decay, "warmup_frac": warmup_frac, "grad_clip": grad_clip,
-        "lambda_clip": lambda_clip, "lambda_gram": lambda_gram, "lambda_mse": lambda_mse, "lambda_lead": lambda_lead,
-        "alpha": alpha, "beta": beta, "augment": _absolute_if_file(augment), "split": split,
-        "train_folds": train_folds, "val_folds": val_folds, "test_folds": test_folds,
-        "model.image_model": image_model, "model.lora_r": lora_r, "model.lora_alpha": lora_alpha,
-        "model.lora_dropout": lora_dropout, "model.text_model": text_model,
-        "signal_encoder": str(signal_encoder) if signal_encoder else None, "teacher_steps": teacher_steps,
-        "num_workers": num_workers, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
-        "seed": seed,
+        "max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "augment": augment,
+        "split": split, "train_folds": train_folds, "val_folds": val_folds, "test_folds": test_folds,
+        "model.image_model": image_model, "model.text_model": text_model,
+        "signal_encoder": str(signal_encoder) if signal_encoder else None, "seed": seed,
     }
     if image_pretrained is not None:
         overrides["model.image_pretrained"] = None if image_pretrained.lower() == "none" else image_pretrained
@@ -100,7 +85,7 @@ def pretrain_command(
 
         overrides["model.image_pretrained"] = default_image_pretrained(image_model)
     base = read_run_config(output) if resume and preset is None and config is None else None
-    cfg = resolve_config(preset or "tiny", str(config) if config else None, overrides, base=base)
+    cfg = resolve_config(preset or "tiny", str(config) if config else None, overrides, base=base, sets=set_ or ())
     main = int(os.environ.get("RANK", "0")) == 0
     try:
         with progress_bar(cfg.max_steps, "pretrain", quiet=quiet or not main) as advance:
@@ -129,7 +114,3 @@ def pretrain_command(
                          result.best_step)
         typer.echo(str(result.best))
 
-
-def _absolute_if_file(value: str | None) -> str | None:
-    """An augmentation config file is stored absolute, so that --resume finds it from anywhere."""
-    return str(Path(value).resolve()) if value and Path(value).is_file() else value

@@ -79,6 +79,7 @@ def probe_command(
     from ecgscan_cli import probe as P
     from ecgscan_cli.atomic import check_output_path
     from ecgscan_cli.errors import EcgscanError
+    from ecgscan_cli.folds import parse_folds
     from ecgscan_cli.formats.embeddings import EmbeddingsFile
 
     cfg = P.ProbeConfig(fractions=tuple(P.parse_fractions(fractions)), epochs=epochs, batch_size=batch_size,
@@ -94,8 +95,8 @@ def probe_command(
     if split_file is not None:
         splits = P.splits_from_file(split_file, ref.ids)
     else:
-        splits = P.splits_from_folds(ref.ids, ref.folds, P.parse_folds(train_folds), P.parse_folds(val_folds),
-                                     P.parse_folds(test_folds))
+        splits = P.splits_from_folds(ref.ids, ref.folds, parse_folds(train_folds, "--train-folds"),
+                                     parse_folds(val_folds, "--val-folds"), parse_folds(test_folds, "--test-folds"))
     n_ls = len(label_sets) if label_sets else max(1, len(ref.label_sets))
     log.info("probing %d file(s): %s; %d train / %d val / %d test", len(files), splits.description,
              len(splits.train), len(splits.val), len(splits.test))

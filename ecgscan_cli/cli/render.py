@@ -10,6 +10,16 @@ import typer
 from ecgscan_cli.cli.common import Overwrite, Quiet, Threads, Seed, command, log, progress_bar
 
 
+def _list_augmentations(value: Optional[bool]) -> None:
+    if value:
+        import json
+
+        from ecgscan_cli.render.augment import describe_all
+
+        typer.echo(json.dumps(describe_all(), indent=2, ensure_ascii=False))
+        raise typer.Exit()
+
+
 @command
 def render_command(
     signals: Annotated[Path, typer.Argument(metavar="SIGNALS", help="Signals file (from `ecgscan import` or `ecgscan synth`).",
@@ -46,6 +56,10 @@ def render_command(
              "G = grid lines, B = paper, moved by the page's own augmentation) + the page's JSON sidecar.")
                        ] = None,
     seed: Seed = 0,
+    list_augmentations: Annotated[Optional[bool], typer.Option(
+        "--list-augmentations", callback=_list_augmentations, is_eager=True,
+        help="Print the registered augmentations (name, group, description, parameters, draw order) and the "
+             "presets as one JSON document, and exit.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes for full-page rendering and "
                                                                   "image encoding (0 = the CPUs not busy with other jobs).")
                        ] = 0,

@@ -122,7 +122,7 @@ def snr_check_command(
                  f"{len(result.ids)} records"
                  + (f" ({absent} reference records absent, {short_fate})" if absent else ""))
     else:
-        from ecgscan_cli.wfdb_import import iter_signals
+        from ecgscan_cli.importing import iter_signals
 
         n, items, stats = iter_signals(file, derive_limb_leads=derive_limb_leads, workers=workers)
         with progress_bar(n, "lead-SNR", quiet=quiet) as advance:

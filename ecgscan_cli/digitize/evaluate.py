@@ -28,6 +28,7 @@ class PageScore:
     physionet2024_db: float    # mean over leads
     seconds: float
     error: str = ""
+    reading: str = ""           # which maps won (digitize_image's ``reading``)
 
 
 def render_condition(signal: np.ndarray, fs: float, condition: str, seed: int, dpi: float = 200.0) -> np.ndarray:
@@ -58,9 +59,11 @@ def score_page(reference: np.ndarray, estimate: np.ndarray | None, fs: float) ->
 
 
 def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit: int | None = None,
-                       method: str = "net", net=None, seed: int = 0, progress=None) -> list[PageScore]:
+                       method: str = "net", net=None, seed: int = 0, progress=None,
+                       refine: bool = True) -> list[PageScore]:
     """Scores of every (record of ``folds``, condition); a page the digitiser refuses scores as
-    an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason."""
+    an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason.
+    ``refine``: passed to :func:`~ecgscan_cli.digitize.image.digitize_image`."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
     from ecgscan_cli.errors import EcgscanError
     from ecgscan_cli.formats.signals import SignalsFile
@@ -78,12 +81,13 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
             page = render_condition(full, sf.fs, condition, seed + k)
             t0 = time.perf_counter()
             try:
-                est, err = digitize_image(page, net, method=method).signal, ""
+                d = digitize_image(page, net, method=method, refine=refine)
+                est, err, reading = d.signal, "", getattr(d, "reading", "")
             except EcgscanError as e:
-                est, err = None, str(e)
+                est, err, reading = None, str(e), ""
             dt = time.perf_counter() - t0
             a, p = score_page(ref, est, sf.fs)
-            out.append(PageScore(sf.ids[i], condition, a, p, dt, err))
+            out.append(PageScore(sf.ids[i], condition, a, p, dt, err, reading))
             if progress:
                 progress(out[-1])
     return out
@@ -100,6 +104,7 @@ def summarize_scores(scores: list[PageScore]) -> list[dict]:
                 "aligned_db": round(float(np.nanmean([s.aligned_db for s in sel])), 2),
                 "physionet2024_db": round(float(np.nanmean([s.physionet2024_db for s in sel])), 2),
                 "refused": sum(bool(s.error) for s in sel),
+                "refined": sum(s.reading == "refined" for s in sel),
                 "median_s": round(float(np.median([s.seconds for s in sel])), 3),
             })
     return rows

@@ -4,7 +4,9 @@
 :data:`~ecgscan_cli.digitize.model.WORK_LONG_SIDE`), lets TraceNet (or, with
 ``method="classical"``, the training-free colour rules of
 :mod:`ecgscan_cli.digitize.classical`) mark trace and grid pixels, and hands the two
-maps to :func:`ecgscan_cli.digitize.pipeline.digitize_maps`.
+maps to :func:`ecgscan_cli.digitize.pipeline.digitize_maps`; where the image is sharper
+than the working resolution, a second reading at its own resolution
+(:mod:`ecgscan_cli.digitize.refine`) competes, judged by the limb-lead relations.
 """
 
 from __future__ import annotations
@@ -85,14 +87,19 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return a[..., :3]
 
 
-def digitize_image(image: np.ndarray, net=None, *, method: str = "net"):
+def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: bool = True):
     """The 12-lead signal on a page image (uint8 H×W×3 RGB, any size).
 
-    Returns a :class:`~ecgscan_cli.digitize.pipeline.Digitized` whose ``rows`` are in
-    working-resolution pixels and ``work_scale`` is working px per input px; raises
-    :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
+    Returns a :class:`~ecgscan_cli.digitize.pipeline.Digitized` whose ``rows`` are in the
+    pixels of the maps it was read from (``map_shape``; ``to_image`` maps them to the
+    image's) and ``reading`` says which maps won: ``working`` (TraceNet's, at the working
+    resolution), ``rectified`` (the same with the page's perspective undone,
+    :mod:`.rectify`), ``refined`` or ``rectified+refined`` (:mod:`.refine`: at the image's
+    resolution, ``method="net"`` only). With ``refine`` the others are tried and the one
+    that breaks the limb-lead relations least is kept (:mod:`.consistency`). Raises :class:`~ecgscan_cli.digitize.pipeline.DigitizeError`
+    (one line) when the page cannot be read.
     """
-    from ecgscan_cli.digitize.pipeline import digitize_maps
+    from ecgscan_cli.digitize.pipeline import DigitizeError, digitize_maps
 
     if method not in METHODS:
         raise EcgscanError(f"unknown digitiser method {method!r} (choose from {', '.join(METHODS)})")
@@ -104,6 +111,64 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net"):
         trace, grid = classical_maps(work)
     else:
         trace, grid = predict_maps(net if net is not None else load_digitizer(), work)
-    result = digitize_maps(trace, grid)
-    result.work_scale = work.shape[0] / image.shape[0]
+    readings = [_reading("working", image, trace, grid)]
+    if refine:
+        # the page's geometry first (perspective undone or not), then the image's own
+        # resolution on that geometry; each step keeps what the lead relations prefer
+        from ecgscan_cli.digitize.rectify import rectified_maps
+
+        rect = rectified_maps(trace, grid)
+        if rect is not None:
+            readings.append(_reading("rectified", image, rect[0], rect[1], _scale_to(image, trace) @ rect[2]))
+        base = _best(readings)
+        if method == "net" and base is not None:
+            from ecgscan_cli.digitize.refine import refine_maps
+
+            rectified = base.reading == "rectified"
+            t, g = rect[:2] if rectified else (trace, grid)
+            maps = refine_maps(image, t, g, to_maps=rect[2] if rectified else None, maps_shape=trace.shape)
+            if maps is not None:
+                to_image = None
+                if rectified:   # refined px → rectified maps' px → the network's maps' px → image px
+                    finer = np.diag([t.shape[1] / maps[0].shape[1], t.shape[0] / maps[0].shape[0], 1.0])
+                    to_image = _scale_to(image, trace) @ rect[2] @ finer
+                readings.append(_reading("rectified+refined" if rectified else "refined", image, *maps, to_image))
+    best = _best(readings)
+    if best is None:
+        raise next(r for r in readings if isinstance(r, Exception))
+    return best
+
+
+def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """3×3: pixels of ``maps`` (a resized copy of ``image``) → pixels of ``image``."""
+    return np.diag([image.shape[1] / maps.shape[1], image.shape[0] / maps.shape[0], 1.0])
+
+
+def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, to_image=None):
+    """A :class:`Digitized` from one pair of maps (or the :class:`DigitizeError` it raised).
+
+    ``to_image``: 3×3 homography from the maps' pixels to the image's (default: the scale
+    between them); kept on the result for drawing the reading over the image."""
+    from ecgscan_cli.digitize.pipeline import DigitizeError, digitize_maps
+
+    try:
+        result = digitize_maps(trace, grid)
+    except DigitizeError as e:
+        return e
+    result.reading = name
+    result.map_shape = tuple(trace.shape)
+    result.to_image = _scale_to(image, trace) if to_image is None else to_image
     return result
+
+
+def _best(readings: list):
+    """The reading that breaks the limb-lead relations least (the only one, if one)."""
+    from ecgscan_cli.digitize.consistency import lead_relation_residual
+
+    done = [r for r in readings if not isinstance(r, Exception)]
+    if len(done) <= 1:
+        return done[0] if done else None
+    for r in done:
+        if r.lead_residual is None:
+            r.lead_residual = lead_relation_residual(r.signal)
+    return min(done, key=lambda r: r.lead_residual)

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_px_per_mm, grid_shift
 from ecgscan_cli.digitize.layout import DigitizeError, Row, read_rows
 from ecgscan_cli.digitize.vectorize import centreline, to_samples, track_row
 from ecgscan_cli.leads import LEAD_INDEX
 
-FS = 500.0
-N_SAMPLES = 5000
-DURATION_S = N_SAMPLES / FS
+# the digitiser writes the canonical form: every ecgscan signal is 10 s at 500 Hz
+FS, N_SAMPLES, DURATION_S = canonical.FS, canonical.N_SAMPLES, canonical.DURATION_S
 _INK = 0.3
 _MIN_PPM, _MAX_PPM = 0.8, 60.0          # plausible pixels per mm
 __all__ = ["Digitized", "DigitizeError", "digitize_maps"]
@@ -35,13 +35,18 @@ __all__ = ["Digitized", "DigitizeError", "digitize_maps"]
 
 @dataclass
 class Digitized:
-    signal: np.ndarray                   # [12, 5000] float32 mV, 500 Hz, LEADS order, NaN = not shown
+    signal: np.ndarray                   # [12, N_SAMPLES] float32 mV at FS, LEADS order, NaN = not shown
     fs: float
     layout: str                          # "3x4+1", "3x4", "12x1"
     px_per_mm: tuple[float, float]       # (x, y) at the maps' resolution
     rotation_deg: float                  # deskew applied (the maps were rotated by this)
     rows: list[dict] = field(default_factory=list)
     grid_found: bool = True
+    # set by digitize_image: which maps were read, their shape and their pixels → the image's
+    reading: str = "working"
+    map_shape: tuple[int, int] | None = None
+    to_image: np.ndarray | None = None      # 3×3 homography
+    lead_residual: float | None = None      # consistency.lead_relation_residual, when compared
 
 
 def _check_map(m, name: str, shape=None) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from ecgscan_cli import __version__
+from ecgscan_cli import __version__, canonical
 from ecgscan_cli.errors import EcgscanError
 
 FORMAT_ATTR = "ecgscan_format"
@@ -178,7 +178,7 @@ def read_int_rows(f: h5py.File, name: str, n: int, path: str | os.PathLike, *, c
     return read_rows(ds)
 
 
-def read_sampling_rate(ds: h5py.Dataset, path: str | os.PathLike, default: float = 500.0) -> float:
+def read_sampling_rate(ds: h5py.Dataset, path: str | os.PathLike, default: float = canonical.FS) -> float:
     """The ``fs`` attribute of a signal dataset: a finite number of Hz in a usable range."""
     fs = ds.attrs.get("fs", default)
     try:

@@ -24,6 +24,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_strings, write_header
 from ecgscan_cli.formats.common import dataset, read_labels_folds
@@ -69,7 +70,7 @@ class ImagesWriter(AtomicH5Writer):
     """
 
     def __init__(self, path: str | os.PathLike, *, height: int, width: int, with_signals: bool = True,
-                 fs: float = 500.0, n_samples: int = 5000, classes: Sequence[str] = (),
+                 fs: float = canonical.FS, n_samples: int = canonical.N_SAMPLES, classes: Sequence[str] = (),
                  overwrite: bool = False, source: str | None = None, attrs: dict | None = None,
                  expected_rows: int = 0, compression_level: int = 1):
         self.path = Path(path)
@@ -174,7 +175,7 @@ class ImagesFile:
                     raise EcgscanError(f"{self.path}: /signal has {sig.shape[0]} records for {self.n} images")
                 self.n_samples = int(sig.shape[2])
             else:
-                self.fs, self.n_samples = 500.0, 0
+                self.fs, self.n_samples = canonical.FS, 0
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         self._f = None
         self._pid = None

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_strings, write_header
 from ecgscan_cli.formats.common import dataset, read_labels_folds, read_sampling_rate, signal_scale
@@ -147,8 +148,8 @@ class SignalsWriter(AtomicH5Writer):
         self,
         path: str | os.PathLike,
         *,
-        fs: float = 500.0,
-        n_samples: int = 5000,
+        fs: float = canonical.FS,
+        n_samples: int = canonical.N_SAMPLES,
         classes: Sequence[str] = (),
         overwrite: bool = False,
         source: str | None = None,
@@ -282,7 +283,7 @@ class SignalsWriter(AtomicH5Writer):
 def write_signals(
     path, signals: Iterable, ids: Sequence[str], reports: Sequence[str] | None = None,
     labels=None, classes: Sequence[str] = (), folds: Sequence[int] | None = None,
-    fs: float = 500.0, overwrite: bool = False, source: str | None = None,
+    fs: float = canonical.FS, overwrite: bool = False, source: str | None = None,
 ) -> Path:
     """Write a whole signals file at once.
 
@@ -315,7 +316,7 @@ def write_signals(
         ``path``.
     """
     signals = list(signals) if not isinstance(signals, np.ndarray) else signals
-    n_samples = np.asarray(signals[0]).shape[-1] if len(signals) else 5000
+    n_samples = np.asarray(signals[0]).shape[-1] if len(signals) else canonical.N_SAMPLES
     with SignalsWriter(path, fs=fs, n_samples=n_samples, classes=classes, overwrite=overwrite,
                        source=source, expected_rows=len(ids)) as w:
         for i, rid in enumerate(ids):

@@ -2,11 +2,12 @@
 
 The whole page is letterboxed into the model input (never cropped) exactly where
 :func:`letterbox` would put a downscaled full page. The background (grid, pulses,
-labels) is an area-downscale of the full-resolution page, built once per style and
-size. Traces are drawn straight at model size with the column-span method of
-:mod:`ecgscan_cli.render.page`, on ``k`` sub-columns per pixel column (min/max of the
-samples in each sub-column by ``scatter_reduce``), with the ink density scaled to the
-stroke's true area: the result looks like an area-downscaled full-page render.
+labels) is :func:`ecgscan_cli.render.page.scaled_background`, an area-downscale of the
+static page, built once per style and size. Traces are drawn straight at model size by
+the one rasteriser of :mod:`ecgscan_cli.render.raster` (``k`` sub-columns per pixel
+column, ink density scaled to the stroke's true area), evaluated densely over each row's
+band: the result looks like an area-downscaled full-page render, and is what
+:func:`ecgscan_cli.render.page.render_page` draws at the same size.
 
 Everything is vectorised over the batch and runs on the signals' device; the only
 Python loop is over the 4 rows of the page.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,9 +27,11 @@ from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.render.layout import (
     LayoutOptions, PixelMap, letterbox_geometry, model_pixel_map, page_geometry, page_size_px,
 )
-from ecgscan_cli.render.page import background, row_polylines
+from ecgscan_cli.render.page import row_polylines, scaled_background
+from ecgscan_cli.render.raster import (
+    REF_DPI, ColumnPlan, column_plan, coverage, ink_density, spans, trace_sampling,
+)
 
-REF_DPI = 200.0
 
 
 def _size_hw(size) -> tuple[int, int]:
@@ -77,15 +80,8 @@ def letterbox(image, size):
 @dataclass
 class _Row:
     idx: torch.Tensor        # [N] long, into flat signals (12*T is the NaN slot)
-    x: torch.Tensor          # [N] output px
     baseline: float          # output px row of 0 mV
-    c0: int                  # first output column of the strip
-    ncol: int
-    ia: torch.Tensor         # [E] edge interpolation: left sample
-    ib: torch.Tensor
-    t: torch.Tensor          # [E] weight of ib
-    edge_ok: torch.Tensor    # [E] bool
-    sub: torch.Tensor        # [N] sub-column of each sample (ncol*k = dump)
+    columns: ColumnPlan      # sub-column edges and samples of the row's polyline
 
 
 @dataclass
@@ -102,8 +98,7 @@ class _Plan:
 def _plan_cpu(n_samples: int, fs: float, size: tuple[int, int], options: LayoutOptions) -> _Plan:
     geo = page_geometry(options)
     pm = model_pixel_map(geo, size, REF_DPI)
-    ref_ppm = REF_DPI / 25.4
-    k = int(min(8, max(1, math.ceil(ref_ppm / pm.sx / 2.5))))
+    k, pen = trace_sampling(pm.sx)
     fake = np.zeros((12, n_samples))
     rows = []
     for r, (idx, xmm) in enumerate(row_polylines(geo, fake, fs)):
@@ -111,22 +106,10 @@ def _plan_cpu(n_samples: int, fs: float, size: tuple[int, int], options: LayoutO
         x = pm.x(xmm)
         c0 = max(int(math.floor(x.min())), 0)
         c1 = min(int(math.ceil(x.max())) + 1, pm.width)
-        ncol = c1 - c0
-        edges = c0 + np.arange(ncol * k + 1) / k
-        n = x.size
-        i = np.clip(np.searchsorted(x, edges, side="left"), 1, n - 1)  # left limits, as page._edge_values
-        xa, xb = x[i - 1], x[i]
-        dx = xb - xa
-        t = np.clip(np.where(dx > 0, (edges - xa) / np.where(dx > 0, dx, 1.0), 1.0), 0, 1)
-        ok = (edges > x[0]) & (edges <= x[-1])
-        sub = np.floor((x - c0) * k).astype(np.int64)
-        sub = np.where((sub >= 0) & (sub < ncol * k), sub, ncol * k)
-        rows.append(_Row(torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(x.astype(np.float32)),
-                         float(pm.y(geo.baselines_mm[r])), c0, ncol,
-                         torch.from_numpy(i - 1), torch.from_numpy(i), torch.from_numpy(t.astype(np.float32)),
-                         torch.from_numpy(ok), torch.from_numpy(sub)))
+        rows.append(_Row(torch.from_numpy(idx.astype(np.int64)), float(pm.y(geo.baselines_mm[r])),
+                         column_plan(x, c0, c1 - c0, k, np.float32).to_torch("cpu")))
     width = options.line_width_mm * (pm.sx + pm.sy) / 2
-    return _Plan(rows, k, pm, float(options.gain) * pm.sy, width, pm.sx / ref_ppm)
+    return _Plan(rows, k, pm, float(options.gain) * pm.sy, width, pen)
 
 
 _device_cache: dict = {}
@@ -137,9 +120,8 @@ def _plan(n_samples, fs, size, options, device) -> _Plan:
     plan = _device_cache.get(key)
     if plan is None:
         cpu = _plan_cpu(n_samples, float(fs), size, options)
-        rows = [_Row(*(getattr(r, f).to(device) if isinstance(getattr(r, f), torch.Tensor) else getattr(r, f)
-                       for f in r.__dataclass_fields__)) for r in cpu.rows]
-        plan = _Plan(rows, cpu.k, cpu.pmap, cpu.gain, cpu.width, cpu.pen)
+        rows = [_Row(r.idx.to(device), r.baseline, r.columns.to_torch(device)) for r in cpu.rows]
+        plan = replace(cpu, rows=rows)
         if len(_device_cache) > 64:
             _device_cache.clear()
         _device_cache[key] = plan
@@ -148,21 +130,12 @@ def _plan(n_samples, fs, size, options, device) -> _Plan:
 
 @functools.lru_cache(maxsize=64)
 def _background_cpu(options: LayoutOptions, size: tuple[int, int]) -> torch.Tensor:
-    """The static page area-downscaled into its letterbox place (same geometry as ``letterbox``).
-
-    Drawn at a dpi of about 4 source pixels per output pixel (at most 200), which is plenty
-    for an area filter and much cheaper than a 200-dpi page for every grid style.
-    """
-    from PIL import Image
-
+    """The static page area-downscaled into its letterbox place (same geometry as ``letterbox``)."""
     geo = page_geometry(options)
     ph, pw = page_size_px(geo, REF_DPI)
     nh, nw, top, left = letterbox_geometry(ph, pw, size)
-    dpi = float(min(REF_DPI, max(60.0, math.ceil(4.0 * nw / geo.width_mm * 25.4))))
-    page = background(options, dpi)
-    small = np.asarray(Image.fromarray(page).resize((nw, nh), Image.BOX))
     out = np.full((size[0], size[1], 3), 255, np.uint8)
-    out[top:top + nh, left:left + nw] = small
+    out[top:top + nh, left:left + nw] = scaled_background(options, nh, nw)
     return torch.from_numpy(out).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -189,41 +162,25 @@ def draw_traces(images: torch.Tensor, signals: torch.Tensor, plan: _Plan, ink: t
     inf = torch.tensor(float("inf"), device=dev)
     for row in plan.rows:
         y = row.baseline - flat[:, row.idx] * plan.gain                     # [B, N] px
-        ya, yb = y[:, row.ia], y[:, row.ib]
-        e = ya + row.t * (yb - ya)
-        e = torch.where(row.edge_ok, e, torch.nan)
-        lo = torch.fmin(e[:, :-1], e[:, 1:])
-        hi = torch.fmax(e[:, :-1], e[:, 1:])
-        nsub = row.ncol * k
-        sub = row.sub.expand(b, -1)
-        smin = torch.full((b, nsub + 1), float("inf"), device=dev).scatter_reduce(
-            1, sub, torch.nan_to_num(y, nan=float("inf")), "amin", include_self=True)
-        smax = torch.full((b, nsub + 1), float("-inf"), device=dev).scatter_reduce(
-            1, sub, torch.nan_to_num(y, nan=float("-inf")), "amax", include_self=True)
-        lo = torch.fmin(lo, smin[:, :nsub])
-        hi = torch.fmax(hi, smax[:, :nsub])
-        finite = torch.isfinite(lo) & torch.isfinite(hi) & (lo <= hi)
-        if not bool(finite.any()):
+        lo, hi = spans(y, row.columns)
+        density, inked = ink_density(lo, hi, w, plan.pen, k)
+        if not bool(inked.any()):
             continue
-        a = torch.where(finite, lo - w / 2, inf)
-        bb = torch.where(finite, hi + w / 2, -inf)
+        a = torch.where(inked, lo - w / 2, inf)
+        bb = torch.where(inked, hi + w / 2, -inf)
+        # the band of rows any image inks: dense evaluation there
         r0 = max(int(math.floor(a.min().item())), 0)
         r1 = min(int(math.ceil(bb.max().item())), h)
         if r1 <= r0:
             continue
-        length = torch.where(finite, hi - lo, torch.zeros((), device=dev))
-        d = 1.0 / k
-        # ink area of the stroke in this sub-column, as the full-resolution page draws it: steep
-        # strokes are one page pixel (plan.pen out px) wide, others line-width thick
-        area = torch.minimum(length * plan.pen + w * d, w * torch.sqrt(d * d + length * length))
-        density = torch.clamp(area / ((length + w) * d), max=1.0)
-        density = torch.where(finite, density, torch.zeros((), device=dev))
-        a = torch.where(finite, a, torch.zeros((), device=dev))
-        bb = torch.where(finite, bb, torch.zeros((), device=dev))
+        zero = torch.zeros((), device=dev)
+        a = torch.where(inked, a, zero)
+        bb = torch.where(inked, bb, zero)
         rows = torch.arange(r0, r1, device=dev, dtype=torch.float32)[None, :, None]
-        ov = (torch.minimum(rows + 1, bb[:, None, :]) - torch.maximum(rows, a[:, None, :])).clamp_(0, 1)
-        alpha = (ov * density[:, None, :]).view(b, r1 - r0, row.ncol, k).mean(-1)      # [B, R, C]
-        region = images[:, :, r0:r1, row.c0:row.c0 + row.ncol]
+        ov = coverage(rows, a[:, None, :], bb[:, None, :])
+        ncol = row.columns.ncol
+        alpha = (ov * density[:, None, :]).view(b, r1 - r0, ncol, k).mean(-1)      # [B, R, C]
+        region = images[:, :, r0:r1, row.columns.c0:row.columns.c0 + ncol]
         region += (ink[:, :, None, None] - region) * alpha[:, None]
     return images
 

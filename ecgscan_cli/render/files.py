@@ -13,7 +13,6 @@ augmentation) under the same name, with the same JSON sidecar.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,11 +117,12 @@ def record_targets(job: RenderJob, sig: np.ndarray, i: int, fs: float) -> np.nda
         t = torch.from_numpy(page_targets(sig, fs, options, job.dpi))
         t = torch.cat([t, torch.ones_like(t[:1])])[None]
     else:
-        from ecgscan_cli.render.batch import REF_DPI
+        from ecgscan_cli.render.page import static_dpi
+        from ecgscan_cli.render.raster import REF_DPI
 
         ph, pw = page_size_px(geo, REF_DPI)
         nh, nw, top, left = letterbox_geometry(ph, pw, hw)
-        dpi = float(min(REF_DPI, max(60.0, math.ceil(4.0 * nw / geo.width_mm * 25.4))))
+        dpi = static_dpi(geo, nw)          # the dpi the batch renderer's background is drawn at
         full = torch.from_numpy(page_targets(sig, fs, options, dpi))
         full = torch.cat([full, torch.ones_like(full[:1])])[None]
         small = F.interpolate(full, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)

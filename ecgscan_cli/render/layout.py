@@ -29,6 +29,19 @@ ROW_SPACING_MM = 45.0    # baseline to baseline
 FIRST_BASELINE_MM = 45.0
 CAL_WIDTH_MM = 15.0      # room left of the traces for the calibration pulse
 
+# name → (minor colour, major colour, minor width mm, major width mm); None = no grid
+GRID_STYLES: dict[str, tuple | None] = {
+    "red": ((255, 196, 196), (255, 120, 120), 0.10, 0.22),
+    "pink": ((255, 222, 226), (255, 170, 180), 0.10, 0.20),
+    "bold": ((255, 180, 180), (235, 80, 80), 0.14, 0.35),
+    "coarse": (None, (255, 140, 140), 0.0, 0.22),
+    "gray": ((220, 220, 220), (165, 165, 165), 0.10, 0.22),
+    "blue": ((205, 218, 255), (125, 150, 230), 0.10, 0.22),
+    "green": ((205, 235, 205), (120, 185, 120), 0.10, 0.22),
+    "none": None,
+}
+INK = (0, 0, 0)          # trace and text colour of a clean page
+
 
 @dataclass(frozen=True)
 class LayoutOptions:
@@ -37,14 +50,12 @@ class LayoutOptions:
     paper: str = "letter"
     speed: float = 25.0          # mm/s
     gain: float = 10.0           # mm/mV
-    grid: str = "red"            # see render.page.GRID_STYLES, or "none"
+    grid: str = "red"            # a key of GRID_STYLES ("none": no grid)
     header: bool = True          # header text (id, speed/gain...) at the top
     labels: bool = True
     line_width_mm: float = 0.3
 
     def check(self) -> "LayoutOptions":
-        from ecgscan_cli.render.page import GRID_STYLES
-
         if self.paper not in PAPER_MM:
             raise EcgscanError(f"unknown paper {self.paper!r} (choose from {', '.join(PAPER_MM)})")
         if float(self.speed) not in SPEEDS:

@@ -1,12 +1,11 @@
 """The numpy page rasteriser: a clean printout as uint8 ``H × W × 3``.
 
-Traces are drawn by the *column-span* method: in each pixel column the polyline covers
-the vertical interval between the min and max of its values at the column's two edges
-(linear interpolation) and of the samples inside it. Widened by the line width, the
-ink of each pixel is the overlap of its row with that interval (antialiased, exact,
-vectorised). The ink density is scaled so that the ink *area* of each column equals
-stroke length × line width, which keeps steep strokes right when a column is wider than
-the line (model-size renders, see :mod:`ecgscan_cli.render.batch`).
+Traces are drawn by the one rasteriser of :mod:`ecgscan_cli.render.raster` (column spans,
+ink density scaled to the stroke's true area), evaluated sparsely: only the pixels inside
+each column's widened span are touched. Below the 200-dpi reference resolution a page is
+drawn as the reference page would look area-downscaled (sub-columns, a one-reference-pixel
+pen, and the static page drawn finer and box-filtered), which is also what the batch
+renderer draws, so a page and a batch render of the same size agree within a grey level.
 
 The page background (grid, calibration pulses, lead labels, speed/gain) is built once
 per style and dpi and copied; text is rasterised once per string.
@@ -21,79 +20,28 @@ import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.render.layout import (
-    LayoutOptions, PageGeometry, PixelMap, layout_metadata, page_geometry, page_pixel_map,
+    GRID_STYLES, INK, LayoutOptions, PageGeometry, PixelMap, layout_metadata, page_geometry, page_pixel_map,
+    page_size_px,
 )
+from ecgscan_cli.render.raster import REF_DPI, column_plan, coverage, ink_density, spans, trace_sampling
 
-# name → (minor colour, major colour, minor width mm, major width mm); None = no grid
-GRID_STYLES: dict[str, tuple | None] = {
-    "red": ((255, 196, 196), (255, 120, 120), 0.10, 0.22),
-    "pink": ((255, 222, 226), (255, 170, 180), 0.10, 0.20),
-    "bold": ((255, 180, 180), (235, 80, 80), 0.14, 0.35),
-    "coarse": (None, (255, 140, 140), 0.0, 0.22),
-    "gray": ((220, 220, 220), (165, 165, 165), 0.10, 0.22),
-    "blue": ((205, 218, 255), (125, 150, 230), 0.10, 0.22),
-    "green": ((205, 235, 205), (120, 185, 120), 0.10, 0.22),
-    "none": None,
-}
-INK = (0, 0, 0)
-
-
-# ---------------------------------------------------------------- column-span core (numpy)
-
-def _edge_values(xs: np.ndarray, ys: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Polyline (xs non-decreasing, ys with NaN gaps) at ``edges``, approached from the left.
-
-    NaN outside or in gaps. The left limit matters where an edge falls exactly on a
-    vertex: a line (or a piece after a gap) that *starts* at x = c puts no ink in column
-    c − 1, one that *ends* at x = c does; column c gets that vertex as a sample.
-    """
-    n = xs.size
-    i = np.clip(np.searchsorted(xs, edges, side="left"), 1, n - 1)
-    xa, xb, ya, yb = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    dx = xb - xa
-    t = np.where(dx > 0, (edges - xa) / np.where(dx > 0, dx, 1.0), 1.0)
-    v = ya + np.clip(t, 0.0, 1.0) * (yb - ya)
-    v = np.where(np.isnan(ya) | np.isnan(yb), np.nan, v)
-    v[(edges <= xs[0]) | (edges > xs[-1])] = np.nan
-    return v
-
-
-def column_spans(xs: np.ndarray, ys: np.ndarray, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) of the polyline inside each pixel column ``c0..c1-1`` (+inf/-inf where empty)."""
-    cols = c1 - c0
-    ev = _edge_values(xs, ys, np.arange(c0, c1 + 1, dtype=np.float64))
-    lo = np.fmin(ev[:-1], ev[1:])
-    hi = np.fmax(ev[:-1], ev[1:])
-    ci = np.floor(xs).astype(np.int64) - c0
-    ok = (ci >= 0) & (ci < cols) & np.isfinite(ys)
-    if ok.any():
-        smin = np.full(cols, np.inf)
-        smax = np.full(cols, -np.inf)
-        _reduce_sorted(smin, smax, ci[ok], ys[ok])
-        lo = np.fmin(lo, smin)
-        hi = np.fmax(hi, smax)
-    lo = np.where(np.isnan(lo), np.inf, lo)
-    hi = np.where(np.isnan(hi), -np.inf, hi)
-    return lo, hi
-
-
-def _reduce_sorted(smin, smax, ci, ys):
-    # ci is non-decreasing (xs monotone): reduce runs of equal column index
-    starts = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
-    smin[ci[starts]] = np.minimum.reduceat(ys, starts)
-    smax[ci[starts]] = np.maximum.reduceat(ys, starts)
-
+__all__ = ["GRID_STYLES", "INK", "render_page", "draw_polylines", "draw_polyline", "background",
+           "scaled_background", "page_background", "static_dpi", "row_polylines", "trace_lines", "check_signal",
+           "calibration_pulse_mm"]
 
 _PIXEL = np.dtype((np.void, 3))  # one RGB pixel as a single item: gathers/scatters 3 bytes at once
 
 
-def draw_polyline(page: np.ndarray, xs, ys, width: float, colour=INK) -> None:
+def draw_polyline(page: np.ndarray, xs, ys, width: float, colour=INK, k: int = 1, pen: float = 1.0) -> None:
     """Composite an antialiased polyline (pixel coordinates, xs non-decreasing) onto uint8 ``page``."""
-    draw_polylines(page, [(xs, ys)], width, colour)
+    draw_polylines(page, [(xs, ys)], width, colour, k, pen)
 
 
-def draw_polylines(page: np.ndarray, lines, width: float, colour=INK) -> None:
+def draw_polylines(page: np.ndarray, lines, width: float, colour=INK, k: int = 1, pen: float = 1.0) -> None:
     """Composite several antialiased polylines ``[(xs, ys), ...]`` onto uint8 ``page``.
+
+    ``k`` sub-columns per pixel column and a ``pen`` of that many pixels: see
+    :func:`ecgscan_cli.render.raster.trace_sampling` (the defaults draw a full-resolution page).
 
     Lines whose columns all lie inside the page and whose rows overlap no other packed
     line are laid side by side on a virtual page several pages wide (line k shifted by
@@ -115,51 +63,63 @@ def draw_polylines(page: np.ndarray, lines, width: float, colour=INK) -> None:
             xs, ys = np.r_[xs, xs], np.r_[ys, ys]
         rows = (math.floor(ys[fin].min() - width), math.ceil(ys[fin].max() + width))  # pixel rows it may touch
         if xs[0] >= 0 and xs[-1] < w and all(rows[1] <= r[0] or rows[0] >= r[1] for r in packed_rows):
-            k = len(packed_rows)
-            packed_x += [xs + k * w, [(k + 1) * w]]
+            n = len(packed_rows)
+            packed_x += [xs + n * w, [(n + 1) * w]]
             packed_y += [ys, [np.nan]]
             packed_rows.append(rows)
         else:
             alone.append((xs, ys))
     if packed_x:
-        _draw_columns(page, np.concatenate(packed_x), np.concatenate(packed_y), width, colour, len(packed_rows))
+        _draw_columns(page, np.concatenate(packed_x), np.concatenate(packed_y), width, colour,
+                      len(packed_rows), k, pen)
     for xs, ys in alone:
-        _draw_columns(page, xs, ys, width, colour, 1)
+        _draw_columns(page, xs, ys, width, colour, 1, k, pen)
 
 
-def _draw_columns(page, xs, ys, width, colour, bands: int) -> None:
-    """The column-span pass for one polyline on a virtual page ``bands`` pages wide.
+def _draw_columns(page, xs, ys, width, colour, bands: int, k: int, pen: float) -> None:
+    """The rasteriser's pass for one polyline on a virtual page ``bands`` pages wide.
 
-    Sparse: only the pixels inside each column's widened interval are touched (a flat
-    trace touches ~3 rows per column), so the cost is independent of the band's height.
+    Sparse: only the pixels inside each column's widened span are evaluated (a flat trace
+    touches ~3 rows per column), so the cost is independent of the band's height.
     """
     h, w = page.shape[:2]
     fin = np.isfinite(ys)
-    x_lo, x_hi = xs[fin].min(), xs[fin].max()
-    c0 = max(int(math.floor(x_lo)), 0)
-    c1 = min(int(math.ceil(x_hi)) + (1 if x_hi == math.ceil(x_hi) else 0), w * bands)
+    c0 = max(int(math.floor(xs[fin].min())), 0)
+    c1 = min(int(math.ceil(xs[fin].max())) + 1, w * bands)
     if c1 <= c0:
         return
-    lo, hi = column_spans(xs, ys, c0, c1)
-    finite = np.isfinite(lo) & np.isfinite(hi)
-    if not finite.any():
+    plan = column_plan(xs, c0, c1 - c0, k)
+    lo, hi = spans(ys, plan)
+    density, inked = ink_density(lo, hi, width, pen, k)
+    a = np.where(inked, lo - width / 2, 0.0).reshape(-1, k)
+    b = np.where(inked, hi + width / 2, 0.0).reshape(-1, k)
+    density = density.reshape(-1, k)
+    any_ink = inked.reshape(-1, k).any(axis=1)
+    if not any_ink.any():
         return
-    cols = np.flatnonzero(finite)
-    lo, hi = lo[cols], hi[cols]
-    length = hi - lo
-    density = np.minimum(1.0, width * np.sqrt(1.0 + length ** 2) / (length + width))
-    a, b = lo - width / 2, hi + width / 2
-    r_a = np.clip(np.floor(a), 0, h).astype(np.int64)
-    r_b = np.clip(np.ceil(b), 0, h).astype(np.int64)
+    cols = np.flatnonzero(any_ink)
+    a, b, density = a[cols], b[cols], density[cols]
+    inked = inked.reshape(-1, k)[cols]
+    # rows of each column: the union of its sub-columns' spans (per-sub-column slices: numpy's
+    # reductions over a short last axis are slow)
+    top = functools.reduce(np.minimum, (np.where(inked[:, j], a[:, j], np.inf) for j in range(k)))
+    bottom = functools.reduce(np.maximum, (np.where(inked[:, j], b[:, j], -np.inf) for j in range(k)))
+    r_a = np.clip(np.floor(top), 0, h).astype(np.int64)
+    r_b = np.clip(np.ceil(bottom), 0, h).astype(np.int64)
     m = r_b - r_a
     total = int(m.sum())
     if total <= 0:
         return
     rep = np.repeat(np.arange(cols.size), m)
     rows = r_a[rep] + (np.arange(total) - np.repeat(np.cumsum(m) - m, m))
-    alpha = np.clip(np.minimum(rows + 1, b[rep]) - np.maximum(rows, a[rep]), 0.0, 1.0) * density[rep]
+    # the pixel's ink is the mean over its sub-columns
+    alpha = coverage(rows, a[:, 0][rep], b[:, 0][rep]) * density[:, 0][rep]
+    for j in range(1, k):
+        alpha += coverage(rows, a[:, j][rep], b[:, j][rep]) * density[:, j][rep]
+    if k > 1:
+        alpha /= k
     keep = alpha > 0
-    page_cols = (cols + c0) % w  # virtual column → page column (band k starts at k·W)
+    page_cols = (cols + c0) % w  # virtual column → page column (band n starts at n·W)
     fi = rows[keep] * w + page_cols[rep[keep]]
     alpha = alpha[keep].astype(np.float32)[:, None]
     pixels = page.reshape(-1).view(_PIXEL)  # a view: page is C-contiguous
@@ -289,6 +249,34 @@ def background(options: LayoutOptions, dpi: float) -> np.ndarray:
     return page
 
 
+def static_dpi(geo: PageGeometry, width_px: int) -> float:
+    """The dpi a static page ``width_px`` wide is drawn at before box-filtering down to it:
+    about 4 source pixels per output pixel (plenty for an area filter), at most 200 dpi."""
+    return float(min(REF_DPI, max(60.0, math.ceil(4.0 * width_px / geo.width_mm * 25.4))))
+
+
+@functools.lru_cache(maxsize=64)
+def scaled_background(options: LayoutOptions, height: int, width: int) -> np.ndarray:
+    """The static page area-downscaled to ``height × width`` (read-only uint8): how the
+    batch renderer's background and a page below 200 dpi are made; built once."""
+    from PIL import Image
+
+    geo = page_geometry(options)
+    page = background(options, static_dpi(geo, width))
+    small = np.asarray(Image.fromarray(page).resize((width, height), Image.BOX))
+    small.setflags(write=False)
+    return small
+
+
+def page_background(options: LayoutOptions, dpi: float) -> np.ndarray:
+    """The static page of a ``dpi`` render (read-only uint8): below the 200-dpi reference it is
+    the reference page area-downscaled (as the batch renderer draws it), drawn directly otherwise."""
+    if dpi >= REF_DPI:
+        return background(options, float(dpi))
+    h, w = page_size_px(page_geometry(options), dpi)
+    return scaled_background(options, h, w)
+
+
 # ---------------------------------------------------------------- traces
 
 def row_polylines(geo: PageGeometry, signal: np.ndarray, fs: float):
@@ -312,6 +300,13 @@ def row_polylines(geo: PageGeometry, signal: np.ndarray, fs: float):
     return rows
 
 
+def trace_lines(geo: PageGeometry, pm: PixelMap, signal: np.ndarray, fs: float) -> list:
+    """The four trace rows of ``signal`` [12, T] as pixel polylines ``[(xs, ys), ...]``."""
+    flat = np.r_[signal.reshape(-1), np.nan]  # idx -1 → the NaN at the end
+    return [(pm.x(xmm), pm.y(geo.baselines_mm[r] - flat[idx] * geo.options.gain))
+            for r, (idx, xmm) in enumerate(row_polylines(geo, signal, fs))]
+
+
 def check_signal(signal: np.ndarray, record_id: str = "") -> np.ndarray:
     s = np.asarray(signal, np.float64)
     what = f"record {record_id!r}: " if record_id else ""
@@ -327,18 +322,18 @@ def check_signal(signal: np.ndarray, record_id: str = "") -> np.ndarray:
 def render_page(signal: np.ndarray, fs: float = 500.0, options: LayoutOptions | None = None,
                 dpi: float = 200.0, header: str | None = None, ink=INK,
                 return_meta: bool = True):
-    """A clean printout of ``signal`` [12, T] mV → (uint8 H×W×3, layout metadata)."""
+    """A clean printout of ``signal`` [12, T] mV → (uint8 H×W×3, layout metadata).
+
+    Below 200 dpi the page is the 200-dpi page as an area filter would shrink it, exactly
+    what ``render_batch`` draws at that size (within a grey level, text labels aside).
+    """
     options = (options or LayoutOptions()).check()
     s = check_signal(signal)
     geo = page_geometry(options)
     pm = page_pixel_map(geo, dpi)
-    page = background(options, float(dpi)).copy()
-    flat = np.r_[s.reshape(-1), np.nan]
-    lw = options.line_width_mm * (pm.sx + pm.sy) / 2
-    # idx -1 → the NaN at the end
-    traces = [(pm.x(xmm), pm.y(geo.baselines_mm[r] - flat[idx] * options.gain))
-              for r, (idx, xmm) in enumerate(row_polylines(geo, s, fs))]
-    draw_polylines(page, traces, lw, ink)
+    page = page_background(options, float(dpi)).copy()
+    draw_polylines(page, trace_lines(geo, pm, s, fs), options.line_width_mm * (pm.sx + pm.sy) / 2, ink,
+                   *trace_sampling(pm.sx))
     text = header if (options.header and header) else None
     if text:
         draw_text(page, text, pm.x(geo.trace_x0_mm), pm.y(6.0), 4.0 * pm.sy)

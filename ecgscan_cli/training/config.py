@@ -1,4 +1,4 @@
-"""The training config: preset ← config file ← flags, checked in full before any work.
+"""The training config: preset ← config file ← ``--set key=value`` ← flags, checked in full before any work.
 
 Presets ``tiny`` (CPU, seconds per hundred steps), ``cpu`` and ``paper`` are YAML files in
 ``ecgscan_cli/presets``. The resolved config (split folds included) is the run's
@@ -133,17 +133,126 @@ def read_run_config(run_dir: str | os.PathLike) -> dict:
 
 
 def _fold_list(key: str, value) -> list[int]:
-    from ecgscan_cli.probe import parse_folds
+    from ecgscan_cli.folds import SYNTAX, parse_folds
 
+    try:  # a fold string, or a stored list (run.json, config files; older ones may hold fold strings)
+        return parse_folds(value, key)
+    except EcgscanError:
+        if isinstance(value, str):
+            raise
+        raise EcgscanError(f"bad config: {key} must be a fold list ({SYNTAX}), not {value!r}") from None
+
+
+# ---------------------------------------------------------------- --set key=value
+
+_NOT_SETTABLE = {"preset", "model"}  # the preset is chosen with --preset; model is a group, not a value
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def settable_keys() -> dict[str, object]:
+    """Every key ``--set`` accepts (``lr``, ``model.lora_r``, ...) → its annotated type."""
+    import typing
+
+    keys: dict[str, object] = {}
+    for prefix, cls in (("", TrainConfig), ("model.", ModelConfig)):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name not in _NOT_SETTABLE:
+                keys[prefix + f.name] = hints[f.name]
+    return keys
+
+
+def parse_overrides(items) -> dict:
+    """``["model.lora_r=16", "lambda_mse=2"]`` → ``{"model": {"lora_r": 16}, "lambda_mse": 2.0}``.
+
+    Keys are the config's own (dotted for the model's); each value is parsed to its field's
+    type: int, float, bool (true/false, yes/no, on/off, 1/0), str, ``none``/``null`` for an
+    optional field, lists and tuples as comma-separated items, fold lists as ``1-6,8``.
+    Later items win. An unknown key or a value of the wrong type is one line naming the key
+    (with close matches, or the type expected).
+    """
+    import difflib
+
+    keys = settable_keys()
+    out: dict = {}
+    for item in items or ():
+        key, eq, text = str(item).partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise EcgscanError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.lora_r=16")
+        if key not in keys:
+            near = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.6)
+            if "model." + key in keys and "model." + key not in near:
+                near.insert(0, "model." + key)
+            hint = f"; did you mean {' or '.join(near)}?" if near else "; see docs/pretrain.md for the keys"
+            raise EcgscanError(f"--set: unknown config key {key!r}{hint}")
+        value = _parse_value(key, keys[key], text.strip())
+        if key.startswith("model."):
+            out.setdefault("model", {})[key[6:]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_value(key: str, kind, text: str):
+    """``text`` as a value of ``kind`` (a field's type hint), or one line naming the key."""
+    import types
+    import typing
+
+    from ecgscan_cli.configfile import type_name
+
+    if key in FOLD_KEYS:
+        from ecgscan_cli.folds import parse_folds
+
+        return parse_folds(text, f"--set {key}")
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        kind = inner[0] if len(inner) == 1 else kind
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
     try:
-        return parse_folds([value] if isinstance(value, int) and not isinstance(value, bool) else value)
-    except (ValueError, TypeError):
-        raise EcgscanError(f"bad config: {key} must be a fold list such as '1-6,8', not {value!r}") from None
+        if origin in (list, tuple):
+            parts = [p.strip() for p in text.strip("[]()").split(",") if p.strip()]
+            items = [_scalar(args[0] if args else str, p) for p in parts]
+            return items if origin is list else tuple(items)
+        return _scalar(kind, text)
+    except ValueError:
+        raise EcgscanError(f"--set {key}={text}: {key} must be {type_name(kind)}") from None
+
+
+def _scalar(kind, text: str):
+    if kind is bool:
+        low = text.lower()
+        if low not in _TRUE + _FALSE:
+            raise ValueError(text)
+        return low in _TRUE
+    if kind is int:
+        number = float(text)  # 1e3 is an integer too
+        if not number.is_integer() or abs(number) >= 2 ** 63:
+            raise ValueError(text)
+        return int(text) if text.lstrip("+-").isdigit() else int(number)
+    if kind is float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
+    return text
+
+
+def apply_overrides(cfg: TrainConfig, items) -> TrainConfig:
+    """``cfg`` with ``--set`` items applied (see :func:`parse_overrides`), checked in full."""
+    out = TrainConfig.from_dict(_merge(cfg.to_dict(), parse_overrides(items)))
+    check_config(out)
+    return out
 
 
 def resolve_config(preset: str | None = "tiny", config_file: str | None = None, overrides: dict | None = None,
-                   base: dict | None = None) -> TrainConfig:
-    """preset (or ``base``) ← config file ← flags; ``model.*`` keys may be given flat as ``model.key``."""
+                   base: dict | None = None, sets=()) -> TrainConfig:
+    """preset (or ``base``, the run's run.json on --resume) ← config file ← ``sets`` (``--set
+    key=value`` items, :func:`parse_overrides`) ← ``overrides`` (the explicit flags; None
+    values skipped). ``model.*`` keys may be given flat as ``model.key``."""
     if base is not None:
         data = dict(base)
     else:
@@ -155,6 +264,7 @@ def resolve_config(preset: str | None = "tiny", config_file: str | None = None, 
         data["preset"] = preset
     if config_file:
         data = _merge(data, read_config_file(config_file, "config file"))
+    set_values = parse_overrides(sets)
     flat: dict = {}
     for k, v in (overrides or {}).items():
         if v is None:
@@ -163,7 +273,14 @@ def resolve_config(preset: str | None = "tiny", config_file: str | None = None, 
             flat.setdefault("model", {})[k[6:]] = v
         else:
             flat[k] = v
-    data = _merge(data, flat)
+    named = set_values.get("model") or {}
+    if "image_model" in named and "image_pretrained" not in named:  # a tower set by --set gets its own weights
+        from ecgscan_cli.model import default_image_pretrained
+
+        named["image_pretrained"] = default_image_pretrained(named["image_model"])
+    data = _merge(_merge(data, set_values), flat)
+    if isinstance(data.get("augment"), str) and Path(data["augment"]).is_file():
+        data["augment"] = str(Path(data["augment"]).resolve())  # --resume finds it from anywhere
     for key in FOLD_KEYS:  # '1-6,8' (flags, config files) or a list; 'none' = no fold
         if data.get(key) is not None:
             data[key] = _fold_list(key, data[key])
@@ -222,6 +339,17 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def with_defaults(run_config: dict) -> dict:
+    """A stored run.json with the keys added since it was written at their defaults (e.g.
+    ``model.fs``), so that --resume compares like with like."""
+    model = run_config.get("model")
+    defaults = TrainConfig().to_dict()
+    out = {**{k: v for k, v in defaults.items() if k != "model"}, **run_config}
+    if isinstance(model, dict):
+        out["model"] = {**defaults["model"], **model}
+    return out
 
 
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError, EcgscanFailure, Terminated
 from ecgscan_cli.training.checkpointer import BEST_IS_LAST, Checkpointer
 from ecgscan_cli.training.config import (
@@ -39,6 +40,7 @@ from ecgscan_cli.training.config import (
     config_diff,
     lr_at,
     read_run_config,
+    with_defaults,
     with_resolved_split,
 )
 from ecgscan_cli.training.distributed import Dist, init_distributed
@@ -119,7 +121,7 @@ def plan_run(signals_path, run_dir, cfg: TrainConfig, dist: Dist, resume: bool, 
     if not Path(signals_path).is_file():
         raise EcgscanError(f"no such file: {signals_path}")
     sf = SignalsFile(signals_path)
-    usable = check_pretraining_file(sf)
+    usable = check_pretraining_file(sf, cfg.model.fs, cfg.model.n_samples)  # the form the model is built for
     split = split_records(sf, usable, cfg.split, cfg.train_folds, cfg.val_folds, cfg.test_folds, cfg.val_fraction,
                           cfg.seed)
     cfg = with_resolved_split(cfg, split)
@@ -179,11 +181,12 @@ def build_parts(plan: Plan, dev: torch.device, dist: Dist) -> Parts:
     teacher_path = cfg.signal_encoder or (run_path / TEACHER_DIR if plan.resume else None)
     teacher = None
     if cfg.signal_encoder or (teacher_path is not None and Path(teacher_path).exists()):
-        teacher = load_signal_encoder(teacher_path, dev)
+        teacher = load_signal_encoder(teacher_path, dev, cfg.model.n_samples)
         with torch.no_grad():
-            cfg.model.signal_dim = int(teacher(torch.zeros(2, 12, 5000, device=dev)).shape[1])
+            probe = torch.zeros(2, canonical.N_LEADS, cfg.model.n_samples, device=dev)
+            cfg.model.signal_dim = int(teacher(probe).shape[1])
     if plan.resume:
-        diffs = config_diff(read_run_config(run_path), cfg.to_dict())
+        diffs = config_diff(with_defaults(read_run_config(run_path)), cfg.to_dict())
         if diffs:
             raise EcgscanError(f"--resume: the config differs from the run's ({'; '.join(diffs[:5])}); "
                                "resume with the same settings or start a new run")
@@ -199,10 +202,10 @@ def build_parts(plan: Plan, dev: torch.device, dist: Dist) -> Parts:
 # --------------------------------------------------------------------------- rendering and validation
 
 
-def _render(signals, size, augment, gen):
+def _render(signals, size, augment, gen, fs: float):
     from ecgscan_cli.render import render_batch
 
-    return render_batch(signals, size=size, augment=augment, fs=500.0, generator=gen)
+    return render_batch(signals, size=size, augment=augment, fs=fs, generator=gen)
 
 
 @torch.no_grad()
@@ -222,7 +225,7 @@ def evaluate(objective: Objective, frozen: FrozenFeatures, sf, indices, cfg: Tra
             break
         signals = torch.from_numpy(sf.signals(idx)).to(device)
         reports = [sf.reports[i] for i in idx]
-        images = _render(signals, model.image_size, "none", gen)
+        images = _render(signals, model.image_size, "none", gen, cfg.model.fs)
         text_f, sig_f = frozen(idx, signals, reports)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             total, terms, z_i, z_t = objective(images, signals, text_f, sig_f)
@@ -336,7 +339,7 @@ class Trainer:
             signals, reports, idx = next(self.batches)
             signals = signals.to(dev, non_blocking=True)
             tr = time.perf_counter()
-            images = _render(signals, parts.model.image_size, cfg.augment, parts.render_gen)
+            images = _render(signals, parts.model.image_size, cfg.augment, parts.render_gen, cfg.model.fs)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             render_s += time.perf_counter() - tr
@@ -438,10 +441,10 @@ def pretrain(signals_path, run_dir, cfg: TrainConfig, *, device: str = "auto", r
 
 
 def _held_out(split) -> str:
-    from ecgscan_cli.probe import fold_ranges
+    from ecgscan_cli.folds import format_folds
 
     if len(split.test):
-        return f"{len(split.test)} records of folds {fold_ranges(split.test_folds)} held out as test (never read)"
+        return f"{len(split.test)} records of folds {format_folds(split.test_folds)} held out as test (never read)"
     return "no record held out as test"
 
 
@@ -530,7 +533,8 @@ def _teacher_stage(plan: Plan, parts: Parts, run: RunFolder, dev, dist: Dist, bu
 
     report = _train_teacher(plan, parts, run, dev, budget, metrics, teacher_progress) if dist.main else None
     dist.barrier()
-    parts.teacher = parts.frozen.signal_encoder = load_signal_encoder(run.work / TEACHER_DIR, dev)
+    parts.teacher = parts.frozen.signal_encoder = load_signal_encoder(run.work / TEACHER_DIR, dev,
+                                                                      plan.cfg.model.n_samples)
     return report
 
 

@@ -48,6 +48,11 @@ class PtbxlSource:
         return str(value) if isinstance(value, Path) else f"{self.path} ({name} inside)"
 
 
+def is_ptbxl_root(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an unpacked PTB-XL folder (it holds ptbxl_database.csv)."""
+    return (Path(path) / DATABASE).is_file()
+
+
 def _read_csv(data: Path | bytes, where: str, index_col):
     import pandas as pd
 

@@ -1,0 +1,186 @@
+"""The digitiser's second readings and how one is chosen without the truth.
+
+* :mod:`ecgscan_cli.digitize.consistency`: the limb-lead relations as a score;
+* :mod:`ecgscan_cli.digitize.rectify`: the rows' quadrilateral of a page seen in perspective;
+* :mod:`ecgscan_cli.digitize.refine`: a trace map at the image's own resolution;
+* :func:`ecgscan_cli.digitize.image.digitize_image` keeping the reading the relations prefer,
+  and the overlay drawing any reading back onto the image.
+
+Signals are synthetic (always present) or real PTB-XL records (skipped when absent); scores
+are the aligned reconstruction SNR against the reference masked to what the page shows.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ecgscan_cli.digitize import rectify
+from ecgscan_cli.digitize.consistency import lead_relation_residual
+from ecgscan_cli.digitize.pipeline import digitize_maps
+from ecgscan_cli.leads import LEAD_INDEX
+from ecgscan_cli.render.layout import as_shown, page_geometry
+from ecgscan_cli.render.page import render_page
+from ecgscan_cli.render.targets import page_targets
+from ecgscan_cli.snr import reconstruction_snr
+from ecgscan_cli.synth import synthesize
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return synthesize(2, seed=11).signals.astype(np.float64)
+
+
+def aligned_db(reference, estimate) -> float:
+    return float(np.nanmean(reconstruction_snr(as_shown(reference), estimate, 500.0, align=True)))
+
+
+# ---------------------------------------------------------------- consistency
+
+def test_lead_relations_hold_on_a_consistent_page_and_break_with_reading_errors(truth):
+    shown = as_shown(truth[0])
+    assert lead_relation_residual(shown) < 1e-4          # (synth stores whole microvolts)
+    noisy = shown.copy()
+    rng = np.random.default_rng(0)
+    noisy[LEAD_INDEX["III"]] += rng.normal(0, 0.05, noisy.shape[1])
+    late = shown.copy()
+    late[LEAD_INDEX["aVF"]] = np.roll(late[LEAD_INDEX["aVF"]], 6)      # 12 ms late: a misread time axis
+    worse = shown.copy()
+    worse[LEAD_INDEX["III"]] += rng.normal(0, 0.2, worse.shape[1])
+    r_noisy, r_late, r_worse = (lead_relation_residual(x) for x in (noisy, late, worse))
+    assert 0.001 < r_noisy < r_worse and r_late > 0.001
+    assert r_worse / r_noisy == pytest.approx(16, rel=0.35)              # residual power ∝ error power
+    # an offset of a whole lead is not a reading error the score should rank (baselines differ)
+    offset = shown.copy()
+    offset[LEAD_INDEX["aVL"]] += 0.3
+    assert lead_relation_residual(offset) < 1e-4
+    assert lead_relation_residual(np.full_like(shown, np.nan)) == float("inf")
+
+
+# ---------------------------------------------------------------- rectification
+
+def _perspective(a: np.ndarray, to_source: np.ndarray) -> np.ndarray:
+    return rectify.warp(a, to_source, a.shape[:2])
+
+
+def test_rows_quadrilateral_of_a_page_seen_in_perspective(truth):
+    dpi = 100.0
+    maps = page_targets(truth[0], dpi=dpi)
+    h, w = maps.shape[1:]
+    # a camera tilted about both axes: the far (right, top) side shrinks
+    dst = np.array([[0.06 * w, 0.10 * h], [0.93 * w, 0.03 * h], [0.97 * w, 0.97 * h], [0.02 * w, 0.90 * h]])
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    to_source = rectify.homography(dst, src)                      # output px → page px
+    trace = _perspective(maps[0], to_source)
+    grid = _perspective(maps[1], to_source)
+    # where the rows' quadrilateral truly is: first/last rows' baselines from the calibration
+    # pulse's start (5 mm + its width before the trace) to the trace's end
+    geo = page_geometry(None)
+    ppm = dpi / 25.4
+    speed = geo.options.speed
+    x0, x1 = (geo.trace_x0_mm - 5.0 - 0.2 * speed) * ppm, (geo.trace_x0_mm + 10.0 * speed) * ppm
+    y0, y1 = geo.baselines_mm[0] * ppm, geo.baselines_mm[-1] * ppm
+    to_out = np.linalg.inv(to_source)
+    true = []
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
+        p = to_out @ np.array([x, y, 1.0])
+        true.append(p[:2] / p[2])
+    found = rectify.page_quad(trace)
+    assert found is not None
+    # within 2 % of the page width (the rows' lines run through their QRS-weighted ink)
+    assert np.abs(found - np.array(true)).max() < 0.02 * w, (found, true)
+    assert rectify.quad_skew(found) > 0.05
+    # read with the perspective undone, the page gives back its signal; as it is, it does not
+    before = aligned_db(truth[0], digitize_maps(trace, grid).signal) if _reads(trace, grid) else 0.0
+    rt, rg, _ = rectify.rectified_maps(trace, grid)
+    after = aligned_db(truth[0], digitize_maps(rt, rg).signal)
+    assert after > 8.0 and after > before + 3.0, (before, after)
+
+
+def _reads(trace, grid) -> bool:
+    from ecgscan_cli.digitize.pipeline import DigitizeError
+
+    try:
+        digitize_maps(trace, grid)
+        return True
+    except DigitizeError:
+        return False
+
+
+def test_a_straight_page_is_left_as_it_is():
+    """Baseline wander tilts a row's fitted line a little; straight pages stay unrectified."""
+    signals = synthesize(10, seed=21).signals.astype(np.float64)
+    left = [rectify.rectified_maps(*page_targets(s, dpi=100.0)) is None for s in signals]
+    assert sum(left) >= 8, left
+    assert rectify.page_quad(np.zeros((300, 400), np.float32)) is None
+
+
+def test_homography_maps_the_four_points():
+    src = np.array([[10, 20], [300, 15], [320, 240], [5, 230]], np.float64)
+    dst = np.array([[0, 0], [310, 0], [310, 220], [0, 220]], np.float64)
+    H = rectify.homography(src, dst)
+    p = H @ np.c_[src, np.ones(4)].T
+    assert np.allclose((p[:2] / p[2]).T, dst, atol=1e-6)
+
+
+# ---------------------------------------------------------------- readings in digitize_image
+
+@pytest.fixture
+def exact_network(monkeypatch):
+    """digitize_image with TraceNet replaced by the page's exact targets at the working size."""
+    import ecgscan_cli.digitize.image as image_mod
+
+    state = {}
+
+    def predict(net, work):
+        h, w = work.shape[:2]
+        return tuple(np.asarray(Image.fromarray(m).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+                     for m in state["maps"])
+
+    monkeypatch.setattr(image_mod, "predict_maps", predict)
+    return state
+
+
+def test_the_image_resolution_reading_wins_on_a_sharp_200dpi_page(truth, exact_network):
+    from ecgscan_cli.digitize.image import digitize_image
+
+    page, _ = render_page(truth[0], dpi=200)
+    exact_network["maps"] = page_targets(truth[0], dpi=200)
+    quick = digitize_image(page, "NET", refine=False)
+    full = digitize_image(page, "NET")
+    assert quick.reading == "working" and full.reading == "refined"
+    assert full.map_shape == page.shape[:2]                       # read at the page's own 200 dpi
+    q, f = aligned_db(truth[0], quick.signal), aligned_db(truth[0], full.signal)
+    assert f > 18.0 and f > q + 4.0, (q, f)
+    assert full.lead_residual < lead_relation_residual(quick.signal)
+
+
+def test_refined_reading_on_real_records(ptbxl_dir, exact_network):
+    """Same on real PTB-XL records (their QRS are sharper than the synthetic ones)."""
+    from ecgscan_cli.digitize.image import digitize_image
+    from ecgscan_cli.importing import read_canonical
+
+    gains = []
+    for rid in ("00001", "00148"):
+        sig = read_canonical(next((ptbxl_dir / "records500").rglob(f"{rid}_hr.hea")).with_suffix("")).astype(np.float64)
+        page, _ = render_page(sig, dpi=200)
+        exact_network["maps"] = page_targets(sig, dpi=200)
+        q = aligned_db(sig, digitize_image(page, "NET", refine=False).signal)
+        f = aligned_db(sig, digitize_image(page, "NET").signal)
+        gains.append(f - q)
+    assert min(gains) > 3.0, gains
+
+
+def test_overlay_points_of_a_rectified_reading_land_on_the_image():
+    """to_page_pixels undoes the deskew in the reading's own map, then its homography."""
+    from ecgscan_cli.reconstruct import to_page_pixels
+
+    H = np.array([[2.1, 0.05, 30.0], [-0.04, 2.0, 12.0], [1e-5, 2e-5, 1.0]])
+    d = types.SimpleNamespace(rotation_deg=0.0, map_shape=(400, 600), to_image=H)
+    xs, ys = np.array([10.0, 300.0, 590.0]), np.array([5.0, 200.0, 390.0])
+    px, py = to_page_pixels(xs, ys, d, (900, 1300))
+    p = H @ np.vstack([xs, ys, np.ones(3)])
+    assert np.allclose(px, p[0] / p[2]) and np.allclose(py, p[1] / p[2])
