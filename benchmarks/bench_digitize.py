@@ -1,10 +1,10 @@
 """How well the digitiser reads held-out PTB-XL records: SNR per page condition, and speed.
 
 Renders records of the held-out fold (default: fold 8 of the PTB-XL sample at 500 Hz, a
-fold `train-digitizer` never reads) as 200-dpi pages — clean, and augmented with the
-`paper`, `heavy` and `photo` presets — digitises each page with TraceNet (the shipped
-weights, or --weights) and with the training-free classical maps, and prints, per
-(method, condition): the mean aligned SNR (the issue's metric: ±0.5 s shift, per-lead
+fold `train-digitizer` never reads) as 200-dpi pages (`--dpi` for others) — clean, and
+augmented with the `paper`, `heavy` and `photo` presets — digitises each page with TraceNet
+(the shipped weights, or --weights; `net` with the second readings competing, `net-working`
+without) and with the training-free classical maps, and prints, per (method, dpi, condition): the mean aligned SNR (the issue's metric: ±0.5 s shift, per-lead
 offset, × coverage; reference masked to what the page shows), the PhysioNet 2024 scorer's
 SNR, pages refused, pages where the refined reading won, and the median seconds per page
 (digitisation only, one thread).
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--methods", default="net,net-working,classical",
                     help="net: TraceNet with the refined reading competing (reconstruct's default); "
                          "net-working: TraceNet's maps only (reconstruct --no-refine); classical")
+    ap.add_argument("--dpi", default="200", help="page resolutions to render, e.g. '150,200,300'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args()
@@ -38,22 +39,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ecgscan_cli.digitize.evaluate import evaluate_digitizer, summarize_scores
     from ecgscan_cli.digitize.image import load_digitizer
-    from ecgscan_cli.probe import parse_folds
+    from ecgscan_cli.folds import parse_folds
 
     net = load_digitizer(args.weights)
     rows = []
-    for method in args.methods.split(","):
-        scores = evaluate_digitizer(args.signals, folds=parse_folds(args.folds), limit=args.limit,
-                                    conditions=tuple(args.conditions.split(",")),
-                                    method="classical" if method == "classical" else "net",
-                                    refine=method == "net", net=net,
-                                    progress=lambda s: print(".", end="", file=sys.stderr, flush=True))
-        print(file=sys.stderr)
-        rows += [{"method": method, **r} for r in summarize_scores(scores)]
+    for dpi in (float(d) for d in args.dpi.split(",")):
+        for method in args.methods.split(","):
+            scores = evaluate_digitizer(args.signals, folds=parse_folds(args.folds), limit=args.limit,
+                                        conditions=tuple(args.conditions.split(",")),
+                                        method="classical" if method == "classical" else "net",
+                                        refine=method == "net", net=net, dpi=dpi,
+                                        progress=lambda s: print(".", end="", file=sys.stderr, flush=True))
+            print(file=sys.stderr)
+            rows += [{"method": method, "dpi": f"{dpi:g}", **r} for r in summarize_scores(scores)]
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    cols = ["method", "condition", "pages", "aligned_db", "physionet2024_db", "refused", "refined", "median_s"]
+    cols = ["method", "dpi", "condition", "pages", "aligned_db", "physionet2024_db", "refused", "refined", "median_s"]
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(str(r[c]) for c in cols))

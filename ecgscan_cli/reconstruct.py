@@ -38,9 +38,10 @@ log = logging.getLogger("ecgscan")
 
 METHODS = ("digitizer", "classical", "decoder")
 # Long side (px) of the page handed to the digitiser, which segments at about 1000 px
-# (digitize.model.WORK_LONG_SIDE) and vectorises at this size: a 20-megapixel photo is
+# (digitize.model.WORK_LONG_SIDE) and reads a second time at up to this size
+# (digitize.refine.REFINE_LONG_SIDE: a 200-dpi letter page whole): a 20-megapixel photo is
 # shrunk while decoding (memory bounded, and the decode itself is 4× faster).
-DIGITIZE_MAX_SIDE = 2000
+DIGITIZE_MAX_SIDE = 2400
 MIN_PAGE_SIDE = 64          # px: nothing smaller can show 12 leads and a grid
 OVERLAY_MAX_SIDE = 1400     # px of the image kept for an overlay
 
@@ -261,18 +262,10 @@ def to_page_pixels(xs: np.ndarray, ys: np.ndarray, digitized, page_hw: tuple[int
 
         shape = working_size(h, w)
         to_image = np.diag([w / shape[1], h / shape[0], 1.0])
-    mh, mw = shape
-    angle = float(getattr(digitized, "rotation_deg", 0.0) or 0.0)
-    if abs(angle) > 1e-6:
-        # ndimage.rotate: input (x, y) = R · output (x, y) + offset, R = [[c, −s], [s, c]],
-        # about the centres of the input and of the grown output
-        c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
-        rot = np.array([[c, -s], [s, c]])
-        in_shape = np.array([mw, mh], float)
-        bounds = rot @ np.array([[0, 0, in_shape[0], in_shape[0]], [0, in_shape[1], 0, in_shape[1]]])
-        out_shape = (np.ptp(bounds, axis=1) + 0.5).astype(int)
-        offset = (in_shape - 1) / 2 - rot @ ((out_shape - 1) / 2)
-        xs, ys = rot[0, 0] * xs + rot[0, 1] * ys + offset[0], rot[1, 0] * xs + rot[1, 1] * ys + offset[1]
+    from ecgscan_cli.digitize.geometry import rotation_to_source
+
+    rotated_to_maps, _ = rotation_to_source(float(getattr(digitized, "rotation_deg", 0.0) or 0.0), tuple(shape))
+    to_image = np.asarray(to_image, np.float64) @ rotated_to_maps
     p = np.asarray(to_image, np.float64) @ np.vstack([xs, ys, np.ones_like(xs)])
     return p[0] / p[2], p[1] / p[2]
 

@@ -201,7 +201,7 @@ def test_signals_file_input_is_drawn_as_pages_then_digitized(fake, random_signal
     s = SignalsFile(tmp_path / "r.h5")
     assert s.ids == [f"r{i}" for i in range(6)] and s.classes == ["A", "B"] and s.folds.tolist() == [1, 2, 3, 4, 5, 6]
     shapes = {c[0] for c in fake.calls}
-    assert len(shapes) == 1 and max(shapes.pop()[:2]) == DIGITIZE_MAX_SIDE      # whole 200-dpi pages, shrunk
+    assert len(shapes) == 1 and max(shapes.pop()[:2]) == min(2200, DIGITIZE_MAX_SIDE)   # whole 200-dpi pages (2200 px)
     assert "mean SNR vs ground truth:" in r.stderr
 
 

@@ -29,6 +29,7 @@ class PageScore:
     seconds: float
     error: str = ""
     reading: str = ""           # which maps won (digitize_image's ``reading``)
+    dpi: float = 200.0
 
 
 def render_condition(signal: np.ndarray, fs: float, condition: str, seed: int, dpi: float = 200.0) -> np.ndarray:
@@ -60,10 +61,11 @@ def score_page(reference: np.ndarray, estimate: np.ndarray | None, fs: float) ->
 
 def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit: int | None = None,
                        method: str = "net", net=None, seed: int = 0, progress=None,
-                       refine: bool = True) -> list[PageScore]:
+                       refine: bool = True, dpi: float = 200.0) -> list[PageScore]:
     """Scores of every (record of ``folds``, condition); a page the digitiser refuses scores as
     an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason.
-    ``refine``: passed to :func:`~ecgscan_cli.digitize.image.digitize_image`."""
+    ``refine``: passed to :func:`~ecgscan_cli.digitize.image.digitize_image`; ``dpi``: of the
+    rendered pages."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
     from ecgscan_cli.errors import EcgscanError
     from ecgscan_cli.formats.signals import SignalsFile
@@ -78,7 +80,7 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
         full = np.nan_to_num(sf.signal(i).astype(np.float64))
         ref = as_shown(full, fs=sf.fs)     # the reference as the page shows it (as PhysioNet 2024 stores it)
         for condition in conditions:
-            page = render_condition(full, sf.fs, condition, seed + k)
+            page = render_condition(full, sf.fs, condition, seed + k, dpi=dpi)
             t0 = time.perf_counter()
             try:
                 d = digitize_image(page, net, method=method, refine=refine)
@@ -87,7 +89,7 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
                 est, err, reading = None, str(e), ""
             dt = time.perf_counter() - t0
             a, p = score_page(ref, est, sf.fs)
-            out.append(PageScore(sf.ids[i], condition, a, p, dt, err, reading))
+            out.append(PageScore(sf.ids[i], condition, a, p, dt, err, reading, dpi))
             if progress:
                 progress(out[-1])
     return out

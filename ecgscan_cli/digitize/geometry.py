@@ -100,6 +100,24 @@ def rotate_map(m: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def rotation_to_source(angle_deg: float, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """(3×3 H, (h, w)): :func:`rotate_map`'s output canvas for a map of ``shape``, and the
+    homography from its pixels (x, y, 1) to the input map's.
+
+    ``ndimage.rotate`` maps output to input as (x, y) = R · (x', y') + offset about the two
+    canvases' centres, R = [[c, −s], [s, c]]."""
+    h, w = shape
+    if abs(angle_deg) < 1e-6:
+        return np.eye(3), (h, w)
+    c, s = np.cos(np.deg2rad(angle_deg)), np.sin(np.deg2rad(angle_deg))
+    rot = np.array([[c, -s], [s, c]])
+    in_shape = np.array([w, h], float)
+    bounds = rot @ np.array([[0, 0, in_shape[0], in_shape[0]], [0, in_shape[1], 0, in_shape[1]]])
+    out_w, out_h = (np.ptp(bounds, axis=1) + 0.5).astype(int)
+    offset = (in_shape - 1) / 2 - rot @ ((np.array([out_w, out_h]) - 1) / 2)
+    return np.array([[c, -s, offset[0]], [s, c, offset[1]], [0.0, 0.0, 1.0]]), (int(out_h), int(out_w))
+
+
 def deskew(trace: np.ndarray, grid: np.ndarray | None, *, min_deg: float = 0.03,
            max_deg: float = MAX_ROTATION_DEG) -> tuple[np.ndarray, np.ndarray | None, float]:
     """(trace, grid, angle): both maps straightened; the angle comes from the grid when it has ink."""

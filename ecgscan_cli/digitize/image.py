@@ -118,25 +118,46 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
         from ecgscan_cli.digitize.rectify import rectified_maps
 
         rect = rectified_maps(trace, grid)
-        if rect is not None:
-            readings.append(_reading("rectified", image, rect[0], rect[1], _scale_to(image, trace) @ rect[2]))
+        if rect is not None:     # rows made level and parallel: nothing left to deskew
+            readings.append(_reading("rectified", image, rect[0], rect[1], _scale_to(image, trace) @ rect[2],
+                                     straight=True))
         base = _best(readings)
         if method == "net" and base is not None:
-            from ecgscan_cli.digitize.refine import refine_maps
-
-            rectified = base.reading == "rectified"
-            t, g = rect[:2] if rectified else (trace, grid)
-            maps = refine_maps(image, t, g, to_maps=rect[2] if rectified else None, maps_shape=trace.shape)
-            if maps is not None:
-                to_image = None
-                if rectified:   # refined px → rectified maps' px → the network's maps' px → image px
-                    finer = np.diag([t.shape[1] / maps[0].shape[1], t.shape[0] / maps[0].shape[0], 1.0])
-                    to_image = _scale_to(image, trace) @ rect[2] @ finer
-                readings.append(_reading("rectified+refined" if rectified else "refined", image, *maps, to_image))
+            readings.append(_refined_reading(image, trace, grid, base, rect))
     best = _best(readings)
     if best is None:
         raise next(r for r in readings if isinstance(r, Exception))
     return best
+
+
+def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect):
+    """The image-resolution reading (:mod:`.refine`) on ``base``'s geometry, or None.
+
+    The base reading's rectification and deskew are folded into one homography that the
+    image is resampled through once, so the finer maps come out level (no second deskew
+    of maps four times the size: most of this reading's cost otherwise)."""
+    from ecgscan_cli.digitize.geometry import rotation_to_source
+    from ecgscan_cli.digitize.rectify import warp
+    from ecgscan_cli.digitize.refine import refine_maps
+
+    rectified = base.reading == "rectified"
+    to_maps = rect[2] if rectified else np.eye(3)          # the base's maps' px → the network's maps' px
+    if abs(base.rotation_deg) > 1e-6:
+        rotated, shape = rotation_to_source(base.rotation_deg, base.map_shape)
+        to_maps = to_maps @ rotated
+    else:
+        shape = base.map_shape
+    if rectified or abs(base.rotation_deg) > 1e-6:
+        t, g = warp(trace, to_maps, shape), warp(grid, to_maps, shape)
+        maps = refine_maps(image, t, g, to_maps=to_maps, maps_shape=trace.shape)
+    else:                                                   # straight already: a plain resize
+        t = trace
+        maps = refine_maps(image, trace, grid)
+    if maps is None:
+        return None
+    finer = np.diag([t.shape[1] / maps[0].shape[1], t.shape[0] / maps[0].shape[0], 1.0])
+    return _reading("rectified+refined" if rectified else "refined", image, *maps,
+                    _scale_to(image, trace) @ to_maps @ finer, straight=abs(base.rotation_deg) > 1e-6 or rectified)
 
 
 def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
@@ -144,7 +165,8 @@ def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return np.diag([image.shape[1] / maps.shape[1], image.shape[0] / maps.shape[0], 1.0])
 
 
-def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, to_image=None):
+def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, to_image=None,
+             straight: bool = False):
     """A :class:`Digitized` from one pair of maps (or the :class:`DigitizeError` it raised).
 
     ``to_image``: 3×3 homography from the maps' pixels to the image's (default: the scale
@@ -152,7 +174,7 @@ def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, 
     from ecgscan_cli.digitize.pipeline import DigitizeError, digitize_maps
 
     try:
-        result = digitize_maps(trace, grid)
+        result = digitize_maps(trace, grid, straight=straight)
     except DigitizeError as e:
         return e
     result.reading = name
@@ -165,7 +187,7 @@ def _best(readings: list):
     """The reading that breaks the limb-lead relations least (the only one, if one)."""
     from ecgscan_cli.digitize.consistency import lead_relation_residual
 
-    done = [r for r in readings if not isinstance(r, Exception)]
+    done = [r for r in readings if r is not None and not isinstance(r, Exception)]
     if len(done) <= 1:
         return done[0] if done else None
     for r in done:

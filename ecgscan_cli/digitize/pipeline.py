@@ -97,8 +97,11 @@ def despeckle(trace: np.ndarray, min_pixels: int) -> np.ndarray:
 
 
 def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: float = 25.0,
-                  gain_mm_mv: float = 10.0) -> Digitized:
-    """The 12-lead signal shown by a page's ``trace`` and ``grid`` probability maps (H×W in [0, 1])."""
+                  gain_mm_mv: float = 10.0, straight: bool = False) -> Digitized:
+    """The 12-lead signal shown by a page's ``trace`` and ``grid`` probability maps (H×W in [0, 1]).
+
+    ``straight``: the maps are known to be level already (made on a deskewed or rectified
+    canvas): no deskew."""
     trace = _check_map(trace, "trace")
     grid = None if grid is None else _check_map(grid, "grid", trace.shape)
     if speed_mm_s <= 0 or gain_mm_mv <= 0:
@@ -106,7 +109,7 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
     if np.count_nonzero(trace > _INK) < 50:
         raise DigitizeError("no ECG trace found")
     trace, grid = _clear_border(trace), (None if grid is None else _clear_border(grid))
-    trace, grid, angle = deskew(trace, grid)
+    trace, grid, angle = (trace, grid, 0.0) if straight else deskew(trace, grid)
     ppm_x, ppm_y = grid_px_per_mm(grid)
     grid_found = ppm_x is not None or ppm_y is not None
     ppm_x, ppm_y = ppm_x or ppm_y, ppm_y or ppm_x       # one axis only: square pixels
