@@ -272,3 +272,12 @@ def test_pretrain_augment_file_checked_against_the_registry(tmp_path):
     check_config(TrainConfig(augment=str(good)))
     with pytest.raises(EcgscanError, match="'warp'"):
         check_config(TrainConfig(augment=str(bad)))
+
+
+def test_training_config_knows_the_same_presets_as_the_registry():
+    """training/config.py names the presets without importing the (torch) registry; the two
+    lists must not drift apart."""
+    from ecgscan_cli.render.augmentations.config import PRESETS
+    from ecgscan_cli.training.config import AUGMENTS
+
+    assert AUGMENTS == tuple(PRESETS)
