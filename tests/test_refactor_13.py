@@ -290,3 +290,14 @@ def test_pretrain_accepts_the_augmentation_files_render_accepts(tmp_path):
     for augment in ("glossy", str(bad)):
         with pytest.raises(EcgscanError):
             check_config(TrainConfig(augment=augment))
+
+
+def test_numpy_parts_of_the_library_import_without_torch():
+    """Page layout, the page renderer, the digitiser's pipeline after the network and the
+    importer are numpy code: importing them (through their packages) must not load torch
+    (~2 s), which only the batch renderer, the augmentations and the models need."""
+    code = ("import sys, ecgscan_cli.render.layout, ecgscan_cli.render.page, ecgscan_cli.digitize.pipeline, "
+            "ecgscan_cli.digitize.rectify, ecgscan_cli.digitize.consistency, ecgscan_cli.importing; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

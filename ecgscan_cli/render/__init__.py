@@ -7,13 +7,31 @@
 See docs/render.md.
 """
 
-from ecgscan_cli.render.augment import (
-    AUGMENTS, PRESETS, AugmentConfig, AugSpec, augment_with_targets, resolve_augment, warp_targets,
-)
-from ecgscan_cli.render.batch import letterbox, render_batch
-from ecgscan_cli.render.layout import LayoutOptions, layout_metadata, page_geometry
-from ecgscan_cli.render.page import GRID_STYLES, render_page
+from __future__ import annotations
 
+import importlib
+
+# imported on first use (PEP 562): `import ecgscan_cli.render.layout` must not pull in torch
+# through the batch renderer and the augmentations
+_WHERE = {
+    "AUGMENTS": "augment", "PRESETS": "augment", "AugmentConfig": "augment", "AugSpec": "augment",
+    "augment_with_targets": "augment", "resolve_augment": "augment", "warp_targets": "augment",
+    "letterbox": "batch", "render_batch": "batch",
+    "LayoutOptions": "layout", "layout_metadata": "layout", "page_geometry": "layout", "GRID_STYLES": "layout",
+    "render_page": "page",
+}
 __all__ = ["render_batch", "letterbox", "render_page", "AugmentConfig", "AugSpec", "AUGMENTS", "PRESETS",
            "LayoutOptions", "GRID_STYLES", "page_geometry", "layout_metadata", "resolve_augment",
            "augment_with_targets", "warp_targets"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"ecgscan_cli.render.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ecgscan_cli.render' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
