@@ -42,6 +42,9 @@ METHODS = ("digitizer", "classical", "decoder")
 # (digitize.refine.REFINE_LONG_SIDE: a 200-dpi letter page whole): a 20-megapixel photo is
 # shrunk while decoding (memory bounded, and the decode itself is 4× faster).
 DIGITIZE_MAX_SIDE = 2400
+# the digitiser's second readings (digitize.image.digitize_image), as logs and overlays name them
+READING_NAMES = {"refined": "read at the image's resolution", "rectified": "perspective undone",
+                 "rectified+refined": "perspective undone, read at the image's resolution"}
 MIN_PAGE_SIDE = 64          # px: nothing smaller can show 12 leads and a grid
 OVERLAY_MAX_SIDE = 1400     # px of the image kept for an overlay
 
@@ -282,10 +285,8 @@ def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
         traces.append((k, px * sx, py * sy))
     caption = f"layout {getattr(digitized, 'layout', '?')}, rotation {float(getattr(digitized, 'rotation_deg', 0.0)):.1f}°"
     reading = getattr(digitized, "reading", "working")
-    if reading != "working":
-        caption += {"refined": ", read at the image's resolution",
-                    "rectified": ", perspective undone",
-                    "rectified+refined": ", perspective undone, read at the image's resolution"}.get(reading, "")
+    if reading in READING_NAMES:
+        caption += ", " + READING_NAMES[reading]
     if getattr(digitized, "grid_found", True) is False:
         caption += ", no grid found (scale from the calibration pulses / row length)"
     return Picture(small, traces, caption)
@@ -436,6 +437,8 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     from ecgscan_cli.imageio import open_source
 
     method = resolve_method(method, checkpoint, weights)
+    if quick and method == "decoder":
+        raise EcgscanError("--quick is the digitiser's (one reading per page); the decoder reads each image once anyway")
     check_output_path(out, overwrite, kind="signals")
     for d, kind in ((wfdb_dir, "wfdb"), (overlay_dir, "overlays")):
         if d is not None:

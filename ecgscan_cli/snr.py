@@ -37,7 +37,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -95,19 +95,9 @@ class SnrResult:
     unreadable: dict = field(default_factory=dict)          # estimate id -> why it could not be read
     no_signal_ids: list[str] = field(default_factory=list)  # reference records without signals (not scored)
 
-    def per_record_rows(self) -> list[dict]:
-        return [{"id": rid, **{ld: float(v) for ld, v in zip(self.leads, row)}}
-                for rid, row in zip(self.ids, self.per_record)]
-
 
 # --------------------------------------------------------------------------------------
 # lead-SNR (Table 1)
-
-
-def lead_snr_records(signals: Iterable[np.ndarray]) -> np.ndarray:
-    """[N, 4] lead-SNR (III, aVR, aVL, aVF) of each ``[12, T]`` signal."""
-    out = [lead_snr_db(np.asarray(x, np.float64)) for x in signals]
-    return np.asarray(out, np.float64).reshape(-1, len(LIMB_DERIVED))
 
 
 def lead_snr_from_items(items, stats=None, *, source="input",
@@ -138,23 +128,6 @@ def lead_snr_table(source, *, derive_limb_leads: bool = False, workers: int = 0,
 
     _, items, stats = iter_signals(source, derive_limb_leads=derive_limb_leads, workers=workers)
     return lead_snr_from_items(items, stats, source=source, progress=progress)
-
-
-def count_records(source) -> int:
-    """How many records ``source`` holds (signals file or WFDB folder), cheaply."""
-    from ecgscan_cli.formats.signals import SignalsFile
-    from ecgscan_cli.importing import find_records, is_ptbxl_root
-
-    source = Path(source)
-    if source.is_dir():
-        if is_ptbxl_root(source):
-            import pandas as pd
-
-            return len(pd.read_csv(source / "ptbxl_database.csv", usecols=[0]))
-        return len(find_records(source))
-    if source.suffix == ".hea":
-        return 1
-    return len(SignalsFile(source))
 
 
 # --------------------------------------------------------------------------------------

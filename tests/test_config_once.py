@@ -285,3 +285,15 @@ def test_no_rate_or_length_literals_left_in_the_files_of_item_4():
                     found.append(f"{name}:{tok.start[0]}: {line.strip()}")
     assert found == []
     assert (canonical.FS, canonical.N_SAMPLES, canonical.DURATION_S, canonical.N_LEADS) == (500.0, 5000, 10.0, 12)
+
+
+def test_a_preset_name_beats_a_file_of_that_name_and_empty_lora_targets_are_refused(tmp_path, monkeypatch):
+    from ecgscan_cli.errors import EcgscanError
+    from ecgscan_cli.training.config import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "light").write_text("rotation: {p: 1}\n")
+    assert resolve_config("tiny", None, {}).augment == "light"
+    assert resolve_config("tiny", None, {"augment": "paper"}).augment == "paper"
+    with pytest.raises(EcgscanError, match="lora_targets"):
+        resolve_config("tiny", None, {}, sets=["model.lora_targets="])

@@ -144,7 +144,7 @@ def test_second_readings_are_counted_and_quick_skips_them(fake, tmp_path):
     assert r.exit_code == 0, r.output
     assert fake_digitize.refine == [True, True]
     flat = " ".join(r.stderr.split())        # the log wraps long lines
-    assert "second readings kept (the limb-lead relations agreed better): at the image's resolution 1" in flat
+    assert "second readings kept (the limb-lead relations agreed better): read at the image's resolution 1" in flat
     fake_digitize.refine.clear()
     r = run("reconstruct", scans, "-o", tmp_path / "quick.h5", "--device", "cpu", "--quick")
     assert r.exit_code == 0, r.output
@@ -424,6 +424,7 @@ def test_method_choices_are_checked(fake, tmp_path):
         (["--checkpoint", tmp_path, "--method", "classical"], "--checkpoint is for --method decoder"),
         (["--weights", tmp_path / "none.safetensors"], "no such file"),
         (["--weights", tmp_path / "a.png", "--method", "classical"], "--weights is for --method digitizer"),
+        (["--checkpoint", tmp_path, "--quick"], "--quick is the digitiser's"),
     ]
     for extra, why in cases:
         r = run("reconstruct", tmp_path / "a.png", "-o", tmp_path / "r.h5", *extra)

@@ -13,8 +13,7 @@ from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Threads, command, f
 log = logging.getLogger("ecgscan")
 
 METHOD_NAMES = {"digitizer": "the digitiser", "classical": "the classical digitiser", "decoder": "the ECG-Scan decoder"}
-READING_NAMES = {"refined": "at the image's resolution", "rectified": "perspective undone",
-                 "rectified+refined": "perspective undone at the image's resolution"}
+
 
 
 @command
@@ -83,7 +82,7 @@ def reconstruct_command(
     import numpy as np
 
     from ecgscan_cli.leads import LEADS
-    from ecgscan_cli.reconstruct import reconstruct_to_file
+    from ecgscan_cli.reconstruct import READING_NAMES, reconstruct_to_file
 
     path, source, summary = reconstruct_to_file(
         checkpoint, input_path, output, method=method, weights=weights, wfdb_dir=wfdb_dir, overlay_dir=overlay_dir,

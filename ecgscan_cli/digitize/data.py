@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ecgscan_cli.render.layout import LayoutOptions
-from ecgscan_cli.render.page import GRID_STYLES, render_page
+from ecgscan_cli.render.layout import GRID_STYLES
+from ecgscan_cli.render.page import render_page
 from ecgscan_cli.render.targets import page_targets
 
 GRIDS = tuple(GRID_STYLES)

@@ -96,11 +96,9 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     resolution), ``rectified`` (the same with the page's perspective undone,
     :mod:`.rectify`), ``refined`` or ``rectified+refined`` (:mod:`.refine`: at the image's
     resolution, ``method="net"`` only). With ``refine`` the others are tried and the one
-    that breaks the limb-lead relations least is kept (:mod:`.consistency`). Raises :class:`~ecgscan_cli.digitize.pipeline.DigitizeError`
-    (one line) when the page cannot be read.
+    that breaks the limb-lead relations least is kept (:mod:`.consistency`). Raises
+    :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
     """
-    from ecgscan_cli.digitize.pipeline import DigitizeError, digitize_maps
-
     if method not in METHODS:
         raise EcgscanError(f"unknown digitiser method {method!r} (choose from {', '.join(METHODS)})")
     image = check_image(image)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, open_checked, read_strings, write_header
 from ecgscan_cli.formats.common import dataset, read_labels_folds
 from ecgscan_cli.formats.signals import (check_signal_dataset, create_label_fold_datasets, create_signal_dataset,
                                          mv_to_int16, stored_to_mv)
@@ -225,5 +225,3 @@ class ImagesFile:
         self.close()
 
 
-def decode_layouts(values) -> list[dict]:
-    return [json.loads(v) for v in decode_strings(values)]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.render.layout import (
     LayoutOptions, PixelMap, letterbox_geometry, model_pixel_map, page_geometry, page_size_px,
@@ -187,7 +188,7 @@ def draw_traces(images: torch.Tensor, signals: torch.Tensor, plan: _Plan, ink: t
 
 # ---------------------------------------------------------------- entry point
 
-def render_batch(signals: torch.Tensor, size=224, augment="none", fs: float = 500.0,
+def render_batch(signals: torch.Tensor, size=224, augment="none", fs: float = canonical.FS,
                  generator: torch.Generator | None = None, *, options: LayoutOptions | None = None,
                  return_params: bool = False):
     """Render ``signals`` [B,12,T] (mV, NaN = gap) as printouts ``[B,3,H,W]`` float32 in [0,1].

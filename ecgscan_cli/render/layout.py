@@ -14,8 +14,9 @@ Pixel coordinates are continuous: pixel column ``i`` covers ``[i, i + 1)``; a po
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.leads import LEAD_INDEX
 
@@ -95,10 +96,6 @@ class PageGeometry:
     baselines_mm: tuple[float, ...]
     options: LayoutOptions = field(default_factory=LayoutOptions)
 
-    @property
-    def window_s(self) -> float:
-        return PANEL_MM / self.options.speed
-
 
 def page_geometry(options: LayoutOptions | None = None) -> PageGeometry:
     o = (options or LayoutOptions()).check()
@@ -119,7 +116,7 @@ def page_geometry(options: LayoutOptions | None = None) -> PageGeometry:
     return PageGeometry(w_mm, h_mm, tuple(panels), x0, baselines, o)
 
 
-def as_shown(signal, options: LayoutOptions | None = None, fs: float = 500.0):
+def as_shown(signal, options: LayoutOptions | None = None, fs: float = canonical.FS):
     """``signal`` [12, T] with NaN where the page does not show it: what a digitiser can recover,
     and how the PhysioNet 2024 references of printed ECGs are stored."""
     import numpy as np
@@ -180,7 +177,7 @@ def model_pixel_map(geometry: PageGeometry, size, ref_dpi: float = 200.0) -> Pix
 
 
 def layout_metadata(geometry: PageGeometry, pmap: PixelMap, dpi: float | None = None,
-                    n_samples: int = 5000, fs: float = 500.0, augment: dict | None = None,
+                    n_samples: int = canonical.N_SAMPLES, fs: float = canonical.FS, augment: dict | None = None,
                     header: str | None = None) -> dict:
     """Everything needed to map every plotted sample to its pixel (unaugmented render)."""
     o = geometry.options
@@ -213,5 +210,3 @@ def layout_metadata(geometry: PageGeometry, pmap: PixelMap, dpi: float | None = 
     return meta
 
 
-def options_dict(o: LayoutOptions) -> dict:
-    return asdict(o)

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.render.layout import (
     GRID_STYLES, INK, LayoutOptions, PageGeometry, PixelMap, layout_metadata, page_geometry, page_pixel_map,
@@ -319,7 +320,7 @@ def check_signal(signal: np.ndarray, record_id: str = "") -> np.ndarray:
     return s
 
 
-def render_page(signal: np.ndarray, fs: float = 500.0, options: LayoutOptions | None = None,
+def render_page(signal: np.ndarray, fs: float = canonical.FS, options: LayoutOptions | None = None,
                 dpi: float = 200.0, header: str | None = None, ink=INK,
                 return_meta: bool = True):
     """A clean printout of ``signal`` [12, T] mV → (uint8 H×W×3, layout metadata).

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.render.layout import GRID_STYLES, LayoutOptions, page_geometry, page_pixel_map
 from ecgscan_cli.render.page import _grid, calibration_pulse_mm, check_signal, draw_polylines, trace_lines
 from ecgscan_cli.render.raster import trace_sampling
@@ -32,7 +33,7 @@ TARGET_CHANNELS = ("trace", "grid")
 _WHITE = (255, 255, 255)
 
 
-def page_targets(signal: np.ndarray, fs: float = 500.0, options: LayoutOptions | None = None,
+def page_targets(signal: np.ndarray, fs: float = canonical.FS, options: LayoutOptions | None = None,
                  dpi: float = 200.0, min_width_px: float = 1.0) -> np.ndarray:
     """Targets ``[2, H, W]`` float32 (``TARGET_CHANNELS``) of ``render_page(signal, fs, options, dpi)``."""
     options = (options or LayoutOptions()).check()

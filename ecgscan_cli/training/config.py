@@ -280,7 +280,8 @@ def resolve_config(preset: str | None = "tiny", config_file: str | None = None, 
 
         named["image_pretrained"] = default_image_pretrained(named["image_model"])
     data = _merge(_merge(data, set_values), flat)
-    if isinstance(data.get("augment"), str) and Path(data["augment"]).is_file():
+    if isinstance(data.get("augment"), str) and data["augment"] not in AUGMENTS and Path(data["augment"]).is_file():
+        # a file (a preset name wins over a file of that name in the working folder)
         data["augment"] = str(Path(data["augment"]).resolve())  # --resume finds it from anywhere
     for key in FOLD_KEYS:  # '1-6,8' (flags, config files) or a list; 'none' = no fold
         if data.get(key) is not None:
@@ -308,6 +309,8 @@ def check_config(cfg: TrainConfig) -> None:
         (len(cfg.betas) == 2 and all(0 <= b < 1 for b in cfg.betas), "betas must be two numbers in [0, 1)"),
         (0 <= cfg.warmup_frac < 1, "warmup_frac must be in [0, 1)"), (cfg.grad_clip >= 0, "grad_clip must be >= 0"),
         (cfg.max_minutes is None or cfg.max_minutes > 0, "max_minutes must be > 0"),
+        (cfg.model.lora_targets is None or len(cfg.model.lora_targets) > 0,
+         "model.lora_targets must name at least one module (or be none: the tower's own)"),
         (cfg.augment in AUGMENTS or Path(str(cfg.augment)).is_file(),
          f"augment must be {'|'.join(AUGMENTS)} or an augmentation config file (YAML/JSON)"),
         (cfg.amp in ("auto", "none", "bf16"), "amp must be auto|none|bf16"),
