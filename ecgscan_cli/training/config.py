@@ -137,7 +137,7 @@ def _fold_list(key: str, value) -> list[int]:
     from ecgscan_cli.folds import SYNTAX, parse_folds
 
     try:  # a fold string, or a stored list (run.json, config files; older ones may hold fold strings)
-        return parse_folds(value, key)
+        return parse_folds(value, f"--{key.replace('_', '-')} ({key})")   # a flag, --set or a config file
     except EcgscanError:
         if isinstance(value, str):
             raise
