@@ -43,3 +43,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny ECG-Scan checkpoint (64-px images), saved once per run;
+    tests only read it."""
+    import torch
+
+    from ecgscan_cli.checkpoint import save_checkpoint
+    from ecgscan_cli.model import build_model, tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(image_size=64, patch=40), load_weights=False)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model)

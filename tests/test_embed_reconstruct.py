@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,18 +16,6 @@ runner = CliRunner()
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from ecgscan_cli.checkpoint import save_checkpoint
-    from ecgscan_cli.model import build_model, tiny_config
-
-    torch.manual_seed(0)
-    model = build_model(tiny_config(image_size=64, patch=40), load_weights=False)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model)
 
 
 def test_embed_signals_file_trained_and_random(tiny_checkpoint, random_signals_file, tmp_path):

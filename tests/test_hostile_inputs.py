@@ -379,18 +379,6 @@ def test_quiet_silences_python_warnings(tmp_path):
 # item 13: reconstruct's outputs (names, all committed together)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from ecgscan_cli.checkpoint import save_checkpoint
-    from ecgscan_cli.model import build_model, tiny_config
-
-    torch.manual_seed(0)
-    model = build_model(tiny_config(image_size=64, patch=40), load_weights=False)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model)
-
-
 HOSTILE_IDS = ["-", "-rf", "a/b", "a b", "a_b", "A_B", "x" * 5000, "\x1b[31mred", "..", "", "é", "a_b_2"]
 
 

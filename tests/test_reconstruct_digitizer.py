@@ -432,18 +432,6 @@ def test_method_choices_are_checked(fake, tmp_path):
     assert not (tmp_path / "r.h5").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from ecgscan_cli.checkpoint import save_checkpoint
-    from ecgscan_cli.model import build_model, tiny_config
-
-    torch.manual_seed(0)
-    model = build_model(tiny_config(image_size=64, patch=40), load_weights=False)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model)
-
-
 def test_decoder_old_and_new_forms_agree(tiny_checkpoint, fake, tmp_path, one_thread):
     _save(tmp_path / "scans" / "a.png", _page(0.1))
     old = run("reconstruct", tiny_checkpoint, tmp_path / "scans", "-o", tmp_path / "old.h5", "--device", "cpu")

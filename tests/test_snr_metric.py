@@ -373,18 +373,6 @@ def test_metric_options_and_their_older_spellings(tmp_path):
 # ---------------------------------------------------------------- one SNR family
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from ecgscan_cli.checkpoint import save_checkpoint
-    from ecgscan_cli.model import build_model, tiny_config
-
-    torch.manual_seed(0)
-    model = build_model(tiny_config(image_size=64, patch=40), load_weights=False)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model)
-
-
 def test_reconstruct_log_line_and_snr_check_agree(tiny_checkpoint, random_signals_file, tmp_path, one_thread):
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.reconstruct import reconstruct_to_file
