@@ -245,31 +245,22 @@ def trace_paths(digitized, signal: np.ndarray) -> list[tuple[int, np.ndarray, np
     return out
 
 
-def to_page_pixels(xs: np.ndarray, ys: np.ndarray, digitized, page_hw: tuple[int, int]):
+def to_page_pixels(xs: np.ndarray, ys: np.ndarray, digitized):
     """Points in the digitiser's row coordinates → pixels of the page it was given.
 
     The digitiser reads rows in the pixels of the maps it read (``map_shape``) after
     deskewing them by ``rotation_deg`` (``scipy.ndimage.rotate`` with the canvas grown to
     fit); ``to_image`` (3×3) takes the maps' pixels to the page's: a scale, or a homography
-    where the page's perspective was undone. Both are undone here. Older results carry
-    ``work_scale`` (maps at the working size) instead; without either the rows are taken to
-    be in page pixels already."""
-    h, w = page_hw
+    where the page's perspective was undone. Both are undone here. Without them (a
+    stand-in digitiser) the rows are taken to be in page pixels already."""
     to_image = getattr(digitized, "to_image", None)
     shape = getattr(digitized, "map_shape", None)
     if to_image is None or shape is None:
-        scale = getattr(digitized, "work_scale", None)
-        if scale is None:
-            return xs, ys
-        from ecgscan_cli.digitize.image import working_size
-
-        shape = working_size(h, w)
-        to_image = np.diag([w / shape[1], h / shape[0], 1.0])
+        return xs, ys
     from ecgscan_cli.digitize.geometry import rotation_to_source
 
     rotated_to_maps, _ = rotation_to_source(float(getattr(digitized, "rotation_deg", 0.0) or 0.0), tuple(shape))
-    to_image = np.asarray(to_image, np.float64) @ rotated_to_maps
-    p = np.asarray(to_image, np.float64) @ np.vstack([xs, ys, np.ones_like(xs)])
+    p = np.asarray(to_image, np.float64) @ rotated_to_maps @ np.vstack([xs, ys, np.ones_like(xs)])
     return p[0] / p[2], p[1] / p[2]
 
 
@@ -281,7 +272,7 @@ def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
     sx, sy = small.shape[1] / page.shape[1], small.shape[0] / page.shape[0]
     traces = []
     for k, xs, ys in trace_paths(digitized, signal):
-        px, py = to_page_pixels(xs, ys, digitized, page.shape[:2])
+        px, py = to_page_pixels(xs, ys, digitized)
         traces.append((k, px * sx, py * sy))
     caption = f"layout {getattr(digitized, 'layout', '?')}, rotation {float(getattr(digitized, 'rotation_deg', 0.0)):.1f}°"
     reading = getattr(digitized, "reading", "working")

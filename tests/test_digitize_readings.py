@@ -181,6 +181,6 @@ def test_overlay_points_of_a_rectified_reading_land_on_the_image():
     H = np.array([[2.1, 0.05, 30.0], [-0.04, 2.0, 12.0], [1e-5, 2e-5, 1.0]])
     d = types.SimpleNamespace(rotation_deg=0.0, map_shape=(400, 600), to_image=H)
     xs, ys = np.array([10.0, 300.0, 590.0]), np.array([5.0, 200.0, 390.0])
-    px, py = to_page_pixels(xs, ys, d, (900, 1300))
+    px, py = to_page_pixels(xs, ys, d)
     p = H @ np.vstack([xs, ys, np.ones(3)])
     assert np.allclose(px, p[0] / p[2]) and np.allclose(py, p[1] / p[2])

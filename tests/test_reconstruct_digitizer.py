@@ -278,7 +278,7 @@ def test_trace_paths_read_the_digitizer_rows_and_undo_its_deskew():
     sig = np.full((12, 5000), np.nan, np.float32)
     sig[0, :1250] = 0.0
     sig[LEADS.index("aVR"), 1250:2500] = 1.0
-    d = types.SimpleNamespace(fs=500.0, px_per_mm=(4.0, 4.0), rotation_deg=0.0, work_scale=0.5, rows=[
+    d = types.SimpleNamespace(fs=500.0, px_per_mm=(4.0, 4.0), rotation_deg=0.0, rows=[
         {"y": 100.0, "px_per_mv": 40.0, "x0": 50.0, "x1": 50.0 + 4999 / 500 * 100, "leads": ["I", "aVR", "V1", "V4"],
          "calibration": True}])
     paths = trace_paths(d, sig)
@@ -299,7 +299,8 @@ def test_trace_paths_read_the_digitizer_rows_and_undo_its_deskew():
         r = rotate_map(m, angle)
         yy, xx = np.nonzero(r > 0.5 * r.max())
         px, py = to_page_pixels(np.array([xx.mean()]), np.array([yy.mean()]),
-                                types.SimpleNamespace(work_scale=wh / h, rotation_deg=angle), (h, w))
+                                types.SimpleNamespace(map_shape=(wh, ww), to_image=np.diag([w / ww, h / wh, 1.0]),
+                                                      rotation_deg=angle))
         assert abs(px[0] - x0 * w / ww) < 0.5 and abs(py[0] - y0 * h / wh) < 0.5, (angle, px, py)
 
 
@@ -546,7 +547,7 @@ def test_traces_are_drawn_where_the_pipeline_found_them(page_and_maps, angle):
     assert sorted({k for k, _, _ in paths}) == list(range(12))
     hits = total = 0
     for _, xs, ys in paths:
-        px, py = to_page_pixels(xs, ys, d, page.shape[:2])
+        px, py = to_page_pixels(xs, ys, d)
         ok = np.isfinite(px) & np.isfinite(py)
         xi, yi = np.round(px[ok]).astype(int), np.round(py[ok]).astype(int)
         inside = (xi >= 2) & (yi >= 2) & (xi < page.shape[1] - 2) & (yi < page.shape[0] - 2)
