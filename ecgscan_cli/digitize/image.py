@@ -139,15 +139,12 @@ def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, bas
     from ecgscan_cli.digitize.refine import refine_maps
 
     rectified = base.reading == "rectified"
-    to_maps = rect[2] if rectified else np.eye(3)          # the base's maps' px → the network's maps' px
-    if abs(base.rotation_deg) > 1e-6:
-        rotated, shape = rotation_to_source(base.rotation_deg, base.map_shape)
-        to_maps = to_maps @ rotated
-    else:
-        shape = base.map_shape
-    if rectified or abs(base.rotation_deg) > 1e-6:
-        t, g = warp(trace, to_maps, shape), warp(grid, to_maps, shape)
-        maps = refine_maps(image, t, g, to_maps=to_maps, maps_shape=trace.shape)
+    rotated, shape = rotation_to_source(base.rotation_deg, base.map_shape)   # identity when level
+    to_maps = (rect[2] if rectified else np.eye(3)) @ rotated   # level canvas px → the network's maps' px
+    level_made = rectified or abs(base.rotation_deg) > 1e-6
+    if level_made:
+        t = warp(trace, to_maps, shape)
+        maps = refine_maps(image, t, warp(grid, to_maps, shape), to_maps=to_maps, maps_shape=trace.shape)
     else:                                                   # straight already: a plain resize
         t = trace
         maps = refine_maps(image, trace, grid)
@@ -155,7 +152,7 @@ def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, bas
         return None
     finer = np.diag([t.shape[1] / maps[0].shape[1], t.shape[0] / maps[0].shape[0], 1.0])
     return _reading("rectified+refined" if rectified else "refined", image, *maps,
-                    _scale_to(image, trace) @ to_maps @ finer, straight=abs(base.rotation_deg) > 1e-6 or rectified)
+                    _scale_to(image, trace) @ to_maps @ finer, straight=level_made)
 
 
 def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
