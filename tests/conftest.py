@@ -34,6 +34,28 @@ def random_signals_file(tmp_path):
     return path
 
 
+@pytest.fixture(autouse=True)
+def _thread_settings_restored():
+    """Commands run in-process (CliRunner) call ``threads.set_threads``, which rewrites
+    OMP_NUM_THREADS & co. and torch's thread count for the whole process, as a command
+    should; here they must not leak into the next test."""
+    import sys
+
+    from ecgscan_cli.threads import BLAS_ENV
+
+    env = {name: os.environ.get(name) for name in BLAS_ENV}
+    torch = sys.modules.get("torch")
+    n = torch.get_num_threads() if torch is not None else None
+    yield
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if n is not None:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op torch thread: far faster than two on a shared 2-core machine."""
