@@ -4,7 +4,8 @@ Renders records of the held-out fold (default: fold 8 of the PTB-XL sample at 50
 fold `train-digitizer` never reads) as 200-dpi pages (`--dpi` for others) — clean, and
 augmented with the `paper`, `heavy` and `photo` presets — digitises each page with TraceNet
 (the shipped weights, or --weights; `net` with the second readings competing, `net-working`
-without) and with the training-free classical maps, and prints, per (method, dpi, condition): the mean aligned SNR (the issue's metric: ±0.5 s shift, per-lead
+without), with the training-free classical maps and, with `--methods exact`, from the
+page's exact maps moved by the same augmentations (the steps after the maps alone), and prints, per (method, dpi, condition): the mean aligned SNR (the issue's metric: ±0.5 s shift, per-lead
 offset, × coverage; reference masked to what the page shows), the PhysioNet 2024 scorer's
 SNR, pages refused, pages where the refined reading won, and the median seconds per page
 (digitisation only, one thread).
@@ -28,7 +29,8 @@ def main() -> None:
     ap.add_argument("--conditions", default="clean,paper,heavy,photo")
     ap.add_argument("--methods", default="net,net-working,classical",
                     help="net: TraceNet with the refined reading competing (reconstruct's default); "
-                         "net-working: TraceNet's maps only (reconstruct --no-refine); classical")
+                         "net-working: TraceNet's maps only (reconstruct --quick); classical; "
+                         "exact: the page's exact maps moved with it (what the steps after the maps lose)")
     ap.add_argument("--dpi", default="200", help="page resolutions to render, e.g. '150,200,300'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -47,7 +49,7 @@ def main() -> None:
         for method in args.methods.split(","):
             scores = evaluate_digitizer(args.signals, folds=parse_folds(args.folds), limit=args.limit,
                                         conditions=tuple(args.conditions.split(",")),
-                                        method="classical" if method == "classical" else "net",
+                                        method=method if method in ("classical", "exact") else "net",
                                         refine=method == "net", net=net, dpi=dpi,
                                         progress=lambda s: print(".", end="", file=sys.stderr, flush=True))
             print(file=sys.stderr)

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecgscan_cli.errors import EcgscanError
+
 CONDITIONS = ("clean", "paper", "heavy", "photo")
+EVAL_METHODS = ("net", "classical", "exact")
 
 
 @dataclass
@@ -32,22 +35,34 @@ class PageScore:
     dpi: float = 200.0
 
 
-def render_condition(signal: np.ndarray, fs: float, condition: str, seed: int, dpi: float = 200.0) -> np.ndarray:
-    """A page of ``signal`` as printed (``clean``) or augmented with the preset ``condition``."""
+def render_condition(signal: np.ndarray, fs: float, condition: str, seed: int, dpi: float = 200.0,
+                     targets: bool = False):
+    """A page of ``signal`` as printed (``clean``) or augmented with the preset ``condition``.
+
+    ``targets``: also return its exact trace and grid maps ([2, H, W], moved by the same
+    geometric augmentations; :func:`~ecgscan_cli.render.augment.augment_with_targets`)."""
     from ecgscan_cli.render.page import render_page
 
     page = render_page(signal, fs, dpi=dpi, return_meta=False)
-    if condition == "clean":
-        return page
-    import torch
+    maps = None
+    if targets:
+        from ecgscan_cli.render.targets import page_targets
 
-    from ecgscan_cli.render.augment import apply_augment, draw_params, resolve_augment
+        maps = page_targets(signal, fs, dpi=dpi)
+    if condition != "clean":
+        import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(page)).permute(2, 0, 1)[None].float() / 255.0
-    gen = torch.Generator().manual_seed(seed)
-    params = draw_params(resolve_augment(condition), 1, x.shape[-2:], "red", gen, "cpu")
-    x = apply_augment(x, params)
-    return (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        from ecgscan_cli.render.augment import apply_augment, augment_with_targets, draw_params, resolve_augment
+
+        x = torch.from_numpy(np.ascontiguousarray(page)).permute(2, 0, 1)[None].float() / 255.0
+        gen = torch.Generator().manual_seed(seed)
+        if maps is None:
+            x = apply_augment(x, draw_params(resolve_augment(condition), 1, x.shape[-2:], "red", gen, "cpu"))
+        else:       # the same draw, its geometry applied to the maps too
+            x, t = augment_with_targets(x, torch.from_numpy(maps)[None], condition, gen)
+            maps = t[0].clamp(0, 1).numpy()
+        page = (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return (page, maps) if targets else page
 
 
 def score_page(reference: np.ndarray, estimate: np.ndarray | None, fs: float) -> tuple[float, float]:
@@ -64,15 +79,21 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
                        refine: bool = True, dpi: float = 200.0) -> list[PageScore]:
     """Scores of every (record of ``folds``, condition); a page the digitiser refuses scores as
     an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason.
-    ``refine``: passed to :func:`~ecgscan_cli.digitize.image.digitize_image`; ``dpi``: of the
-    rendered pages."""
+    ``method``: ``net`` or ``classical`` (:func:`~ecgscan_cli.digitize.image.digitize_image`),
+    or ``exact``: the page's exact trace and grid maps, moved with it, read by
+    :func:`~ecgscan_cli.digitize.pipeline.digitize_maps` at the image's resolution (no
+    rectification) — what the steps after the maps make of perfect maps, so a condition's
+    loss splits into the maps' share and the rest. ``refine``: passed to ``digitize_image``;
+    ``dpi``: of the rendered pages."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
-    from ecgscan_cli.errors import EcgscanError
+    from ecgscan_cli.digitize.pipeline import digitize_maps
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.render.layout import as_shown
 
     sf = SignalsFile(signals_path)
     rows = [i for i in range(len(sf)) if sf.folds is None or int(sf.folds[i]) in set(folds)][:limit]
+    if method not in EVAL_METHODS:
+        raise EcgscanError(f"unknown evaluation method {method!r} (choose from {', '.join(EVAL_METHODS)})")
     if method == "net" and net is None:
         net = load_digitizer()
     out = []
@@ -80,10 +101,12 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
         full = np.nan_to_num(sf.signal(i).astype(np.float64))
         ref = as_shown(full, fs=sf.fs)     # the reference as the page shows it (as PhysioNet 2024 stores it)
         for condition in conditions:
-            page = render_condition(full, sf.fs, condition, seed + k, dpi=dpi)
+            page, maps = (render_condition(full, sf.fs, condition, seed + k, dpi=dpi, targets=True) if method == "exact"
+                          else (render_condition(full, sf.fs, condition, seed + k, dpi=dpi), None))
             t0 = time.perf_counter()
             try:
-                d = digitize_image(page, net, method=method, refine=refine)
+                d = (digitize_maps(maps[0], maps[1]) if method == "exact"
+                     else digitize_image(page, net, method=method, refine=refine))
                 est, err, reading = d.signal, "", getattr(d, "reading", "")
             except EcgscanError as e:
                 est, err, reading = None, str(e), ""

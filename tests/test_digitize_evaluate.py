@@ -1,0 +1,65 @@
+"""The digitiser benchmark's evaluation (digitize/evaluate.py): pages, exact maps, scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecgscan_cli.errors import EcgscanError
+
+
+@pytest.fixture(scope="module")
+def synth_file(tmp_path_factory):
+    from ecgscan_cli.synth import write_synth
+
+    return write_synth(tmp_path_factory.mktemp("eval") / "synth.h5", 10, seed=5)
+
+
+@pytest.fixture(scope="module")
+def record(synth_file):
+    from ecgscan_cli.formats.signals import SignalsFile
+
+    sf = SignalsFile(synth_file)
+    return np.nan_to_num(sf.signal(0).astype(np.float64)), sf.fs
+
+
+def test_a_page_with_targets_is_the_page_without(record):
+    from ecgscan_cli.digitize.evaluate import render_condition
+
+    signal, fs = record
+    _, clean_maps = render_condition(signal, fs, "clean", seed=3, dpi=100, targets=True)
+    for condition in ("clean", "paper"):
+        page = render_condition(signal, fs, condition, seed=3, dpi=100)
+        same, maps = render_condition(signal, fs, condition, seed=3, dpi=100, targets=True)
+        assert np.array_equal(page, same)
+        assert maps.shape == (2, *page.shape[:2]) and maps.dtype == np.float32
+        # the trace map moved with the page: its ink lies on dark pixels
+        grey = page.astype(np.float64).mean(axis=-1)
+        on, off = grey[maps[0] > 0.5].mean(), grey[maps[0] < 0.01].mean()
+        assert on < off - 80, (condition, on, off)       # unmoved maps on the paper page: 224 vs 238
+    assert np.abs(maps - clean_maps).mean() > 0.05          # this draw moves the page
+    other = render_condition(signal, fs, "paper", seed=4, dpi=100)
+    assert not np.array_equal(other, page)
+
+
+def test_exact_maps_score_what_the_steps_after_the_maps_make_of_a_page(synth_file):
+    from ecgscan_cli.digitize.evaluate import evaluate_digitizer, summarize_scores
+
+    from ecgscan_cli.formats.signals import SignalsFile
+
+    folds = sorted({int(f) for f in SignalsFile(synth_file).folds})[:2]
+    scores = evaluate_digitizer(synth_file, folds=folds, conditions=("clean", "paper"), method="exact", dpi=150)
+    assert len(scores) == 2 * len(folds) and {s.condition for s in scores} == {"clean", "paper"}
+    clean = [s for s in scores if s.condition == "clean"]
+    assert all(not s.error for s in clean)
+    assert min(s.aligned_db for s in clean) > 18.0, [s.aligned_db for s in clean]
+    rows = summarize_scores(scores)
+    assert [r["condition"] for r in rows] == ["clean", "paper"]
+    assert rows[0]["aligned_db"] == pytest.approx(np.mean([s.aligned_db for s in clean]), abs=0.01)
+
+
+def test_an_unknown_method_is_one_line(synth_file):
+    from ecgscan_cli.digitize.evaluate import evaluate_digitizer
+
+    with pytest.raises(EcgscanError, match="unknown evaluation method 'nett'"):
+        evaluate_digitizer(synth_file, folds=(1,), method="nett")
