@@ -247,6 +247,55 @@ def test_unevenly_stretched_pages_follow_the_grid(signals):
     assert np.ptp(geometry.grid_shift(grid, 600, 760, 100 / 25.4)[100:1000]) < 2.0
 
 
+def test_a_crumpled_page_is_read_through_the_grid_displacement_over_the_whole_band(signals, monkeypatch):
+    """Wrinkles shear a row differently at every height: the field read over the band
+    moves each trace point with the paper around it (this page, exact maps: 4.8 dB
+    with the correction along the row only, 17.6 with the field; another wrinkled PTB-XL
+    page: 8.0 → 14.0, and 14.9 through the true warp)."""
+    import torch
+
+    import ecgscan_cli.digitize.pipeline as pipeline
+    from ecgscan_cli.render.augment import AugmentConfig, AugSpec, augment_with_targets, resolve_augment
+
+    x = signals[0]
+    tgt = page_targets(x, 500.0, LayoutOptions(), 200.0)
+    specs = {n: AugSpec(p=1.0 if n == "wrinkles" else 0.0, strength=1.0) for n in resolve_augment("paper").specs}
+    img = torch.ones(1, 3, *tgt.shape[-2:])
+    _, moved = augment_with_targets(img, torch.from_numpy(tgt)[None], AugmentConfig(name="w", specs=specs),
+                                    torch.Generator().manual_seed(1))
+    trace, grid = moved[0].clamp(0, 1).numpy()
+    with_field = mean_snr(x, digitize_maps(trace, grid))
+    monkeypatch.setattr(pipeline, "WARPED_PX", float("inf"))
+    along_row = mean_snr(x, digitize_maps(trace, grid))
+    assert with_field > along_row + 3.0 and with_field > 12.0, (along_row, with_field)
+
+
+def test_a_straight_page_is_not_read_through_the_field(signals, monkeypatch):
+    """The field's own noise would cost a straight page decibels: it is not even computed."""
+    import ecgscan_cli.digitize.pipeline as pipeline
+
+    def refuse(*a, **k):
+        raise AssertionError("band_warp called on a straight page")
+
+    monkeypatch.setattr(pipeline, "band_warp", refuse)
+    x = signals[0]
+    trace, grid = page_targets(x, 500.0, LayoutOptions(), 200.0)
+    assert mean_snr(x, digitize_maps(trace, grid)) > 24.0
+
+
+def test_the_field_leaves_a_straight_grid_alone_and_follows_a_keystone(signals):
+    from ecgscan_cli.digitize.warp_field import band_warp
+
+    trace, grid = page_targets(signals[0], 500.0, LayoutOptions(), 100.0)
+    ppm = (100 / 25.4, 100 / 25.4)
+    xs, ys = np.linspace(100, 1000, 50), np.full(50, 680.0)
+    moved_x, _ = band_warp(keystone(grid), 600, 760, ppm).to_even(xs, ys, 100.0, 680.0)
+    assert np.ptp(moved_x - xs) > 10.0                                   # 4 % of 900 px is 36 px
+    still_x, still_y = band_warp(grid, 600, 760, ppm).to_even(xs, ys, 100.0, 680.0)
+    assert still_x is xs and still_y is ys
+    assert band_warp(None, 600, 760, ppm) is None and band_warp(np.zeros_like(grid), 600, 760, ppm) is None
+
+
 def test_a_line_along_the_image_edge_is_neither_a_row_nor_the_page_angle(signals):
     """A network marks the image's edge (where its padding starts) as a full-width line."""
     x = signals[0]

@@ -24,12 +24,14 @@ from ecgscan_cli import canonical
 from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_px_per_mm, grid_shift
 from ecgscan_cli.digitize.layout import DigitizeError, Row, read_rows
 from ecgscan_cli.digitize.vectorize import centreline, to_samples, track_row
+from ecgscan_cli.digitize.warp_field import band_warp
 from ecgscan_cli.leads import LEAD_INDEX
 
 # the digitiser writes the canonical form: every ecgscan signal is 10 s at 500 Hz
 FS, N_SAMPLES, DURATION_S = canonical.FS, canonical.N_SAMPLES, canonical.DURATION_S
 _INK = 0.3
 _MIN_PPM, _MAX_PPM = 0.8, 60.0          # plausible pixels per mm
+WARPED_PX = 4.0                         # px moved along a row: crumpled or curled (see _follow_grid)
 __all__ = ["Digitized", "DigitizeError", "digitize_maps"]
 
 
@@ -138,28 +140,38 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
                      [r.as_dict() for r in rows], grid_found)
 
 
-def _follow_grid(x: np.ndarray, row: Row, grid: np.ndarray | None, ppm_y: float) -> tuple[np.ndarray, np.ndarray]:
-    """(x moved to where it lies on an evenly pitched grid, the baseline's y at each x).
+def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None,
+                 ppm_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """Trace points (page px) moved to where they lie on an evenly pitched grid.
 
     A page seen at an angle, curled or warped stretches a row unevenly and slants or bends
-    its baseline; the grid's lines undergo the same (:func:`geometry.grid_shift`,
-    :func:`geometry.grid_lift`). Used where they move by more than 2 px along the row: a
-    straight page's phase only wobbles by a pixel where the trace hides the grid.
+    its baseline; the grid's lines undergo the same. Along the row (:func:`geometry.grid_shift`,
+    :func:`geometry.grid_lift`) they give the stretch and the baseline, used where they
+    move by more than 2 px: a straight page's phase only wobbles by a pixel where the
+    trace hides the grid. Where they move by more than ``WARPED_PX`` the page is crumpled
+    or curled, not just tilted, and shears differently at every height, so the
+    displacement is read over the whole band (:mod:`.warp_field`) and each point, a QRS
+    peak too, moves with the paper around it; on a straight page that field's own noise
+    (0.3–1 px where the trace hides the grid) would cost more than it corrects.
     """
-    base = np.full(x.shape, row.y)
     if grid is None:
-        return x, base
+        return x, y
     cols = np.arange(grid.shape[1]) + 0.5
     seen = (cols >= row.x0) & (cols <= row.x1)
     if not seen.any():
-        return x, base
+        return x, y
     lift = grid_lift(grid, row.top, row.bottom, ppm_y)
-    if lift is not None and np.ptp(lift[seen]) > 2.0:
-        base = row.y + np.interp(x, cols, lift) - np.interp(row.x0, cols, lift)
     shift = grid_shift(grid, row.top, row.bottom, row.ppm_x)
-    if shift is not None and np.ptp(shift[seen]) > 2.0:
+    moves = [np.ptp(f[seen]) if f is not None else 0.0 for f in (lift, shift)]
+    if max(moves) > WARPED_PX:
+        warp = band_warp(grid, row.top, row.bottom, (row.ppm_x, ppm_y))
+        if warp is not None:
+            return warp.to_even(x, y, row.x0, row.y)
+    if moves[0] > 2.0:
+        y = y - (np.interp(x, cols, lift) - np.interp(row.x0, cols, lift))
+    if moves[1] > 2.0:
         x = x - (np.interp(x, cols, shift) - np.interp(row.x0, cols, shift))
-    return x, base
+    return x, y
 
 
 def _read_signal(trace: np.ndarray, rows: list[Row], speed_mm_s: float, ppm_y: float,
@@ -171,8 +183,8 @@ def _read_signal(trace: np.ndarray, rows: list[Row], speed_mm_s: float, ppm_y: f
         c0, c1 = int(np.floor(row.x0)), int(np.ceil(row.x1))
         top, bottom = track_row(band, row.y - row.top, c0, c1, max_jump=3.0 * ppm_y)
         x, y = centreline(top, bottom, c0)
-        x, base = _follow_grid(x, row, grid, ppm_y)
-        mv = (base - (y + row.top)) / row.px_per_mv
+        x, y = _follow_grid(x, y + row.top, row, grid, ppm_y)
+        mv = (row.y - y) / row.px_per_mv
         edge = 1.0 if len(row.panels) > 1 else 0.0   # a column on a panel edge holds two leads
         for lead, xa, xb in row.panels:
             s = to_samples(x, mv, row.x0, row.ppm_x * speed_mm_s, xa, xb, FS, N_SAMPLES, edge_px=edge)
