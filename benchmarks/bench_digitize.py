@@ -5,8 +5,10 @@ fold `train-digitizer` never reads) as 200-dpi pages (`--dpi` for others) — cl
 augmented with the `paper`, `heavy` and `photo` presets — digitises each page with TraceNet
 (the shipped weights, or --weights; `net` with the second readings competing, `net-working`
 without), with the training-free classical maps and, with `--methods exact`, from the
-page's exact maps moved by the same augmentations (the steps after the maps alone), and prints, per (method, dpi, condition): the mean aligned SNR (the issue's metric: ±0.5 s shift, per-lead
-offset, × coverage; reference masked to what the page shows), the PhysioNet 2024 scorer's
+page's exact maps moved by the same augmentations (the steps after the maps alone), and
+prints, per (method, dpi, condition): the mean aligned SNR (the issue's metric: ±0.5 s
+shift, per-lead offset, × coverage; reference masked to what the page shows), the
+PhysioNet 2024 scorer's
 SNR, pages refused, pages where the refined reading won, and the median seconds per page
 (digitisation only, one thread).
 

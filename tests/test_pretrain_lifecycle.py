@@ -56,15 +56,12 @@ def straight(synth_file, tmp_path_factory):
 def _one_thread_everywhere(monkeypatch):
     """Bit-exact resumes compare runs made with the same thread count (float sums differ
     with the split), so every run here, in-process or through the CLI (which reads
-    OMP_NUM_THREADS), uses one thread, as `straight` does."""
+    OMP_NUM_THREADS), uses one thread, as `straight` does (conftest restores the count)."""
     from ecgscan_cli.threads import BLAS_ENV
 
     for name in BLAS_ENV:
         monkeypatch.setenv(name, "1")
-    n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def config(**extra):

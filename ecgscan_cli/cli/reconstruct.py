@@ -15,7 +15,6 @@ log = logging.getLogger("ecgscan")
 METHOD_NAMES = {"digitizer": "the digitiser", "classical": "the classical digitiser", "decoder": "the ECG-Scan decoder"}
 
 
-
 @command
 def reconstruct_command(
     input_path: Annotated[Path, typer.Argument(

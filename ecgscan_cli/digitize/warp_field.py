@@ -9,10 +9,11 @@ drift is the paper's displacement, read over the whole band rather than along on
 
 Box filters exactly one period long remove every harmonic of the lines (the 1 mm minor
 lines too), so the phase needs running means (on the map block-averaged to ~10 px a
-period) and a Gaussian over one period on a lattice a quarter period apart. The phase is unwrapped in two parts: the
-band's mean per column, along the row (a photo's stretch adds up to many periods there),
-plus each point's wrapped departure from it (less than half a period across a band), so
-a patch without grid (a label, the trace's densest ink) cannot slip a whole period.
+period) and a Gaussian over one period on a lattice a quarter period apart. The phase is
+unwrapped in two parts: the band's mean per column, along the row (a photo's stretch adds
+up to many periods there), plus each point's wrapped departure from it (less than half a
+period across a band), so a patch without grid (a label, the trace's densest ink) cannot
+slip a whole period.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MM_PER_MAJOR = 5.0
+from ecgscan_cli.digitize.geometry import MM_PER_MAJOR, has_grid
+
 _MIN_STRENGTH = 0.25    # × the median carrier magnitude: weaker is not grid
 _MIN_MOVE_PX = 2.0      # a straight page's phase wobbles by about a pixel where the trace hides the grid
 
@@ -29,8 +31,8 @@ _MIN_MOVE_PX = 2.0      # a straight page's phase wobbles by about a pixel where
 @dataclass
 class BandWarp:
     """Displacement fields (px) of one band's grid on a lattice (``step`` px apart, first
-    row at ``top``, first column at ``left``): ``shift`` (vertical lines right of an even pitch) and ``lift``
-    (horizontal lines below it); either may be None."""
+    row at ``top``, first column at ``left``): ``shift`` (vertical lines right of an even
+    pitch) and ``lift`` (horizontal lines below it); either may be None."""
     top: float
     step: float
     shift: np.ndarray | None
@@ -62,8 +64,6 @@ def band_warp(grid: np.ndarray | None, top: int, bottom: int, ppm: tuple[float, 
     """The displacement fields of the grid in rows ``top..bottom`` (``ppm``: the page's
     global px/mm, x and y); None without a grid. The grid two periods above and below the
     band is read too, so the filters see lines, not an edge, at the band's ends."""
-    from ecgscan_cli.digitize.geometry import has_grid
-
     if not has_grid(grid):
         return None
     px, py = MM_PER_MAJOR * ppm[0], MM_PER_MAJOR * ppm[1]
