@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,11 @@ import typer
 
 from ecgscan_cli.cli.common import Overwrite, Quiet, Seed, Threads, command
 from ecgscan_cli.errors import EcgscanError
+
+
+class AugmentAt(str, Enum):
+    page = "page"
+    crop = "crop"
 
 
 def _mix(text: str) -> dict:
@@ -42,6 +48,14 @@ def train_digitizer_command(
         "--mix", help="Augmentation presets (or augmentation config files) and their weights, drawn per batch, "
         "e.g. 'none=0.15,paper=0.35,heavy=0.5' or 'photo' [default: none=0.15,paper=0.35,heavy=0.5; with "
         "--resume: the run's own]", show_default=False)] = None,
+    augment_at: Annotated[AugmentAt, typer.Option(
+        "--augment-at", help="'page': augment each whole page, then crop it (blur, folds and background "
+        "at the sizes reconstruct sees); 'crop': augment the crops alone (how weights before 2026-12 were "
+        "trained).")] = AugmentAt.page,
+    init: Annotated[Optional[str], typer.Option(
+        "--init", help="Start from these TraceNet weights (fine-tuning): 'shipped', a .safetensors file or "
+        "a train-digitizer run folder. Their widths replace the default; their provenance is recorded.",
+        show_default=False)] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validate and save every N steps.")] = 250,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.01,
                                                          help="Stop (and save) after this many minutes.")] = None,
@@ -56,8 +70,9 @@ def train_digitizer_command(
     """Train TraceNet, the segmentation network behind `ecgscan reconstruct`, on online renders.
 
     Each step renders pages of random records of the train folds (random paper, grid,
-    speed, gain, line width and resolution), crops them and augments them with the
-    presets of --mix, the exact trace and grid targets moved with the image. Prints a JSON
+    speed, gain, line width and resolution), augments them with the presets of --mix,
+    the exact trace and grid targets moved with the image, and crops them. --init
+    fine-tunes existing weights (e.g. the shipped ones) instead of starting from random. Prints a JSON
     summary; the weights are OUTPUT/tracenet.safetensors (use them with
     `ecgscan reconstruct --weights`).
     """
@@ -73,13 +88,14 @@ def train_digitizer_command(
         except (OSError, ValueError, KeyError):
             raise EcgscanError(f"{output}: not a digitiser run folder (no readable run.json)") from None
         saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()}
+        saved.setdefault("augment_at", "crop")   # runs started before --augment-at augmented crops
         saved.update(steps=steps, max_minutes=max_minutes, mix=_mix(mix) if mix is not None else saved["mix"])
         cfg = DigitizerTrainConfig(**saved)
     else:
         cfg = DigitizerTrainConfig(
             signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
             val_folds=tuple(parse_folds(val_folds, "--val-folds")), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
-            mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX),
+            mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX), augment_at=augment_at.value, init=init,
             eval_every=eval_every, seed=seed, max_minutes=max_minutes)
 
     def report(rec: dict) -> None:

@@ -84,6 +84,15 @@ def save_tracenet(net: TraceNet, path: str | Path, extra: dict | None = None) ->
     save_file(state, str(path), metadata=meta)
 
 
+def tracenet_provenance(path: str | Path) -> dict | None:
+    """The provenance saved with weights (``save_tracenet(..., extra)``), or None."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("provenance")
+    return json.loads(raw) if raw else None
+
+
 def load_tracenet(path: str | Path, device="cpu") -> TraceNet:
     from safetensors import safe_open
     from safetensors.torch import load_file

@@ -43,6 +43,8 @@ class DigitizerTrainConfig:
     weight_decay: float = 1e-4
     trace_pos_weight: float = 8.0
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    augment_at: str = "page"                      # augment whole pages, then crop (data.PairConfig)
+    init: str | None = None                       # start from these TraceNet weights (fine-tuning)
     widths: tuple[int, ...] = (8, 16, 32, 48, 64)
     val_batches: int = 6
     eval_every: int = 250
@@ -66,11 +68,27 @@ class DigitizerTrainConfig:
             raise EcgscanError("max-minutes must be > 0")
         if not (10 <= self.dpi[0] <= self.dpi[1] <= 600):
             raise EcgscanError(f"dpi range must lie in 10–600, got {self.dpi}")
+        from ecgscan_cli.digitize.data import AUGMENT_AT
         from ecgscan_cli.render.augment import resolve_augment
+
+        if self.augment_at not in AUGMENT_AT:
+            raise EcgscanError(f"augment-at must be one of {', '.join(AUGMENT_AT)}, got {self.augment_at!r}")
 
         for name in self.mix:  # an unknown preset fails here, not at its first batch
             resolve_augment(name)
         return self
+
+
+def initial_weights(init: str) -> Path:
+    """The weights file that ``--init`` names: ``shipped``, a .safetensors file or a run folder."""
+    from ecgscan_cli.digitize.image import shipped_weights
+
+    path = shipped_weights() if init == "shipped" else Path(init)
+    if path.is_dir():
+        path = path / "tracenet.safetensors"
+    if not path.is_file():
+        raise EcgscanError(f"--init: no digitiser weights at {path}")
+    return path
 
 
 def _records(sf, folds) -> list[int]:
@@ -122,16 +140,15 @@ class _Pages:
         from ecgscan_cli.digitize.data import PairConfig
 
         self.sf, self.rows, self.cfg = sf, rows, cfg
-        self.pair = PairConfig(crop=cfg.crop, dpi=tuple(cfg.dpi), mix=dict(mix or cfg.mix))
+        self.pair = PairConfig(crop=cfg.crop, dpi=tuple(cfg.dpi), mix=dict(mix or cfg.mix), augment_at=cfg.augment_at)
 
     def batch(self, rng, gen):
         from ecgscan_cli.digitize.data import training_batch
 
         pages = self.cfg.batch_size // self.cfg.crops_per_page
         picks = rng.choice(len(self.rows), size=pages)
-        sigs = [np.nan_to_num(self.sf.signal(self.rows[k]).astype(np.float64))
-                for k in picks for _ in range(self.cfg.crops_per_page)]
-        return training_batch(sigs, float(self.sf.fs), self.pair, rng, gen)
+        sigs = [np.nan_to_num(self.sf.signal(self.rows[k]).astype(np.float64)) for k in picks]
+        return training_batch(sigs, float(self.sf.fs), self.pair, rng, gen, self.cfg.crops_per_page)
 
 
 def _save_state(folder: Path, net, opt, step: int, rng, gen, best: float, provenance: dict | None = None) -> None:
@@ -155,7 +172,9 @@ def train_digitizer(cfg: DigitizerTrainConfig, out: str | Path, *, resume: bool 
     """Train (or resume) a digitiser run in ``out``; returns the final summary."""
     import torch
 
-    from ecgscan_cli.digitize.model import TraceNet, TraceNetConfig, load_tracenet, save_tracenet
+    from ecgscan_cli.digitize.model import (
+        TraceNet, TraceNetConfig, load_tracenet, save_tracenet, tracenet_provenance,
+    )
     from ecgscan_cli.formats.signals import SignalsFile
 
     cfg.check()
@@ -175,12 +194,20 @@ def train_digitizer(cfg: DigitizerTrainConfig, out: str | Path, *, resume: bool 
             raise EcgscanError(f"{state_file}: not valid JSON; the run cannot be resumed") from None
         net = load_tracenet(out / "last" / "tracenet.safetensors").train()
     else:
-        _fresh_run_folder(out, overwrite)
+        # weights to start from are read before the run folder exists: a bad --init leaves nothing
+        init = initial_weights(cfg.init) if cfg.init is not None else None
         torch.manual_seed(cfg.seed)
-        net = TraceNet(TraceNetConfig(widths=tuple(cfg.widths)))
+        if init is not None:
+            net = load_tracenet(init).train()
+            cfg.widths = tuple(net.config.widths)
+        else:
+            net = TraceNet(TraceNetConfig(widths=tuple(cfg.widths)))
+        _fresh_run_folder(out, overwrite)
         state = None
         run = {"config": asdict(cfg), "command": sys.argv, "train_records": len(train_rows),
                "val_records": len(val_rows)}
+        if init is not None:
+            run["init"] = {"path": str(init), "provenance": tracenet_provenance(init)}
         (out / "run.json").write_text(json.dumps(run, indent=1))
         (out / "metrics.jsonl").write_text("")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -308,6 +335,19 @@ def _validate(net, val) -> float | None:
 
 
 def _provenance(cfg: DigitizerTrainConfig, step: int, f1) -> dict:
-    return {"trained_by": "ecgscan train-digitizer", "command": " ".join(sys.argv), "step": step,
-            "val_trace_f1": f1, "signals": str(cfg.signals), "train_folds": list(cfg.train_folds),
-            "val_folds": list(cfg.val_folds), "augment_mix": cfg.mix}
+    out = {"trained_by": "ecgscan train-digitizer", "command": " ".join(sys.argv), "step": step,
+           "val_trace_f1": f1, "signals": str(cfg.signals), "train_folds": list(cfg.train_folds),
+           "val_folds": list(cfg.val_folds), "augment_mix": cfg.mix, "augment_at": cfg.augment_at}
+    if cfg.init is not None:
+        # the chain back to the first run: the weights this run started from, and theirs
+        out["init"] = {"weights": cfg.init, "provenance": _init_provenance(cfg.init)}
+    return out
+
+
+def _init_provenance(init: str) -> dict | None:
+    from ecgscan_cli.digitize.model import tracenet_provenance
+
+    try:
+        return tracenet_provenance(initial_weights(init))
+    except (EcgscanError, OSError):   # moved or deleted since the run started: run.json has it
+        return None
