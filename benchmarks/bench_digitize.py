@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--signals", required=True, help="signals file (ecgscan import) with folds")
     ap.add_argument("--folds", default="8", help="held-out folds to read, e.g. '8' or '9-10'")
     ap.add_argument("--limit", type=int, default=20, help="records per condition")
+    ap.add_argument("--start", type=int, default=0, help="skip this many records of the folds first")
     ap.add_argument("--weights", default=None, help="TraceNet weights (default: the shipped ones)")
     ap.add_argument("--conditions", default="clean,paper,heavy,photo")
     ap.add_argument("--methods", default="net,net-working,classical",
@@ -36,6 +38,8 @@ def main() -> None:
     ap.add_argument("--dpi", default="200", help="page resolutions to render, e.g. '150,200,300'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--pages", default=None, help="also write every page's score here (JSON lines), "
+                    "for paired comparisons of two runs")
     args = ap.parse_args()
 
     import torch
@@ -46,16 +50,20 @@ def main() -> None:
     from ecgscan_cli.folds import parse_folds
 
     net = load_digitizer(args.weights)
-    rows = []
+    rows, pages = [], []
     for dpi in (float(d) for d in args.dpi.split(",")):
         for method in args.methods.split(","):
             scores = evaluate_digitizer(args.signals, folds=parse_folds(args.folds), limit=args.limit,
-                                        conditions=tuple(args.conditions.split(",")),
+                                        start=args.start, conditions=tuple(args.conditions.split(",")),
                                         method=method if method in ("classical", "exact") else "net",
                                         refine=method == "net", net=net, dpi=dpi,
                                         progress=lambda s: print(".", end="", file=sys.stderr, flush=True))
             print(file=sys.stderr)
             rows += [{"method": method, "dpi": f"{dpi:g}", **r} for r in summarize_scores(scores)]
+            pages += [{"method": method, **asdict(s)} for s in scores]
+    if args.pages:
+        with open(args.pages, "w") as f:
+            f.writelines(json.dumps(p) + "\n" for p in pages)
     if args.json:
         print(json.dumps(rows, indent=1))
         return

@@ -63,3 +63,18 @@ def test_an_unknown_method_is_one_line(synth_file):
 
     with pytest.raises(EcgscanError, match="unknown evaluation method 'nett'"):
         evaluate_digitizer(synth_file, folds=(1,), method="nett")
+
+
+def test_start_selects_later_records_with_the_same_pages(synth_file):
+    """A record's page does not depend on which records are selected around it, so a later
+    slice of the held-out fold can serve as a second, untouched test set."""
+    from ecgscan_cli.digitize.evaluate import evaluate_digitizer
+    from ecgscan_cli.formats.signals import SignalsFile
+
+    folds = sorted({int(f) for f in SignalsFile(synth_file).folds})
+    both = evaluate_digitizer(synth_file, folds=folds, conditions=("paper",), method="exact", dpi=100, limit=2)
+    later = evaluate_digitizer(synth_file, folds=folds, conditions=("paper",), method="exact", dpi=100,
+                               start=1, limit=1)
+    assert len(both) == 2 and len(later) == 1
+    assert later[0].record == both[1].record and later[0].record != both[0].record
+    assert later[0].aligned_db == both[1].aligned_db

@@ -76,7 +76,7 @@ def score_page(reference: np.ndarray, estimate: np.ndarray | None, fs: float) ->
 
 def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit: int | None = None,
                        method: str = "net", net=None, seed: int = 0, progress=None,
-                       refine: bool = True, dpi: float = 200.0) -> list[PageScore]:
+                       refine: bool = True, dpi: float = 200.0, start: int = 0) -> list[PageScore]:
     """Scores of every (record of ``folds``, condition); a page the digitiser refuses scores as
     an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason.
     ``method``: ``net`` or ``classical`` (:func:`~ecgscan_cli.digitize.image.digitize_image`),
@@ -84,20 +84,22 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
     :func:`~ecgscan_cli.digitize.pipeline.digitize_maps` at the image's resolution (no
     rectification) — what the steps after the maps make of perfect maps, so a condition's
     loss splits into the maps' share and the rest. ``refine``: passed to ``digitize_image``;
-    ``dpi``: of the rendered pages."""
+    ``dpi``: of the rendered pages. ``start``: skip the first records of ``folds`` (a record's
+    page is the same whatever ``start`` and ``limit`` select: its seed is its position)."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
     from ecgscan_cli.digitize.pipeline import digitize_maps
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.render.layout import as_shown
 
     sf = SignalsFile(signals_path)
-    rows = [i for i in range(len(sf)) if sf.folds is None or int(sf.folds[i]) in set(folds)][:limit]
+    rows = [i for i in range(len(sf)) if sf.folds is None or int(sf.folds[i]) in set(folds)]
+    rows = rows[start:None if limit is None else start + limit]
     if method not in EVAL_METHODS:
         raise EcgscanError(f"unknown evaluation method {method!r} (choose from {', '.join(EVAL_METHODS)})")
     if method == "net" and net is None:
         net = load_digitizer()
     out = []
-    for k, i in enumerate(rows):
+    for k, i in enumerate(rows, start):
         full = np.nan_to_num(sf.signal(i).astype(np.float64))
         ref = as_shown(full, fs=sf.fs)     # the reference as the page shows it (as PhysioNet 2024 stores it)
         for condition in conditions:
