@@ -78,3 +78,22 @@ def test_start_selects_later_records_with_the_same_pages(synth_file):
     assert len(both) == 2 and len(later) == 1
     assert later[0].record == both[1].record and later[0].record != both[0].record
     assert later[0].aligned_db == both[1].aligned_db
+
+
+def test_paired_comparison_script(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def pages(path, scores):
+        path.write_text("".join(json.dumps({"method": "net", "condition": "paper", "record": r, "dpi": 200.0,
+                                            "aligned_db": v}) + "\n" for r, v in scores.items()))
+    pages(tmp_path / "a.jsonl", {"r1": 10.0, "r2": 4.0, "r3": 7.0, "only_a": 0.0})
+    pages(tmp_path / "b.jsonl", {"r1": 12.0, "r2": 3.0, "r3": 10.0})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_digitize_pages.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")],
+                         capture_output=True, text=True, check=True).stdout
+    row = out.splitlines()[1].split(" | ")
+    assert row[:5] == ["net", "paper", "3", "7.00", "8.33"]
+    assert row[5].startswith("+1.33 [") and row[6:] == ["2", "1"]
