@@ -171,10 +171,11 @@ def test_config_and_folder_refusals(signals_with_folds, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_bad_mix_is_one_line(signals_with_folds, tmp_path):
-    for mix, words in (("paper=-1", "--mix"), ("paper=1,glossy=1", "glossy")):
+def test_cli_bad_mix_or_dpi_is_one_line(signals_with_folds, tmp_path):
+    for flag, value, words in (("--mix", "paper=-1", "--mix"), ("--mix", "paper=1,glossy=1", "glossy"),
+                               ("--dpi", "abc", "--dpi"), ("--dpi", "5-900", "dpi range")):
         r = subprocess.run([sys.executable, "-m", "ecgscan_cli", "train-digitizer", str(signals_with_folds),
-                            "-o", str(tmp_path / "r"), "--mix", mix], capture_output=True, text=True)
+                            "-o", str(tmp_path / "r"), flag, value], capture_output=True, text=True)
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip().count("\n") == 0 and words in r.stderr and "Traceback" not in r.stderr
         assert not (tmp_path / "r").exists()
@@ -260,3 +261,19 @@ def test_init_shipped_and_refusals(signals_with_folds, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0 and "not a safetensors" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_passes_dpi_augment_at_and_init(signals_with_folds, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ecgscan_cli.cli.app import app
+    from ecgscan_cli.digitize import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train_digitizer", lambda cfg, out, **kw: seen.append(cfg) or {})
+    r = CliRunner().invoke(app, ["train-digitizer", str(signals_with_folds), "-o", str(tmp_path / "r"),
+                                 "--dpi", "60-90", "--augment-at", "crop", "--init", "shipped"])
+    assert r.exit_code == 0, r.output
+    assert seen[0].dpi == (60.0, 90.0) and seen[0].augment_at == "crop" and seen[0].init == "shipped"
+    r = CliRunner().invoke(app, ["train-digitizer", str(signals_with_folds), "-o", str(tmp_path / "r"), "--dpi", "80"])
+    assert r.exit_code == 0 and seen[1].dpi == (80.0, 80.0) and seen[1].augment_at == "page" and seen[1].init is None

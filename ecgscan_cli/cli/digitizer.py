@@ -18,6 +18,15 @@ class AugmentAt(str, Enum):
     crop = "crop"
 
 
+def _dpi_range(text: str) -> tuple[float, float]:
+    lo, sep, hi = text.partition("-")
+    try:
+        out = (float(lo), float(hi if sep else lo))
+    except ValueError:
+        raise EcgscanError(f"bad --dpi {text!r}: use e.g. '45-130'") from None
+    return out
+
+
 def _mix(text: str) -> dict:
     out = {}
     for part in text.split(","):
@@ -48,6 +57,9 @@ def train_digitizer_command(
         "--mix", help="Augmentation presets (or augmentation config files) and their weights, drawn per batch, "
         "e.g. 'none=0.15,paper=0.35,heavy=0.5' or 'photo' [default: none=0.15,paper=0.35,heavy=0.5; with "
         "--resume: the run's own]", show_default=False)] = None,
+    dpi: Annotated[str, typer.Option(
+        "--dpi", help="Page resolutions drawn, MIN-MAX (dpi of the pages the crops are cut from: "
+        "reconstruct reads a full page at ~90 dpi, its finer reading at up to ~200).")] = "45-130",
     augment_at: Annotated[AugmentAt, typer.Option(
         "--augment-at", help="'page': augment each whole page, then crop it (blur, folds and background "
         "at the sizes reconstruct sees); 'crop': augment the crops alone (how weights before 2026-12 were "
@@ -96,6 +108,7 @@ def train_digitizer_command(
             signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
             val_folds=tuple(parse_folds(val_folds, "--val-folds")), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
             mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX), augment_at=augment_at.value, init=init,
+            dpi=_dpi_range(dpi),
             eval_every=eval_every, seed=seed, max_minutes=max_minutes)
 
     def report(rec: dict) -> None:
