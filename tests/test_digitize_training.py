@@ -277,3 +277,30 @@ def test_cli_passes_dpi_augment_at_and_init(signals_with_folds, tmp_path, monkey
     assert seen[0].dpi == (60.0, 90.0) and seen[0].augment_at == "crop" and seen[0].init == "shipped"
     r = CliRunner().invoke(app, ["train-digitizer", str(signals_with_folds), "-o", str(tmp_path / "r"), "--dpi", "80"])
     assert r.exit_code == 0 and seen[1].dpi == (80.0, 80.0) and seen[1].augment_at == "page" and seen[1].init is None
+
+
+def test_weights_saved_on_interrupt_or_at_the_end_carry_provenance(signals_with_folds, tmp_path, one_thread):
+    """`last/` written outside a validation (Ctrl-C, or a last step that is not a validation
+    step) keeps its provenance too: `--init` from it must be able to chain back."""
+    from ecgscan_cli.digitize import trainer
+    from ecgscan_cli.digitize.model import tracenet_provenance
+
+    trainer.train_digitizer(tiny_config(signals_with_folds, steps=3, eval_every=2), tmp_path / "a")
+    assert tracenet_provenance(tmp_path / "a" / "last" / "tracenet.safetensors")["step"] == 3
+    real = trainer._Run.train_step
+    calls = {"n": 0}
+
+    def one_then_stop(self, train):
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real(self, train)
+
+    trainer._Run.train_step = one_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train_digitizer(tiny_config(signals_with_folds, steps=4, eval_every=100), tmp_path / "b")
+    finally:
+        trainer._Run.train_step = real
+    prov = tracenet_provenance(tmp_path / "b" / "last" / "tracenet.safetensors")
+    assert prov["step"] == 1 and prov["trained_by"] == "ecgscan train-digitizer"

@@ -236,12 +236,12 @@ def train_digitizer(cfg: DigitizerTrainConfig, out: str | Path, *, resume: bool 
         # signals are held until the running step has finished (finish_step_first), so the
         # state here is that of a finished step: save it for --resume
         if run.step > run.saved_step:
-            _save_state(out / "last", net, opt, run.step, rng, gen, run.best)
+            _save_state(out / "last", net, opt, run.step, rng, gen, run.best, _provenance(cfg, run.step, None))
         raise
     finally:
         run.metrics.close()
     if run.step > run.saved_step:
-        _save_state(out / "last", net, opt, run.step, rng, gen, run.best)
+        _save_state(out / "last", net, opt, run.step, rng, gen, run.best, _provenance(cfg, run.step, None))
     if not (out / "tracenet.safetensors").exists():
         save_tracenet(net, out / "tracenet.safetensors", _provenance(cfg, run.step, None))
     return {"run": str(out), "steps": run.step, "stopped_by": stopped,
