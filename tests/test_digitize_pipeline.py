@@ -265,7 +265,7 @@ def test_a_crumpled_page_is_read_through_the_grid_displacement_over_the_whole_ba
                                     torch.Generator().manual_seed(1))
     trace, grid = moved[0].clamp(0, 1).numpy()
     with_field = mean_snr(x, digitize_maps(trace, grid))
-    monkeypatch.setattr(pipeline, "WARPED_PX", float("inf"))
+    monkeypatch.setattr(pipeline, "WARPED_MM", float("inf"))
     along_row = mean_snr(x, digitize_maps(trace, grid))
     assert with_field > along_row + 3.0 and with_field > 12.0, (along_row, with_field)
 
@@ -451,3 +451,25 @@ def _timed(f, *args) -> float:
     t0 = time.perf_counter()
     f(*args)
     return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("ppm", [3.7, 7.9])          # the working resolution, a 200-dpi reading
+def test_the_rows_corrections_are_gated_in_mm_not_pixels(ppm, monkeypatch):
+    """A row whose grid lines drift by 0.4 mm is left alone and one drifting by 0.8 mm is
+    followed, at any resolution: a finer reading of the same page must not follow the grid
+    map's noise just because the same wobble spans more pixels there."""
+    import ecgscan_cli.digitize.pipeline as pipeline
+    from ecgscan_cli.digitize.layout import Row
+
+    width = int(250 * ppm)
+    grid = np.zeros((40, width + 20), np.float32)
+    row = Row(y=20.0, px_per_mv=10 * ppm, x0=10.0, x1=10.0 + width, top=0, bottom=40, calibration=False, ppm_x=ppm)
+    monkeypatch.setattr(pipeline, "band_warp", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "grid_lift", lambda *a, **k: None)
+    x = np.linspace(row.x0, row.x1, 50)
+    y = np.full_like(x, row.y)
+    for drift_mm, followed in ((0.4, False), (0.8, True)):
+        ramp = np.linspace(0.0, drift_mm * ppm, grid.shape[1])
+        monkeypatch.setattr(pipeline, "grid_shift", lambda *a, r=ramp, **k: r)
+        moved_x, _ = pipeline._follow_grid(x, y, row, grid, ppm)
+        assert (np.abs(moved_x - x).max() > 0.1 * ppm) == followed, (drift_mm, ppm)

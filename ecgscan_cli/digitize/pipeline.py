@@ -31,7 +31,11 @@ from ecgscan_cli.leads import LEAD_INDEX
 FS, N_SAMPLES, DURATION_S = canonical.FS, canonical.N_SAMPLES, canonical.DURATION_S
 _INK = 0.3
 _MIN_PPM, _MAX_PPM = 0.8, 60.0          # plausible pixels per mm
-WARPED_PX = 4.0                         # px moved along a row: crumpled or curled (see _follow_grid)
+# How far the grid's lines along a row move before the row is corrected (see _follow_grid),
+# in mm so that a reading at the image's resolution gates like one at the working
+# resolution (2 and 4 px there, at ~3.7 px/mm)
+FOLLOW_MM = 0.55                        # the row's own stretch and baseline
+WARPED_MM = 1.1                         # crumpled or curled: the band's displacement field
 __all__ = ["Digitized", "DigitizeError", "digitize_maps"]
 
 
@@ -147,8 +151,8 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
     A page seen at an angle, curled or warped stretches a row unevenly and slants or bends
     its baseline; the grid's lines undergo the same. Along the row (:func:`geometry.grid_shift`,
     :func:`geometry.grid_lift`) they give the stretch and the baseline, used where they
-    move by more than 2 px: a straight page's phase only wobbles by a pixel where the
-    trace hides the grid. Where they move by more than ``WARPED_PX`` the page is crumpled
+    move by more than ``FOLLOW_MM``: a straight page's phase only wobbles by a pixel where the
+    trace hides the grid. Where they move by more than ``WARPED_MM`` the page is crumpled
     or curled, not just tilted, and shears differently at every height, so the
     displacement is read over the whole band (:mod:`.warp_field`) and each point, a QRS
     peak too, moves with the paper around it; on a straight page that field's own noise
@@ -162,14 +166,14 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
         return x, y
     lift = grid_lift(grid, row.top, row.bottom, ppm_y)
     shift = grid_shift(grid, row.top, row.bottom, row.ppm_x)
-    moves = [np.ptp(f[seen]) if f is not None else 0.0 for f in (lift, shift)]
-    if max(moves) > WARPED_PX:
+    moves = [np.ptp(f[seen]) / ppm if f is not None else 0.0 for f, ppm in ((lift, ppm_y), (shift, row.ppm_x))]
+    if max(moves) > WARPED_MM:
         warp = band_warp(grid, row.top, row.bottom, (row.ppm_x, ppm_y))
         if warp is not None:
             return warp.to_even(x, y, row.x0, row.y)
-    if moves[0] > 2.0:
+    if moves[0] > FOLLOW_MM:
         y = y - (np.interp(x, cols, lift) - np.interp(row.x0, cols, lift))
-    if moves[1] > 2.0:
+    if moves[1] > FOLLOW_MM:
         x = x - (np.interp(x, cols, shift) - np.interp(row.x0, cols, shift))
     return x, y
 
