@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -15,6 +16,26 @@ from ecgscan_cli.errors import EcgscanError
 @pytest.fixture
 def signals_with_folds(random_signals_file):
     return random_signals_file          # folds 1..6, one record each
+
+
+@contextmanager
+def interrupted_after(steps: int):
+    """Training raises KeyboardInterrupt (as a held Ctrl-C does) once ``steps`` steps have finished."""
+    from ecgscan_cli.digitize import trainer
+
+    real, calls = trainer._Run.train_step, {"n": 0}
+
+    def stop(self, train):
+        if calls["n"] == steps:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real(self, train)
+
+    trainer._Run.train_step = stop
+    try:
+        yield
+    finally:
+        trainer._Run.train_step = real
 
 
 def tiny_config(path, **kw):
@@ -128,23 +149,8 @@ def test_resume_continues_bit_for_bit(signals_with_folds, tmp_path, one_thread):
     train_digitizer(tiny_config(signals_with_folds, steps=4), tmp_path / "a")
     cfg = tiny_config(signals_with_folds, steps=4)
     # run b: interrupted (Ctrl-C held until step 2 finished), then resumed to step 4
-    from ecgscan_cli.digitize import trainer
-
-    calls = {"n": 0}
-    real = trainer._Run.train_step
-
-    def two_then_stop(self, train):
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        real(self, train)
-
-    trainer._Run.train_step = two_then_stop
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_digitizer(cfg, tmp_path / "b")
-    finally:
-        trainer._Run.train_step = real
+    with interrupted_after(2), pytest.raises(KeyboardInterrupt):
+        train_digitizer(cfg, tmp_path / "b")
     assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["step"] == 2
     train_digitizer(cfg, tmp_path / "b", resume=True)
     wa = load_file(tmp_path / "a" / "last" / "tracenet.safetensors")
@@ -287,20 +293,7 @@ def test_weights_saved_on_interrupt_or_at_the_end_carry_provenance(signals_with_
 
     trainer.train_digitizer(tiny_config(signals_with_folds, steps=3, eval_every=2), tmp_path / "a")
     assert tracenet_provenance(tmp_path / "a" / "last" / "tracenet.safetensors")["step"] == 3
-    real = trainer._Run.train_step
-    calls = {"n": 0}
-
-    def one_then_stop(self, train):
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        real(self, train)
-
-    trainer._Run.train_step = one_then_stop
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            trainer.train_digitizer(tiny_config(signals_with_folds, steps=4, eval_every=100), tmp_path / "b")
-    finally:
-        trainer._Run.train_step = real
+    with interrupted_after(1), pytest.raises(KeyboardInterrupt):
+        trainer.train_digitizer(tiny_config(signals_with_folds, steps=4, eval_every=100), tmp_path / "b")
     prov = tracenet_provenance(tmp_path / "b" / "last" / "tracenet.safetensors")
     assert prov["step"] == 1 and prov["trained_by"] == "ecgscan train-digitizer"
