@@ -97,13 +97,14 @@ def augmented_page_crops(signal: np.ndarray, fs: float, rng: np.random.Generator
                          options: LayoutOptions, preset, generator: torch.Generator,
                          crops: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``crops`` crops (float32 3×S×S in 0..1, targets 2×S×S) of one page augmented whole
-    with ``preset`` (one draw for the page, its targets moved with it)."""
+    with ``preset`` (a name, file or :class:`AugmentConfig`; one draw for the page, its
+    targets moved with it)."""
     from ecgscan_cli.render.augment import augment_with_targets
 
     page = render_page(signal, fs, options, dpi=dpi, return_meta=False)
     image = torch.from_numpy(page).permute(2, 0, 1)[None].float().div_(255.0)
     targets = torch.from_numpy(page_targets(signal, fs, options, dpi=dpi))[None]
-    if preset != "none":
+    if getattr(preset, "name", preset) != "none":
         image, targets = augment_with_targets(image, targets, preset, generator)
     page, tgt = _pad_to(image[0].permute(1, 2, 0).numpy(), targets[0].clamp_(0, 1).numpy(), size, 1.0)
     imgs, tgts = [], []
@@ -127,11 +128,14 @@ def training_batch(signals: list[np.ndarray], fs: float, config: PairConfig, rng
     page cropped ``crops_per_page`` times; with ``"crop"`` each crop is its own page."""
     s = config.crop
     if config.augment_at == "page":
+        from ecgscan_cli.render.augment import resolve_augment
+
         preset = _draw_preset(config, rng)
+        augment = resolve_augment(preset)     # once per batch: a config file is not re-read per page
         imgs, tgts = [], []
         for sig in signals:
             dpi = float(rng.uniform(*config.dpi))
-            i, t = augmented_page_crops(sig, fs, rng, s, dpi, random_options(rng), preset, generator, crops_per_page)
+            i, t = augmented_page_crops(sig, fs, rng, s, dpi, random_options(rng), augment, generator, crops_per_page)
             imgs += i
             tgts += t
         return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(tgts)), preset

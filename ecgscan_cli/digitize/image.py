@@ -26,13 +26,18 @@ def shipped_weights() -> Path:
     return Path(str(resources.files("ecgscan_cli.digitize") / "weights" / "tracenet.safetensors"))
 
 
+def weights_path(weights: str | Path | None) -> Path:
+    """The weights file ``weights`` names: a .safetensors file, a train-digitizer run folder
+    (its ``tracenet.safetensors``), or None for the shipped ones."""
+    path = shipped_weights() if weights is None else Path(weights)
+    return path / "tracenet.safetensors" if path.is_dir() else path
+
+
 def load_digitizer(weights: str | Path | None = None, device="cpu"):
     """TraceNet from ``weights`` (a .safetensors file or a train-digitizer run folder) or the shipped ones."""
     from ecgscan_cli.digitize.model import load_tracenet
 
-    path = shipped_weights() if weights is None else Path(weights)
-    if path.is_dir():
-        path = path / "tracenet.safetensors"
+    path = weights_path(weights)
     if weights is None and not path.is_file():
         raise EcgscanError("this installation has no digitiser weights (ecgscan_cli/digitize/weights); "
                            "pass --weights RUN/tracenet.safetensors from `ecgscan train-digitizer`")

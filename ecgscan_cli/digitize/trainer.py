@@ -81,11 +81,9 @@ class DigitizerTrainConfig:
 
 def initial_weights(init: str) -> Path:
     """The weights file that ``--init`` names: ``shipped``, a .safetensors file or a run folder."""
-    from ecgscan_cli.digitize.image import shipped_weights
+    from ecgscan_cli.digitize.image import weights_path
 
-    path = shipped_weights() if init == "shipped" else Path(init)
-    if path.is_dir():
-        path = path / "tracenet.safetensors"
+    path = weights_path(None if init == "shipped" else init)
     if not path.is_file():
         raise EcgscanError(f"--init: no digitiser weights at {path}")
     return path
