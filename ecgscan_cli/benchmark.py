@@ -22,6 +22,7 @@ pretraining saw is refused unless ``allow_overlap``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -63,6 +64,7 @@ class BenchmarkConfig:
     bootstrap: int = 1000
     seed: int = 0
     digitizer_weights: str | None = None   # image-to-signal row: None = the shipped TraceNet
+    workers: int = 0                       # image-to-signal row: digitising processes (0 = one per free CPU)
 
 
 @dataclass
@@ -205,36 +207,65 @@ def embed_signals_with_teacher(checkpoint: Path, signals_path, out: Path, batch_
     return path
 
 
-def digitised_signals(signals_path, weights=None, progress=None):
-    """Per record: a clean 200-dpi page of its signal read back by the digitiser, in mV
-    (samples the page does not show, or a page the digitiser refuses, are 0: the teacher
-    needs a full 12×T input). Yields ``(index, signal [12, T] float32, refused reason or "")``."""
+_DIGITIZERS: dict = {}
+
+
+def _digitise_record(job) -> tuple[int, np.ndarray, str]:
+    """One record's clean 200-dpi page read back by the digitiser: ``(index, signal [12, T]
+    float32 in mV, refused reason or "")``. Samples the page does not show, or a whole page
+    the digitiser refuses, are 0: the teacher needs a full 12×T input."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
-    from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.render.page import render_page
 
-    net = load_digitizer(weights)
-    sf = SignalsFile(signals_path)
-    for i in range(len(sf)):
-        truth = np.nan_to_num(sf.signal(i))
-        try:
-            est = digitize_image(render_page(truth, sf.fs, return_meta=False), net).signal
-            reason = ""
-        except EcgscanError as e:
-            est, reason = np.zeros_like(truth), str(e)
-        if est.shape[1] != truth.shape[1]:  # the digitiser's canonical grid vs the file's
-            from scipy.signal import resample
+    i, truth, fs, weights = job
+    if weights not in _DIGITIZERS:  # once per process
+        _DIGITIZERS[weights] = load_digitizer(weights)
+    try:
+        est = digitize_image(render_page(truth, fs, return_meta=False), _DIGITIZERS[weights]).signal
+        reason = ""
+    except EcgscanError as e:
+        est, reason = np.zeros_like(truth), str(e)
+    if est.shape[1] != truth.shape[1]:  # the digitiser's canonical grid vs the file's
+        from scipy.signal import resample
 
-            est = resample(np.nan_to_num(est), truth.shape[1], axis=1)
+        est = resample(np.nan_to_num(est), truth.shape[1], axis=1)
+    return i, np.nan_to_num(est).astype(np.float32), reason
+
+
+def digitised_signals(signals_path, weights=None, progress=None, indices=None, workers: int = 1):
+    """Per record (or per index of ``indices``), in order: ``(index, digitised signal, refused
+    reason or "")`` (:func:`_digitise_record`), on ``workers`` processes of one thread each."""
+    from ecgscan_cli.formats.signals import SignalsFile
+    from ecgscan_cli.pool import ordered_map
+    from ecgscan_cli.threads import set_threads
+
+    sf = SignalsFile(signals_path)
+    indices = range(len(sf)) if indices is None else indices
+    jobs = ((i, np.nan_to_num(sf.signal(i)), sf.fs, weights) for i in indices)  # one record at a time
+    for out in ordered_map(_digitise_record, jobs, workers, batch=4, initializer=set_threads, initargs=(1,),
+                           broken="a digitising process stopped unexpectedly (out of memory?); "
+                                  "try again with fewer --workers"):
         if progress:
             progress(1)
-        yield i, np.nan_to_num(est).astype(np.float32), reason
+        yield out
+
+
+def digitise_workers(n_pages: int) -> int:
+    """Digitising processes for ``n_pages`` (one thread each): one per available CPU, at
+    most 8, and one for a handful of pages (starting a process costs a few seconds)."""
+    from ecgscan_cli.threads import available_cpus
+
+    return 1 if n_pages < 8 else max(1, min(available_cpus(), 8))
 
 
 def embed_digitised_with_teacher(checkpoint: Path, signals_path, out: Path, batch_size: int, device,
-                                 weights=None, progress=None) -> tuple[Path, int]:
+                                 weights=None, progress=None, only=None, workers: int = 1) -> tuple[Path, int]:
     """The frozen teacher's features of every record's *digitised* signal (the 'image-to-signal'
-    row); returns the file and the number of pages the digitiser refused (scored as zeros)."""
+    row); returns the file and the number of pages the digitiser refused (scored as zeros).
+
+    ``only`` (a set of ids): digitise and write those records alone (the benchmark passes the
+    records its probes read, :func:`ecgscan_cli.probe.records_read`).
+    """
     import torch
 
     from ecgscan_cli.encoders import load_signal_encoder
@@ -243,8 +274,11 @@ def embed_digitised_with_teacher(checkpoint: Path, signals_path, out: Path, batc
 
     teacher_path = _signal_teacher_path(checkpoint)
     source = open_source(signals_path)
-    # the digitised signals are resampled to the file's length (digitised_signals)
+    # the digitised signals are resampled to the file's length (_digitise_record)
     teacher = load_signal_encoder(teacher_path, device, _record_length(source))
+    rows = [i for i, rid in enumerate(source.ids) if only is None or rid in only]
+    if not rows:
+        raise EcgscanError("image-to-signal: no record to digitise")
     chunks, batch, refused = [], [], 0
 
     def flush():
@@ -252,7 +286,7 @@ def embed_digitised_with_teacher(checkpoint: Path, signals_path, out: Path, batc
             chunks.append(teacher(torch.from_numpy(np.stack(batch)).to(device)).float().cpu().numpy())
         batch.clear()
 
-    for _, sig, reason in digitised_signals(signals_path, weights, progress):
+    for _, sig, reason in digitised_signals(signals_path, weights, progress, rows, workers):
         refused += bool(reason)
         batch.append(sig)
         if len(batch) == batch_size:
@@ -261,12 +295,16 @@ def embed_digitised_with_teacher(checkpoint: Path, signals_path, out: Path, batc
         flush()
     if refused:
         log.warning("image-to-signal: the digitiser refused %d of %d pages (their signals are zeros)",
-                    refused, len(source))
-    path = write_embeddings(out, np.concatenate(chunks), source.ids, source.labels, source.classes, source.folds,
-                            label_set=source.label_set, extra_label_sets=dict(source.extra_label_sets) or None,
-                            encoder="digitised-signal-teacher",
+                    refused, len(rows))
+    extra = {name: (classes, np.asarray(labels)[rows]) for name, (classes, labels) in source.extra_label_sets.items()}
+    path = write_embeddings(out, np.concatenate(chunks), [source.ids[i] for i in rows],
+                            source.labels[rows],
+                            source.classes, np.asarray(source.folds)[rows], label_set=source.label_set,
+                            extra_label_sets=extra or None, encoder="digitised-signal-teacher",
                             encoder_description=f"frozen signal teacher {teacher_path} on signals digitised "
-                                                "from clean 200-dpi renders by TraceNet",
+                                                "from clean 200-dpi renders by TraceNet"
+                                                + ("" if len(rows) == len(source) else
+                                                   f" ({len(rows)} of {len(source)} records: those the probes read)"),
                             checkpoint=str(checkpoint), source=str(signals_path), overwrite=True)
     source.close()
     return path, refused
@@ -317,8 +355,6 @@ def run_benchmark(checkpoint, signals_path, out_dir, cfg: BenchmarkConfig | None
 
     The folder appears only when complete; ``overwrite`` replaces only an earlier benchmark folder.
     """
-    import contextlib
-
     from ecgscan_cli.atomic import atomic_output, check_output_path
     from ecgscan_cli.checkpoint import read_meta
     from ecgscan_cli.device import resolve_device
@@ -372,6 +408,11 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
 
     from ecgscan_cli.checkpoint import read_meta
 
+    from ecgscan_cli.imageio import open_source
+    from ecgscan_cli.probe import RecordLabels
+
+    with contextlib.closing(open_source(signals_path)) as source:
+        labels = RecordLabels.of_source(source)  # the probes' labels and training subsets, for every row
     files, names = [], []
     image_rows = {"untrained": "random", "imagenet": "imagenet", "ecgscan": "trained"}
     model_cfg = read_meta(checkpoint).get("model_config") or {}
@@ -387,12 +428,17 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
         if row == "signal":
             embed_signals_with_teacher(checkpoint, signals_path, path, cfg.batch_size, dev)
         elif row == "image-to-signal":
-            log.info("benchmark: rendering and digitising every record (about 1 s a page on one CPU core)")
-            from ecgscan_cli.formats.signals import SignalsFile
+            from ecgscan_cli.probe import records_read
 
-            with pf(len(SignalsFile(signals_path)), "digitising") as advance:
+            only = None if 1.0 in cfg.fractions else records_read(labels, label_sets, splits, cfg.fractions, cfg.seed)
+            n = len(labels.ids) if only is None else len(only)
+            workers = cfg.workers or digitise_workers(n)
+            log.info("benchmark: rendering and digitising %d records the probes read, on %d process%s "
+                     "(about 1 s a page on one CPU core)", n, workers, "" if workers == 1 else "es")
+            with pf(n, "digitising") as advance:
                 _, refused = embed_digitised_with_teacher(checkpoint, signals_path, path, cfg.batch_size, dev,
-                                                          cfg.digitizer_weights, advance)
+                                                          cfg.digitizer_weights, advance, only, workers)
+            result.timings["digitised pages"] = n
             result.timings["digitiser refused pages"] = refused
         else:
             log.info("benchmark: embedding every record with the %s encoder (%s features)", row, cfg.features)
@@ -410,7 +456,7 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
                            bootstrap=cfg.bootstrap, seed=cfg.seed)
         with pf(total_epochs(len(label_sets), pcfg), "probe epochs") as advance:
             probe = run_probe(files, label_sets, splits, pcfg, names=names, progress=advance, warn=log.warning,
-                              allow_overlap=cfg.allow_overlap)
+                              allow_overlap=cfg.allow_overlap, labels=labels)
         result.probe = [r.row() for r in probe]
         result.timings["probe"] = round(time.perf_counter() - t0, 1)
     (out_dir / RESULTS).write_text(json.dumps({"config": asdict(cfg), "checkpoint": str(checkpoint),

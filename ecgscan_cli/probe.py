@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
+from ecgscan_cli.formats.embeddings import LabelSet
 from ecgscan_cli.folds import format_folds, parse_folds  # noqa: F401 - parse_folds: the one fold parser, re-exported
 from ecgscan_cli.metrics import auroc_per_class, bootstrap_macro_auroc, macro_auroc
 from ecgscan_cli.tables import percent
@@ -329,7 +330,7 @@ def _aligned(files, ids: Sequence[str]):
             out.append(np.array([index[r] for r in ids], int))
         except KeyError as e:
             raise EcgscanError(f"{f.path}: record {e.args[0]!r} is missing (embedding files compared "
-                               "must cover the same records)") from None
+                               "must hold every record the probes read)") from None
     return out
 
 
@@ -353,13 +354,56 @@ def check_test_leakage(files, splits: Splits, allow_overlap: bool = False, warn=
             warn(f"--allow-overlap: {msg}; the test AUROC is optimistic")
 
 
+@dataclass
+class RecordLabels:
+    """Record ids and their label sets, as in an embeddings file: where :func:`run_probe`
+    takes the labels and draws the training subsets from."""
+    path: str
+    ids: list[str]
+    label_sets: dict[str, LabelSet]
+
+    @classmethod
+    def of_source(cls, source) -> "RecordLabels":
+        """The label sets of an opened signals or images file (``imageio.open_source``)."""
+        from ecgscan_cli.formats.embeddings import DEFAULT_LABEL_SET
+
+        sets = {}
+        if source.classes:
+            name = source.label_set or DEFAULT_LABEL_SET
+            sets[name] = LabelSet(name, list(source.classes), np.asarray(source.labels))
+        for name, (classes, labels) in source.extra_label_sets.items():
+            sets[name] = LabelSet(name, list(classes), np.asarray(labels))
+        return cls(str(source.path), [str(i) for i in source.ids], sets)
+
+    def label_set_named(self, name: str) -> LabelSet:
+        if name not in self.label_sets:
+            raise EcgscanError(f"{self.path}: no label set {name!r} (label sets: {', '.join(self.label_sets) or 'none'})")
+        return self.label_sets[name]
+
+
+def records_read(labels, label_sets: Sequence[str], splits: Splits, fractions: Sequence[float],
+                 seed: int = 0) -> set[str]:
+    """The ids :func:`run_probe` reads with these arguments: validation, test, and each label
+    set's training subset at each fraction. An encoder probed only at small fractions needs
+    only these records embedded (``labels``: a :class:`RecordLabels` or an embeddings file)."""
+    tr = _aligned([labels], splits.train)[0]
+    out = set(splits.val) | set(splits.test)
+    for ls_name in label_sets:
+        y = labels.label_set_named(ls_name).labels[tr]
+        for fraction in fractions:
+            out.update(training_subset(splits.train, y, fraction, seed))
+    return out
+
+
 def run_probe(files, label_sets: Sequence[str] | None, splits: Splits, cfg: ProbeConfig,
               names: Sequence[str] | None = None, progress=None, warn=None,
-              allow_overlap: bool = False) -> list[ProbeResult]:
+              allow_overlap: bool = False, labels=None) -> list[ProbeResult]:
     """Probe each embeddings file (``EmbeddingsFile``) on each label set and fraction.
 
-    All files must hold the same record ids; labels and splits are taken from the first.
-    Refuses test records that an encoder's pretraining read unless ``allow_overlap``.
+    Labels and the training subsets come from ``labels`` (a :class:`RecordLabels`; default:
+    the first file), which must hold every record of ``splits``. Each file must hold every
+    record the probes read (:func:`records_read`); files of the same records are the usual
+    case. Refuses test records that an encoder's pretraining read unless ``allow_overlap``.
     """
     if not files:
         raise EcgscanError("no embeddings file given")
@@ -367,17 +411,18 @@ def run_probe(files, label_sets: Sequence[str] | None, splits: Splits, cfg: Prob
     names = list(names) if names else [f.name for f in files]
     if len(set(names)) != len(names):
         names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
-    ref = files[0]
-    for f in files[1:]:
-        if set(f.ids) != set(ref.ids):
-            raise EcgscanError(f"{f.path} and {ref.path} hold different records: "
-                               "compare embeddings of the same records")
+    ref = files[0] if labels is None else labels
+    if labels is None:
+        for f in files[1:]:
+            if set(f.ids) != set(ref.ids):
+                raise EcgscanError(f"{f.path} and {ref.path} hold different records: "
+                                   "compare embeddings of the same records")
     if label_sets is None or not list(label_sets):
         label_sets = list(ref.label_sets)
         if not label_sets:
             raise EcgscanError(f"{ref.path} has no labels to probe (its /label has no classes)")
     results: list[ProbeResult] = []
-    tr_rows = _aligned(files, splits.train)
+    ref_tr, ref_va, ref_te = (_aligned([ref], ids)[0] for ids in (splits.train, splits.val, splits.test))
     va_rows = _aligned(files, splits.val)
     te_rows = _aligned(files, splits.test)
     for ls_name in label_sets:
@@ -387,9 +432,9 @@ def run_probe(files, label_sets: Sequence[str] | None, splits: Splits, cfg: Prob
             if other.classes != ls.classes:
                 raise EcgscanError(f"{f.path}: label set {ls_name!r} has classes {other.classes}, "
                                    f"{ref.path} has {ls.classes}")
-        y_tr_all = ls.labels[tr_rows[0]]
-        y_va = ls.labels[va_rows[0]]
-        y_te = ls.labels[te_rows[0]]
+        y_tr_all = ls.labels[ref_tr]
+        y_va = ls.labels[ref_va]
+        y_te = ls.labels[ref_te]
         notes_base = []
         keep = []
         for c, cls in enumerate(ls.classes):
@@ -422,7 +467,7 @@ def run_probe(files, label_sets: Sequence[str] | None, splits: Splits, cfg: Prob
         for fraction in cfg.fractions:
             sub_ids = training_subset(splits.train, y_tr_all, fraction, cfg.seed)
             sub_rows = _aligned(files, sub_ids)
-            y_sub = ls.labels[sub_rows[0]][:, keep]
+            y_sub = ls.labels[_aligned([ref], sub_ids)[0]][:, keep]
             notes = list(notes_base)
             missing = [kept_classes[j] for j in range(len(keep)) if not y_sub[:, j].any()]
             for cls in missing:

@@ -155,6 +155,35 @@ def test_image_to_signal_row_digitises_every_record(setup, tmp_path):
     assert a.shape == b.shape and not np.allclose(a, b)   # digitised signals are not the true ones
 
 
+def test_image_to_signal_digitises_only_the_records_the_probes_read_on_worker_processes(setup, tmp_path):
+    """Without fraction 1 the row digitises validation, test and the small training subsets
+    alone; two worker processes give exactly what one process gives."""
+    from ecgscan_cli.benchmark import embed_digitised_with_teacher
+    from ecgscan_cli.digitize.model import TraceNet, TraceNetConfig, save_tracenet
+    from ecgscan_cli.formats.embeddings import EmbeddingsFile
+    from ecgscan_cli.imageio import open_source
+    from ecgscan_cli.probe import RecordLabels, records_read, splits_from_folds
+
+    d, signals, best = setup
+    weights = tmp_path / "tiny.safetensors"
+    save_tracenet(TraceNet(TraceNetConfig(widths=(4, 8))), weights)
+    r = run("benchmark", best, signals, "-o", tmp_path / "b", "--rows", "image-to-signal", "--fractions", "0.2",
+            "--no-zeroshot", "--digitizer-weights", weights, "-j", "2", "-f", "json", *FAST)
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)[0]
+    assert row["row"] == "image-to-signal" and row["n_test"] == 10
+    source = open_source(signals)
+    labels = RecordLabels.of_source(source)
+    splits = splits_from_folds(source.ids, source.folds, range(1, 9), [9], [10])
+    read = records_read(labels, list(labels.label_sets), splits, [0.2])
+    got = EmbeddingsFile(tmp_path / "b" / "image-to-signal.h5")
+    assert set(got.ids) == read and 20 < len(read) < 60 < len(source)
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["timings_s"]["digitised pages"] == len(read)
+    one, _ = embed_digitised_with_teacher(best, signals, tmp_path / "one.h5", 64, "cpu", str(weights), only=read)
+    ref = EmbeddingsFile(one)
+    assert ref.ids == got.ids and np.array_equal(ref.embeddings, got.embeddings)
+
+
 def test_image_to_signal_refuses_missing_weights_before_work(setup, tmp_path):
     d, signals, best = setup
     r = run("benchmark", best, signals, "-o", tmp_path / "x", "--rows", "image-to-signal",

@@ -189,3 +189,29 @@ def test_embeddings_format_errors(tmp_path):
     s = write_signals(tmp_path / "s.h5", np.zeros((1, 12, 5000)), ["a"])
     with pytest.raises(EcgscanError, match="signals file, expected an ecgscan embeddings"):
         EmbeddingsFile(s)
+
+
+def test_a_file_of_only_the_records_read_probes_exactly_like_the_whole_file(emb_files, tmp_path):
+    """records_read names every record run_probe reads: a file cut down to them (with the
+    labels taken from the whole set) gives the same probes; one record fewer is refused."""
+    from ecgscan_cli.probe import RecordLabels, records_read
+
+    f = EmbeddingsFile(emb_files[0])
+    splits = splits_from_folds(f.ids, f.folds, range(1, 9), [9], [10])
+    labels = RecordLabels(str(f.path), list(f.ids), dict(f.label_sets))
+    cfg = ProbeConfig(fractions=(0.05, 0.2), epochs=10, patience=0, bootstrap=20)
+    read = records_read(labels, ["syn"], splits, cfg.fractions, cfg.seed)
+    assert set(splits.val) | set(splits.test) <= read and len(read) < len(f.ids)
+    keep = [i for i, rid in enumerate(f.ids) if rid in read]
+    cut = write_embeddings(tmp_path / "cut.h5", f.embeddings[keep], [f.ids[i] for i in keep], f.labels[keep],
+                           CLASSES, f.folds[keep], label_set="syn")
+    whole = run_probe([f], None, splits, cfg)
+    part = run_probe([EmbeddingsFile(cut)], ["syn"], splits, cfg, labels=labels)
+    assert [(r.fraction, r.n_train, r.auroc, r.ci_low) for r in whole] == \
+        [(r.fraction, r.n_train, r.auroc, r.ci_low) for r in part]
+    missing = sorted(read - set(splits.val) - set(splits.test))[0]
+    keep2 = [i for i in keep if f.ids[i] != missing]
+    short = write_embeddings(tmp_path / "short.h5", f.embeddings[keep2], [f.ids[i] for i in keep2],
+                             f.labels[keep2], CLASSES, f.folds[keep2], label_set="syn")
+    with pytest.raises(EcgscanError, match=f"record '{missing}' is missing"):
+        run_probe([EmbeddingsFile(short)], ["syn"], splits, cfg, labels=labels)

@@ -24,10 +24,15 @@ def benchmark_command(
                                          "table.md.", show_default=False)],
     rows: Annotated[str, typer.Option("--rows", help="Rows, comma-separated: untrained, imagenet, signal, "
                                       "image-to-signal, ecgscan. image-to-signal renders and digitises every "
-                                      "record (about 1 s a page on a CPU core), so it runs only when named.")] =
+                                      "record the probes read (about 1 s a page on a CPU core; without "
+                                      "fraction 1, only validation, test and the small training subsets), "
+                                      "so it runs only when named.")] =
     "untrained,imagenet,signal,ecgscan",
     digitizer_weights: Annotated[Optional[Path], typer.Option("--digitizer-weights", help="TraceNet weights for "
                                  "the image-to-signal row (default: the shipped ones).", dir_okay=True)] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, max=64, help="Digitising processes for the "
+                                         "image-to-signal row, one thread each (0 = one per available CPU, "
+                                         "at most 8).")] = 0,
     labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Label sets, comma-separated (default: "
                                                   "every label set of SIGNALS).")] = None,
     fractions: Annotated[str, typer.Option("--fractions", help="Fractions of the training split for the "
@@ -77,7 +82,8 @@ def benchmark_command(
                           fractions=tuple(parse_fractions(fractions)), train_folds=train_folds, val_folds=val_folds,
                           test_folds=test_folds, features=features, zeroshot=zeroshot, allow_overlap=allow_overlap,
                           batch_size=batch_size, device=device, probe_epochs=probe_epochs, bootstrap=bootstrap,
-                          seed=seed, digitizer_weights=str(digitizer_weights) if digitizer_weights else None)
+                          seed=seed, digitizer_weights=str(digitizer_weights) if digitizer_weights else None,
+                          workers=workers)
     res = run_benchmark(checkpoint, signals, output, cfg, overwrite=overwrite,
                         progress_factory=lambda n, d: progress_bar(n, d, quiet))
     for row, why in res.pending.items():
