@@ -38,7 +38,7 @@ from ecgscan_cli.tables import auroc_cell, fraction_column, markdown_table, perc
 log = logging.getLogger("ecgscan")
 
 ROWS = ("untrained", "imagenet", "signal", "image-to-signal", "ecgscan")
-# image-to-signal digitises every record (about 1 s a page on a CPU core: hours for PTB-XL): asked for by name
+# image-to-signal digitises every record (about 1.5 s a page on a CPU core: hours for PTB-XL): asked for by name
 DEFAULT_ROWS = ("untrained", "imagenet", "signal", "ecgscan")
 PTBXL_LABEL_SETS = ("superclass", "subclass", "form", "rhythm")
 RESULTS = "results.json"
@@ -434,7 +434,7 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
             n = len(labels.ids) if only is None else len(only)
             workers = cfg.workers or digitise_workers(n)
             log.info("benchmark: rendering and digitising %d records the probes read, on %d process%s "
-                     "(about 1 s a page on one CPU core)", n, workers, "" if workers == 1 else "es")
+                     "(about 1.5 s a page on one CPU core)", n, workers, "" if workers == 1 else "es")
             with pf(n, "digitising") as advance:
                 _, refused = embed_digitised_with_teacher(checkpoint, signals_path, path, cfg.batch_size, dev,
                                                           cfg.digitizer_weights, advance, only, workers)

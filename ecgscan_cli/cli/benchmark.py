@@ -24,7 +24,7 @@ def benchmark_command(
                                          "table.md.", show_default=False)],
     rows: Annotated[str, typer.Option("--rows", help="Rows, comma-separated: untrained, imagenet, signal, "
                                       "image-to-signal, ecgscan. image-to-signal renders and digitises every "
-                                      "record the probes read (about 1 s a page on a CPU core; without "
+                                      "record the probes read (about 1.5 s a page on a CPU core; without "
                                       "fraction 1, only validation, test and the small training subsets), "
                                       "so it runs only when named.")] =
     "untrained,imagenet,signal,ecgscan",
