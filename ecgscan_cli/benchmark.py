@@ -38,7 +38,8 @@ from ecgscan_cli.tables import auroc_cell, fraction_column, markdown_table, perc
 log = logging.getLogger("ecgscan")
 
 ROWS = ("untrained", "imagenet", "signal", "image-to-signal", "ecgscan")
-# image-to-signal digitises every record (about 1.5 s a page on a CPU core: hours for PTB-XL): asked for by name
+# image-to-signal digitises every record the probes read (about 1.5 s a page on a CPU core: hours for
+# PTB-XL): asked for by name
 DEFAULT_ROWS = ("untrained", "imagenet", "signal", "ecgscan")
 PTBXL_LABEL_SETS = ("superclass", "subclass", "form", "rhythm")
 RESULTS = "results.json"
@@ -64,7 +65,7 @@ class BenchmarkConfig:
     bootstrap: int = 1000
     seed: int = 0
     digitizer_weights: str | None = None   # image-to-signal row: None = the shipped TraceNet
-    workers: int = 0                       # image-to-signal row: digitising processes (0 = one per free CPU)
+    workers: int = 0                       # image-to-signal row: digitising processes (0 = one per available CPU)
 
 
 @dataclass
@@ -250,14 +251,6 @@ def digitised_signals(signals_path, weights=None, progress=None, indices=None, w
         yield out
 
 
-def digitise_workers(n_pages: int) -> int:
-    """Digitising processes for ``n_pages`` (one thread each): one per available CPU, at
-    most 8, and one for a handful of pages (starting a process costs a few seconds)."""
-    from ecgscan_cli.threads import available_cpus
-
-    return 1 if n_pages < 8 else max(1, min(available_cpus(), 8))
-
-
 def embed_digitised_with_teacher(checkpoint: Path, signals_path, out: Path, batch_size: int, device,
                                  weights=None, progress=None, only=None, workers: int = 1) -> tuple[Path, int]:
     """The frozen teacher's features of every record's *digitised* signal (the 'image-to-signal'
@@ -391,16 +384,19 @@ def run_benchmark(checkpoint, signals_path, out_dir, cfg: BenchmarkConfig | None
     pretraining = pretraining_record(checkpoint)
     splits, test_folds = resolve_splits(source.ids, source.folds, pretraining, cfg)
     check_overlap(splits.test, set(pretraining.get("ids") or ()), checkpoint, cfg.allow_overlap)
+    from ecgscan_cli.probe import RecordLabels
+
+    labels = RecordLabels.of_source(source)  # the probes' labels and training subsets, for every row
     source.close()
     dev = resolve_device(cfg.device)
     pf = progress_factory or (lambda n, d: contextlib.nullcontext(None))
     result = BenchmarkResult(out_dir, splits.description)
     with atomic_output(out_dir, overwrite, directory=True, kind="benchmark") as tmp:
-        _fill(result, tmp, checkpoint, signals_path, splits, test_folds, label_sets, cfg, dev, pf)
+        _fill(result, tmp, checkpoint, signals_path, splits, labels, test_folds, label_sets, cfg, dev, pf)
     return result
 
 
-def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path, splits, test_folds,
+def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path, splits, labels, test_folds,
           label_sets, cfg: BenchmarkConfig, dev, pf) -> None:
     from ecgscan_cli.embed import embed_to_file
     from ecgscan_cli.formats.embeddings import EmbeddingsFile
@@ -408,11 +404,6 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
 
     from ecgscan_cli.checkpoint import read_meta
 
-    from ecgscan_cli.imageio import open_source
-    from ecgscan_cli.probe import RecordLabels
-
-    with contextlib.closing(open_source(signals_path)) as source:
-        labels = RecordLabels.of_source(source)  # the probes' labels and training subsets, for every row
     files, names = [], []
     image_rows = {"untrained": "random", "imagenet": "imagenet", "ecgscan": "trained"}
     model_cfg = read_meta(checkpoint).get("model_config") or {}
@@ -428,11 +419,12 @@ def _fill(result: BenchmarkResult, out_dir: Path, checkpoint: Path, signals_path
         if row == "signal":
             embed_signals_with_teacher(checkpoint, signals_path, path, cfg.batch_size, dev)
         elif row == "image-to-signal":
+            from ecgscan_cli.pool import auto_workers
             from ecgscan_cli.probe import records_read
 
             only = None if 1.0 in cfg.fractions else records_read(labels, label_sets, splits, cfg.fractions, cfg.seed)
             n = len(labels.ids) if only is None else len(only)
-            workers = cfg.workers or digitise_workers(n)
+            workers = cfg.workers or auto_workers(n, min_jobs=8)  # a process starts in seconds
             log.info("benchmark: rendering and digitising %d records the probes read, on %d process%s "
                      "(about 1.5 s a page on one CPU core)", n, workers, "" if workers == 1 else "es")
             with pf(n, "digitising") as advance:

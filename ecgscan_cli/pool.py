@@ -165,3 +165,11 @@ def _stop_workers(pool: ProcessPoolExecutor, others: set) -> None:
         if p.is_alive():
             p.kill()
             p.join(timeout=5)
+
+
+def auto_workers(n_jobs: int, min_jobs: int) -> int:
+    """Processes for ``n_jobs`` jobs: one per available CPU, at most 8; one for fewer than
+    ``min_jobs`` jobs (starting the processes would cost more than they save)."""
+    from ecgscan_cli.threads import available_cpus
+
+    return 1 if n_jobs < min_jobs else max(1, min(available_cpus(), 8))

@@ -3,7 +3,6 @@ canonicalise and compress records."""
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import Iterable, Iterator
 
@@ -51,6 +50,6 @@ def read_results(jobs: Iterable[tuple], options: ImportOptions, workers: int, *,
 
 def auto_workers(n: int) -> int:
     """Reader processes for ``n`` records: one for small imports (process start-up would cost more)."""
-    if n < 400:
-        return 1
-    return max(1, min(os.cpu_count() or 1, 8))
+    from ecgscan_cli.pool import auto_workers as pool_workers
+
+    return pool_workers(n, min_jobs=400)
