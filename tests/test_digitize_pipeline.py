@@ -473,3 +473,60 @@ def test_the_rows_corrections_are_gated_in_mm_not_pixels(ppm, monkeypatch):
         monkeypatch.setattr(pipeline, "grid_shift", lambda *a, r=ramp, **k: r)
         moved_x, _ = pipeline._follow_grid(x, y, row, grid, ppm)
         assert (np.abs(moved_x - x).max() > 0.1 * ppm) == followed, (drift_mm, ppm)
+
+
+# ---------------------------------------------------------------- a misread grid pitch
+
+
+def test_grid_pitch_near_a_guess_finds_the_5mm_lines_or_nothing(signals):
+    dpi = 116.1
+    true = dpi / 25.4
+    _, grid = page_targets(signals[0], 500.0, LayoutOptions(), dpi)
+    for axis in (0, 1):
+        profile = grid.sum(axis=axis)
+        for off in (0.9, 1.0, 1.12):       # a guess from the rows' length: a perspective's stretch off
+            assert geometry.grid_pitch_near(profile, true * off) == pytest.approx(true, rel=5e-4), (axis, off)
+        # no line 10 or 15 mm apart (not a harmonic of 5 mm lines), nor in a flat profile
+        assert geometry.grid_pitch_near(profile, 2 * true) is None
+        assert geometry.grid_pitch_near(profile, 3 * true) is None
+    assert geometry.grid_pitch_near(np.ones(800), true) is None
+
+
+@pytest.mark.parametrize("misread", [3.0, 4.0, 1 / 3.0])
+def test_a_misread_grid_pitch_is_corrected_by_the_rows_length(signals, misread, monkeypatch):
+    """A blurred photo's shading can make a sub-harmonic of the 5 mm lines pass for them
+    (rows then read as 63 or 84 mm instead of 250): the rows' 10 s say so, and the grid is
+    searched again near the scale they give."""
+    import ecgscan_cli.digitize.pipeline as pipeline
+
+    dpi = 116.1
+    true = dpi / 25.4
+    trace, grid = page_targets(signals[1], 500.0, LayoutOptions(), dpi)
+    right = digitize_maps(trace, grid)
+    read = geometry.grid_px_per_mm(grid)
+    monkeypatch.setattr(pipeline, "grid_px_per_mm", lambda g: (read[0] * misread, read[1] * misread))
+    d = digitize_maps(trace, grid)
+    assert d.grid_found
+    assert d.px_per_mm == pytest.approx((true, true), rel=5e-4)
+    assert mean_snr(signals[1], d) == pytest.approx(mean_snr(signals[1], right), abs=0.2)
+    # no line where the rows point: their own length gives the scale, the grid is not followed
+    monkeypatch.setattr(pipeline, "grid_pitch_near", lambda *a, **k: None)
+    d = digitize_maps(trace, grid)
+    assert not d.grid_found
+    assert d.px_per_mm[0] == pytest.approx(true, rel=0.01)
+    assert mean_snr(signals[1], d) > 15.0
+
+
+def test_a_pitch_that_agrees_with_the_rows_is_kept(signals, monkeypatch):
+    """A page photographed at an angle, or cropped a little, has rows somewhat off 250 mm:
+    the grid's pitch stands (it is the more precise)."""
+    import ecgscan_cli.digitize.pipeline as pipeline
+
+    dpi = 116.1
+    trace, grid = page_targets(signals[0], 500.0, LayoutOptions(), dpi)
+    read = geometry.grid_px_per_mm(grid)
+    calls = []
+    monkeypatch.setattr(pipeline, "grid_px_per_mm", lambda g: (read[0] * 1.2, read[1] * 1.2))
+    monkeypatch.setattr(pipeline, "grid_pitch_near", lambda *a, **k: calls.append(a) or None)
+    d = digitize_maps(trace, grid)
+    assert not calls and d.grid_found and d.px_per_mm[0] == pytest.approx(read[0] * 1.2)

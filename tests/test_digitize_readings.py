@@ -184,3 +184,18 @@ def test_overlay_points_of_a_rectified_reading_land_on_the_image():
     px, py = to_page_pixels(xs, ys, d)
     p = H @ np.vstack([xs, ys, np.ones(3)])
     assert np.allclose(px, p[0] / p[2]) and np.allclose(py, p[1] / p[2])
+
+
+@pytest.mark.parametrize("rid, seed", [("00071", 3), ("00138", 11)])
+def test_a_blurred_photo_whose_grid_pitch_was_misread_keeps_its_rows_10_s_long(ptbxl_dir, rid, seed):
+    """Two `photo` pages of the digitiser benchmark (fold 8, the shipped weights) on which
+    the grid's 5 mm lines were taken for 15 and 20 mm ones: the rows read as 84 and 63 mm,
+    each lead's 2.5 s squeezed into a quarter of its time. The rows' length now overrules it."""
+    from ecgscan_cli.digitize.evaluate import render_condition
+    from ecgscan_cli.digitize.image import digitize_image
+    from ecgscan_cli.importing import read_canonical
+
+    sig = read_canonical(next((ptbxl_dir / "records500").rglob(f"{rid}_hr.hea")).with_suffix("")).astype(np.float64)
+    d = digitize_image(render_condition(sig, 500.0, "photo", seed))
+    lengths_mm = [(r["x1"] - r["x0"]) / d.px_per_mm[0] for r in d.rows]
+    assert d.layout == "3x4+1" and all(225 < v < 275 for v in lengths_mm), lengths_mm

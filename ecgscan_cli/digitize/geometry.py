@@ -219,6 +219,35 @@ def grid_pitch(profile: np.ndarray, min_period: float = 2.0) -> tuple[float, boo
     return period / MM_PER_MAJOR, False
 
 
+def grid_pitch_near(profile: np.ndarray, ppm_guess: float, tol: float = 0.15) -> float | None:
+    """Pixels per mm of a grid profile whose 5 mm lines lie within ±``tol`` of ``5 × ppm_guess``
+    px apart, or None where no line stands there.
+
+    A second opinion for :func:`grid_pitch` once the rows' length says roughly what the
+    scale is: on a blurred photo the shading raises the low end of the spectrum, and the
+    search for the fundamental can take a sub-harmonic of the 5 mm lines for them."""
+    prof = np.asarray(profile, np.float64)
+    on = np.flatnonzero(prof > 0.05 * (prof.max() if prof.size else 0))
+    period = MM_PER_MAJOR * ppm_guess
+    if on.size < 16 or on[-1] + 1 - on[0] < 6 * period:
+        return None
+    p = _detrended(prof[on[0]:on[-1] + 1])
+    n = p.size
+    pad = 8
+    mag = np.abs(np.fft.rfft(p * np.hanning(n), n=pad * n))
+    freqs = np.fft.rfftfreq(pad * n)
+    band = (freqs >= 6.0 / n) & (freqs <= 0.5)
+    near = band & (np.abs(freqs * period - 1.0) <= tol)
+    if not near.any():
+        return None
+    k = int(np.flatnonzero(near)[np.argmax(mag[near])])
+    # a line, not the spectrum's slope: a local maximum standing well above the floor
+    if not (0 < k < mag.size - 1 and mag[k] >= mag[k - 1] and mag[k] >= mag[k + 1]
+            and mag[k] > 5.0 * float(np.median(mag[band]))):
+        return None
+    return _refine_period(p * np.hanning(n), 1.0 / freqs[k]) / MM_PER_MAJOR
+
+
 def _refine_period(p: np.ndarray, period: float) -> float:
     per, _ = _spectrum_peak(p, period, span=0.01)
     return per

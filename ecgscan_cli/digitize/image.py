@@ -41,7 +41,12 @@ def load_digitizer(weights: str | Path | None = None, device="cpu"):
     if weights is None and not path.is_file():
         raise EcgscanError("this installation has no digitiser weights (ecgscan_cli/digitize/weights); "
                            "pass --weights RUN/tracenet.safetensors from `ecgscan train-digitizer`")
-    return load_tracenet(path, device)
+    import torch
+
+    # channels-last convolutions run the U-Net ~1.7× faster on a CPU core (measured:
+    # 0.38 vs 0.67 s a 1024×800 page, same maps to 1e-5); inference only, so training
+    # (and --resume's bit-for-bit continuation) keeps the default layout
+    return load_tracenet(path, device).to(memory_format=torch.channels_last)
 
 
 def working_size(h: int, w: int, long_side: int | None = None) -> tuple[int, int]:
@@ -73,10 +78,10 @@ def predict_maps(net, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0  # a writable copy
     # edge pixels repeated (a white margin beside a photo's desk would read as a line)
     x = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="replicate")
-    x = x.to(next(net.parameters()).device)
+    x = x.to(next(net.parameters()).device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         p = torch.sigmoid(net(x))[0, :, :h, :w].float().cpu().numpy()
-    return p[0], p[1]
+    return np.ascontiguousarray(p[0]), np.ascontiguousarray(p[1])
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

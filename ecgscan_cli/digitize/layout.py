@@ -137,10 +137,17 @@ def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_m
     xa, xb = (0, int(0.4 * w)) if x_range is None else (max(int(x_range[0]), 0), min(int(x_range[1]), w))
     if not heights_px or xb - xa < 2:
         return None
+    ipw, ifoot = int(round(pw)), max(int(round(foot_px)), 1)
+    # only the columns a pulse in x_range can touch (and a margin for the filters below):
+    # the band is the page's width, the search a few cm of it
+    c0, c1 = max(xa - ifoot - 4, 0), min(xb + ipw + ifoot + 4, w)
+    if c0 > 0 or c1 < w:
+        found = find_calibration(m[:, c0:c1], (ppm_x, ppm_y), speed_mm_s, y_guess, heights_px,
+                                 (xa - c0, xb - c0))
+        return None if found is None else Pulse(found.rise + c0, found.fall + c0, found.foot, found.height)
     # a pixel of slack across each line: a thin line resampled at ~90 dpi splits over two
     mv = maximum_filter(m, size=(3, 1))
     mh = maximum_filter(m, size=(1, 3))
-    ipw, ifoot = int(round(pw)), max(int(round(foot_px)), 1)
     inner = max(int(round(0.7 * pw)), 1)          # the top, less its rounded corners
     head_rows = _box_mean(mv, inner, axis=1)         # [h, w - inner + 1]
     foot_rows = _box_mean(mv, ifoot, axis=1)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ecgscan_cli import canonical
-from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_px_per_mm, grid_shift
+from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_pitch_near, grid_px_per_mm, grid_shift
 from ecgscan_cli.digitize.layout import DigitizeError, Row, read_rows
 from ecgscan_cli.digitize.vectorize import centreline, to_samples, track_row
 from ecgscan_cli.digitize.warp_field import band_warp
@@ -36,6 +36,8 @@ _MIN_PPM, _MAX_PPM = 0.8, 60.0          # plausible pixels per mm
 # resolution (2 and 4 px there, at ~3.7 px/mm)
 FOLLOW_MM = 0.55                        # the row's own stretch and baseline
 WARPED_MM = 1.1                         # crumpled or curled: the band's displacement field
+# rows this far (log ratio, ~1.33×) from 10 s at the grid's pitch mean the pitch was misread
+_ROWS_PLAUSIBLE = 0.29
 __all__ = ["Digitized", "DigitizeError", "digitize_maps"]
 
 
@@ -131,6 +133,15 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
     trace = despeckle(trace, min_pixels=max(4, int(round(ppm_x * ppm_y / 4))))
     layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
                              grid_found=grid_found)
+    if grid_found:
+        rescaled = _pitch_from_rows(grid, rows, ppm_x, speed_mm_s)
+        if rescaled is not None:
+            ppm_x, grid_found = rescaled
+            ppm_y = ppm_x
+            if not grid_found:
+                grid = None
+            layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
+                                     grid_found=grid_found)
     if not grid_found:
         # the rows show 10 s (the last sample at 9.998 s): their length is the time axis
         length = float(np.median([r.x1 - r.x0 for r in rows]))
@@ -142,6 +153,30 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         raise DigitizeError("no ECG trace found")
     return Digitized(signal, FS, layout, (float(ppm_x), float(ppm_y)), float(angle),
                      [r.as_dict() for r in rows], grid_found)
+
+
+def _pitch_from_rows(grid: np.ndarray, rows: list[Row], ppm_x: float,
+                     speed_mm_s: float) -> tuple[float, bool] | None:
+    """(px/mm, grid kept) when the grid's pitch makes the rows implausibly long or short,
+    else None.
+
+    The rows show 10 s at ``speed_mm_s``, so their length says the scale to within a
+    perspective's stretch or a photo's crop. Where the grid's pitch puts them more than
+    a third off, the pitch was misread (a blurred photo's shading lets a sub-harmonic of
+    the 5 mm lines pass for them: rows of 63 or 84 mm instead of 250). The grid is then
+    searched again near the rows' scale; if no line stands there, the rows' scale is used
+    and the grid is not followed (its lines are not where the rows say)."""
+    lengths = [r.x1 - r.x0 for r in rows if np.isfinite(r.x0) and np.isfinite(r.x1)]
+    if not lengths:
+        return None
+    from_rows = float(np.median(lengths)) / ((DURATION_S - 1.0 / FS) * speed_mm_s)
+    if abs(np.log(from_rows / ppm_x)) < _ROWS_PLAUSIBLE:
+        return None
+    near = [grid_pitch_near(grid.sum(axis=a), from_rows) for a in (0, 1)]
+    near = [p for p in near if p is not None]
+    if near:
+        return float(near[0]), True
+    return from_rows, False
 
 
 def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None,
