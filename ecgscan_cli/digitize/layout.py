@@ -161,6 +161,7 @@ def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_m
     off = (ipw - inner) // 2
     integral = np.zeros((h + 1, w + 1))
     integral[1:, 1:] = m.cumsum(axis=0).cumsum(axis=1)
+    hollow_x, hollow_y = max(2, int(round(0.6 * ppm_x))), max(2, int(round(0.6 * ppm_y)))
     best, best_score = None, 0.0
     for hp in heights_px:
         ihp = int(round(hp))
@@ -178,8 +179,9 @@ def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_m
         # (one edge may be lost: a one-pixel line split over two columns fades at ~90 dpi)
         score = np.minimum(np.minimum(head, feet), np.maximum(rise, fall))
         # and the pulse is hollow: a trace's stroke passing between the edges is no pulse
-        y0, y1 = yh + 2, yf - 1
-        xi0, xi1 = xs + 2, xs + ipw - 1
+        # (less a margin that a blurred line spreads into: ~0.6 mm, 5 px at 200 dpi)
+        y0, y1 = yh + hollow_y, yf - max(hollow_y - 1, 1)
+        xi0, xi1 = xs + hollow_x, xs + ipw - max(hollow_x - 1, 1)
         inside = (integral[y1[:, None], xi1[None, :]] - integral[y0[:, None], xi1[None, :]]
                   - integral[y1[:, None], xi0[None, :]] + integral[y0[:, None], xi0[None, :]])
         area = np.maximum((y1 - y0)[:, None] * (xi1 - xi0)[None, :], 1)

@@ -36,8 +36,12 @@ _MIN_PPM, _MAX_PPM = 0.8, 60.0          # plausible pixels per mm
 # resolution (2 and 4 px there, at ~3.7 px/mm)
 FOLLOW_MM = 0.55                        # the row's own stretch and baseline
 WARPED_MM = 1.1                         # crumpled or curled: the band's displacement field
-# rows this far (log ratio, ~1.33×) from 10 s at the grid's pitch mean the pitch was misread
+# A printout's rows are about 250 mm long whatever its speed (10 s at 25 mm/s, 5 s at 50:
+# the page's width); rows this far (log ratio, ~1.33×) from it at the grid's pitch mean
+# the pitch was misread
+_ROW_MM = 250.0
 _ROWS_PLAUSIBLE = 0.29
+_INK_PLAUSIBLE = 0.69                   # the ink's width (rows, pulses, stray marks): a factor of 2
 __all__ = ["Digitized", "DigitizeError", "digitize_maps"]
 
 
@@ -66,11 +70,14 @@ def _check_map(m, name: str, shape=None) -> np.ndarray:
     return np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0)
 
 
+def _ink_width(trace: np.ndarray) -> float:
+    cols = np.flatnonzero((trace > _INK).sum(axis=0) > 0)
+    return float(cols[-1] - cols[0] + 1 if cols.size else trace.shape[1])
+
+
 def _scale_without_grid(trace: np.ndarray, speed_mm_s: float) -> float:
     """A first px/mm guess from the ink's width: the rows' 10 s plus the calibration pulses."""
-    cols = np.flatnonzero((trace > _INK).sum(axis=0) > 0)
-    width = cols[-1] - cols[0] + 1 if cols.size else trace.shape[1]
-    return width / (DURATION_S * speed_mm_s + 10.0)
+    return _ink_width(trace) / (DURATION_S * speed_mm_s + 10.0)
 
 
 def _clear_border(m: np.ndarray, px: int = 4) -> np.ndarray:
@@ -130,16 +137,20 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         ppm_x = ppm_y = _scale_without_grid(trace, speed_mm_s)
     if not (_MIN_PPM <= ppm_x <= _MAX_PPM and _MIN_PPM <= ppm_y <= _MAX_PPM):
         raise DigitizeError(f"no grid found (implausible scale of {ppm_x:.2f} × {ppm_y:.2f} px/mm)")
+    if grid_found:
+        # first against the ink's width, loosely (stray ink on a desk widens it): a pitch
+        # misread by a factor of 2 or more would merge the rows; only a grid line near the
+        # width's scale replaces it
+        ppm_x, ppm_y = _pitch_checked(grid, _ink_width(trace) / (_ROW_MM + 10.0), ppm_x, ppm_y, _INK_PLAUSIBLE)
     trace = despeckle(trace, min_pixels=max(4, int(round(ppm_x * ppm_y / 4))))
     layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
                              grid_found=grid_found)
-    if grid_found:
-        rescaled = _pitch_from_rows(grid, rows, ppm_x, speed_mm_s)
-        if rescaled is not None:
-            ppm_x, grid_found = rescaled
-            ppm_y = ppm_x
-            if not grid_found:
-                grid = None
+    lengths = [r.x1 - r.x0 for r in rows if np.isfinite(r.x0) and np.isfinite(r.x1)]
+    if grid_found and lengths:      # then against the rows' length, the finer ruler
+        from_rows = float(np.median(lengths)) / _ROW_MM
+        checked = _pitch_checked(grid, from_rows, ppm_x, ppm_y, _ROWS_PLAUSIBLE)
+        if checked != (ppm_x, ppm_y):
+            ppm_x, ppm_y = checked
             layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
                                      grid_found=grid_found)
     if not grid_found:
@@ -155,28 +166,21 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
                      [r.as_dict() for r in rows], grid_found)
 
 
-def _pitch_from_rows(grid: np.ndarray, rows: list[Row], ppm_x: float,
-                     speed_mm_s: float) -> tuple[float, bool] | None:
-    """(px/mm, grid kept) when the grid's pitch makes the rows implausibly long or short,
-    else None.
+def _pitch_checked(grid: np.ndarray, guess: float, ppm_x: float, ppm_y: float,
+                   off: float) -> tuple[float, float]:
+    """(px/mm x, y): the grid's pitch, unless ``guess`` (px/mm from the ink's width or the
+    rows' length: a printout's rows are ~250 mm long) puts it further off than ``off`` (log
+    ratio) and the grid has 5 mm lines near the guess.
 
-    The rows show 10 s at ``speed_mm_s``, so their length says the scale to within a
-    perspective's stretch or a photo's crop. Where the grid's pitch puts them more than
-    a third off, the pitch was misread (a blurred photo's shading lets a sub-harmonic of
-    the 5 mm lines pass for them: rows of 63 or 84 mm instead of 250). The grid is then
-    searched again near the rows' scale; if no line stands there, the rows' scale is used
-    and the grid is not followed (its lines are not where the rows say)."""
-    lengths = [r.x1 - r.x0 for r in rows if np.isfinite(r.x0) and np.isfinite(r.x1)]
-    if not lengths:
-        return None
-    from_rows = float(np.median(lengths)) / ((DURATION_S - 1.0 / FS) * speed_mm_s)
-    if abs(np.log(from_rows / ppm_x)) < _ROWS_PLAUSIBLE:
-        return None
-    near = [grid_pitch_near(grid.sum(axis=a), from_rows) for a in (0, 1)]
+    A blurred photo's shading can let a sub-harmonic of the 5 mm lines pass for them (rows
+    read as 63 or 84 mm instead of 250, or merged into two). Without a line near the guess
+    the grid's pitch stands: rows can be short for other reasons (a photo's crop), and a
+    page too dark to read is better refused than read on a guessed scale."""
+    if abs(np.log(guess / ppm_x)) < off:
+        return ppm_x, ppm_y
+    near = [grid_pitch_near(grid.sum(axis=a), guess) for a in (0, 1)]
     near = [p for p in near if p is not None]
-    if near:
-        return float(near[0]), True
-    return from_rows, False
+    return (float(near[0]), float(near[0])) if near else (ppm_x, ppm_y)
 
 
 def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None,
