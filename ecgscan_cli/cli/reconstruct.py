@@ -90,6 +90,10 @@ def reconstruct_command(
     total = summary["n"] + summary["skipped"]
     log.info("reconstructed %d of %d image(s) with %s", summary["n"], total, METHOD_NAMES[summary["method"]])
     readings = {k: v for k, v in summary.get("readings", {}).items() if k != "working"}
+    turned = {k: readings.pop(k) for k in sorted(readings) if k.startswith("turned")}
+    if turned:
+        log.info("pages read turned upright (counter-clockwise): %s",
+                 ", ".join(f"{k.split()[1]} {v}" for k, v in turned.items()))
     if readings:
         log.info("second readings kept (the limb-lead relations agreed better): %s",
                  ", ".join(f"{READING_NAMES.get(k, k)} {v}" for k, v in sorted(readings.items())))

