@@ -112,9 +112,10 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
 
     A page turned by a quarter or half turn (a landscape printout photographed in
     portrait, a scan fed upside down) is read upright: rows running up and down the image
-    turn it by 90°, and where no row of a reading starts with a calibration pulse the half
-    turn is read too and kept if its rows do (``orientation``: degrees counter-clockwise
-    the image was turned). Raises :class:`~ecgscan_cli.digitize.pipeline.DigitizeError`
+    turn it by 90°; a page seen sideways, or an upright one whose reading is doubtful
+    (:func:`_doubtful`), is compared with its half turn and turned over where that clearly
+    reads better (:func:`_clearly_better`) (``orientation``: degrees counter-clockwise the
+    image was turned). Raises :class:`~ecgscan_cli.digitize.pipeline.DigitizeError`
     (one line) when the page cannot be read.
     """
     from ecgscan_cli.digitize.geometry import rows_run_sideways
@@ -129,19 +130,19 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     if rows_run_sideways(maps[0]):
         quarter = 1
         maps = _maps(np.rot90(image, quarter), net, method)
-    first = _read_turned(image, quarter, maps, method, refine)
+    first, as_is = _read_turned(image, quarter, maps, method, refine)
     # a page seen sideways is as likely turned one way as the other; an upright one is
     # turned over only when its reading is doubtful and the half turn clearly better
     if quarter == 0 and not _doubtful(first):
         return first
     # few pulses at the rows' starts, or leads that break the limb relations: the page may
     # be upside down. The half turn of the same maps (no second network pass) is read
-    # roughly and kept only where it clearly does better; then it is read in full.
-    turned = np.ascontiguousarray(np.rot90(image, quarter))
-    as_is = _reading("working", turned, *maps)
-    half = _reading("working", turned, np.rot90(maps[0], 2).copy(), np.rot90(maps[1], 2).copy())
+    # roughly and kept only where it clearly does better (against the page's own working
+    # reading, ``as_is``); then it is read in full.
+    half = _reading("working", np.rot90(image, quarter + 2), np.rot90(maps[0], 2).copy(),
+                    np.rot90(maps[1], 2).copy())
     if _clearly_better(half, as_is, strict=quarter == 0):
-        flipped = _read_turned(image, quarter + 2, None, method, refine, net)
+        flipped, _ = _read_turned(image, quarter + 2, None, method, refine, net)
         if not isinstance(flipped, Exception):
             return flipped
     if isinstance(first, Exception):
@@ -201,21 +202,18 @@ def _pulses(result) -> int:
 
 
 def _read_turned(image: np.ndarray, quarter: int, maps, method: str, refine: bool, net=None):
-    """The best reading of ``image`` turned ``quarter`` × 90° counter-clockwise (or the
-    error), its ``to_image`` mapping back to the unturned image's pixels."""
-    from ecgscan_cli.digitize.pipeline import DigitizeError
-
+    """(the best reading of ``image`` turned ``quarter`` × 90° counter-clockwise, or the
+    error; its working reading): the best one's ``to_image`` maps back to the unturned
+    image's pixels."""
     quarter %= 4
     turned = np.ascontiguousarray(np.rot90(image, quarter))
     if maps is None:
         maps = _maps(turned, net, method)
-    try:
-        result = _read_page(turned, *maps, method, refine)
-    except DigitizeError as e:
-        return e
-    result.orientation = 90 * quarter
-    result.to_image = _unturn(quarter, image.shape[:2]) @ result.to_image
-    return result
+    result, working = _read_page(turned, *maps, method, refine)
+    if not isinstance(result, Exception):
+        result.orientation = 90 * quarter
+        result.to_image = _unturn(quarter, image.shape[:2]) @ result.to_image
+    return result, working
 
 
 def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:
@@ -228,7 +226,8 @@ def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: str, refine: bool):
-    """The readings of an upright page from its working maps; the one the lead relations prefer."""
+    """(the reading of an upright page the lead relations prefer, or the error of the
+    first; the working reading, or its error) from the page's working maps."""
     readings = [_reading("working", image, trace, grid)]
     if refine:
         # the page's geometry first (perspective undone or not), then the image's own
@@ -243,9 +242,7 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
         if method == "net" and base is not None:
             readings.append(_refined_reading(image, trace, grid, base, rect))
     best = _best(readings)
-    if best is None:
-        raise next(r for r in readings if isinstance(r, Exception))
-    return best
+    return (next(r for r in readings if isinstance(r, Exception)) if best is None else best), readings[0]
 
 
 def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect):

@@ -177,8 +177,8 @@ def _pitch_checked(grid: np.ndarray, guess: float, ppm_x: float, ppm_y: float,
     read as 63 or 84 mm instead of 250, or merged into two). Without a line near the guess
     the grid's pitch stands: rows can be short for other reasons (a photo's crop), and a
     page too dark to read is better refused than read on a guessed scale."""
-    if abs(np.log(guess / ppm_x)) < off:
-        return ppm_x, ppm_y
+    if not (np.isfinite(guess) and guess > 0) or abs(np.log(guess / ppm_x)) < off:
+        return ppm_x, ppm_y     # (no ruler: rows whose ends were misplaced)
     near = [grid_pitch_near(grid.sum(axis=a), guess) for a in (0, 1)]
     near = [p for p in near if p is not None]
     return (float(near[0]), float(near[0])) if near else (ppm_x, ppm_y)
