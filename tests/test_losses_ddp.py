@@ -95,6 +95,9 @@ def _worker(rank: int, init_method: str, out: str) -> None:
         res["objective_terms"] = {k: v.detach() for k, v in terms.items()}
         res["objective_grads"] = {n: p.grad.clone() for n, p in objective.named_parameters()}
         torch.save(res, f"{out}/rank{rank}.pt")
+        # both ranks done before either tears gloo down: a rank that destroys its pairs while the
+        # other is still finishing aborted it ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
