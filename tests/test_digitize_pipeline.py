@@ -200,6 +200,29 @@ def test_centreline_keeps_peaks_a_column_mean_blunts():
     assert np.nanmin(centre) > 45 * ppm + 3                 # which a column's centre does not
 
 
+def test_a_blur_filled_spike_reads_as_one_spike_not_a_zigzag():
+    from scipy.ndimage import gaussian_filter
+
+    ppm = 8.0                                                  # 200 dpi
+    xm = np.linspace(0, 60, 6000)
+    y = 60 - 10 * np.exp(-((xm - 30.0) / 0.5) ** 2)           # a 10 mm spike about 1 mm wide
+    band = draw_rows([(xm, y)], ppm, size_mm=(60, 90), width_px=2.0)
+    band = np.clip(gaussian_filter(band, 3.0) * 3.0, 0, 1)    # blur fills the spike's inside
+    top, bottom = vectorize.track_row(band, 60 * ppm, 1, int(60 * ppm) - 1, max_jump=24.0)
+    assert np.nanmax(bottom - top) > 5 * np.nanpercentile(bottom - top, 20)   # the columns are filled
+    xs, ys = vectorize.centreline(top, bottom, 1)
+    spike = (xs > 29 * ppm) & (xs < 31 * ppm)
+    rise, fall = spike & (xs < 30 * ppm), spike & (xs > 30 * ppm)
+    # up to the tip and back down, without turning back by a millimetre on the way (visiting
+    # both ends of every filled column turned back by the spike's height)
+    for part, sign in ((rise, 1), (fall, -1)):
+        steps = sign * np.diff(ys[part])
+        assert steps.max() < 1.0 * ppm, steps.max()
+    truth = np.interp(xs, xm * ppm, y * ppm)
+    assert np.sqrt(np.mean((ys[spike] - truth[spike]) ** 2)) < 1.6 * ppm
+    assert ys.min() < 51.5 * ppm                               # the tip within 1.5 mm
+
+
 def test_to_samples_masks_what_the_window_does_not_show():
     x = np.arange(100, 200, dtype=np.float64)
     v = np.linspace(0, 1, x.size)

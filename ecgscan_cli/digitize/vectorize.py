@@ -6,7 +6,8 @@ column is one touching the run chosen in the previous column, where the stroke l
 (the nearest one after a gap); a neighbouring row's tall QRS, a label or a blur fragment
 entering the band is passed over. A run's sub-pixel top and bottom come from its ink
 mass and centre; :func:`centreline` turns the columns' spans into the path of least
-vertical travel through them, keeping the peaks a per-column mean would blunt.
+vertical travel through them, keeping the peaks a per-column mean would blunt; where blur
+has filled a narrow spike's inside, its outline (:func:`_outline_filled`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import numpy as np
 _INK = 0.3
 _JOIN_PX = 2
 _EDGE_PX = 2
+_FILLED_TALL = 3.0       # a filled column spans more than this many line widths
+_FILLED_OVERLAP = 0.6    # and shares more than this share of its span with each neighbour
+_FILLED_AROUND = 10      # columns either side of a filled run that give its level
 
 
 def _segments(band: np.ndarray, c0: int, c1: int):
@@ -184,6 +188,42 @@ def _chain(lo: list[float], hi: list[float], tol: float) -> tuple[list[float], l
     return xs, ys
 
 
+def _outline_filled(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Spans of a blur-filled spike reduced to its outline.
+
+    Blur fills the narrow inside of a QRS spike: every column across it then spans from
+    the spike's outline to its foot, and a path visiting both ends of each column draws a
+    zigzag as tall as the spike. Such columns overlap their neighbours' spans almost
+    wholly, where a steep stroke's columns meet end to end. In a run of them the trace is
+    the end farther from the level around the run (the spike's tip, up or down).
+    """
+    n = lo.size
+    tall = ok & (hi - lo > _FILLED_TALL * max(width, 1.0))
+    filled = np.zeros(n, bool)
+    for c in np.flatnonzero(tall[1:-1]) + 1:
+        if not (ok[c - 1] and ok[c + 1]):
+            continue
+        span = hi[c] - lo[c]
+        over = [min(hi[c], hi[k]) - max(lo[c], lo[k]) for k in (c - 1, c + 1)]
+        filled[c] = min(over) > _FILLED_OVERLAP * span
+    if not filled.any():
+        return lo, hi
+    lo, hi = lo.copy(), hi.copy()
+    mid = (lo + hi) / 2.0
+    starts = np.flatnonzero(filled & ~np.r_[False, filled[:-1]])
+    ends = np.flatnonzero(filled & ~np.r_[filled[1:], False]) + 1
+    for a, b in zip(starts, ends):
+        around = np.r_[np.arange(max(a - _FILLED_AROUND, 0), a), np.arange(b, min(b + _FILLED_AROUND, n))]
+        around = around[ok[around] & ~filled[around]]
+        if around.size == 0:
+            continue
+        level = float(np.median(mid[around]))
+        for c in range(a, b):
+            v = lo[c] if level - lo[c] >= hi[c] - level else hi[c]
+            lo[c] = hi[c] = v
+    return lo, hi
+
+
 def centreline(top: np.ndarray, bottom: np.ndarray, c0: int, tol: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Points (continuous x, y) of the trace's centre line from each column's ink edges.
 
@@ -201,6 +241,7 @@ def centreline(top: np.ndarray, bottom: np.ndarray, c0: int, tol: float = 0.3) -
     hi = bottom - width / 2.0
     mid = (lo + hi) / 2.0
     lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)
+    lo, hi = _outline_filled(lo, hi, ok, width)
     xs, ys = [], []
     idx = np.flatnonzero(ok)
     breaks = np.flatnonzero(np.diff(idx) > 1)
