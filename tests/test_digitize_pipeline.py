@@ -106,6 +106,32 @@ def test_rows_calibration_pulses_and_panels_match_the_page(signals):
     assert all(abs(r.px_per_mv / (10 * ppm) - 1) < 0.03 for r in rows)
 
 
+def test_one_printout_one_gain():
+    assert layout.page_gain([10.0, 10.0, 10.0, 5.0], 10.0) == 10.0    # the odd pulse is misread
+    assert layout.page_gain([5.0], 10.0) == 10.0                      # one pulse alone does not overrule
+    assert layout.page_gain([5.0, 10.0], 10.0) == 10.0                # a tie goes to the caller's gain
+    assert layout.page_gain([5.0, 5.0, 10.0], 10.0) == 5.0            # two agreeing pulses do
+    assert layout.page_gain([20.0, 20.0], 10.0) == 20.0
+    assert layout.page_gain([5.0], 5.0) == 5.0
+
+
+def test_a_row_whose_pulse_reads_half_height_takes_the_pages_gain(signals):
+    dpi = 100.0
+    ppm = dpi / 25.4
+    trace, _ = page_targets(signals[0], 500.0, LayoutOptions(), dpi)
+    geo = page_geometry(LayoutOptions())
+    base, x0 = geo.baselines_mm[3], geo.trace_x0_mm          # the rhythm strip's pulse
+    trace = trace.copy()
+    trace[int((base - 12) * ppm):int((base + 1) * ppm), int((x0 - 11) * ppm):int((x0 - 2.5) * ppm)] = 0.0
+    xs = np.array([-10, -8, -8, -3, -3, -1.0]) + x0
+    half = draw_rows([(xs, base - np.array([0, 0, 5, 5, 0, 0.0]))], ppm, size_mm=(300, 230))
+    trace = np.maximum(trace, half[:trace.shape[0], :trace.shape[1]])
+    _, rows = layout.read_rows(trace, (ppm, ppm), speed_mm_s=25.0, gain_mm_mv=10.0, grid_found=True)
+    assert all(r.calibration for r in rows)                  # its pulse is still found, half as tall
+    assert all(r.px_per_mv == pytest.approx(10 * ppm, rel=1e-3) for r in rows)
+    assert abs(rows[3].x0 - x0 * ppm) < 1.0
+
+
 def test_calibration_pulse_is_read_from_its_own_band():
     ppm = 5.0
     x = np.array([0, 2, 2, 7, 7, 9.0]) + 10

@@ -262,6 +262,7 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
     layout = names[n]
     spacing = float(np.median(np.diff(ys))) if n > 1 else float(h)
     rows = []
+    votes = []          # the standard gain each pulse read on a grid says
     for r, y in enumerate(ys):
         top = int(max(0, y - 0.75 * spacing))
         bottom = int(min(h, y + 0.75 * spacing))
@@ -293,6 +294,7 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
                 gain = min(STANDARD_GAINS, key=lambda g: abs(np.log(cal.height / (g * ppm_y))))
                 if abs(np.log(cal.height / (gain * ppm_y))) < 0.2:
                     baseline, px_per_mv, found = core_top + cal.foot, gain * ppm_y, True
+                    votes.append(gain)
             else:
                 baseline, px_per_mv, found = core_top + cal.foot, cal.height, True
             if found:
@@ -307,6 +309,14 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
     for k in lost:
         rows[k].x0 = float(np.median([r.x0 for r in rows if np.isfinite(r.x0)]))
         rows[k].x1 = float(np.median([r.x1 for r in rows if np.isfinite(r.x1)]))
+    if votes:
+        # one printout, one gain: rows whose pulse says otherwise (a blurred top, a pulse
+        # half cut off) take the page's, and the caller's gain stands unless two pulses
+        # agree on another
+        gain = page_gain(votes, gain_mm_mv)
+        for r in rows:
+            if r.calibration:
+                r.px_per_mv = gain * ppm_y
     # a row whose pulse was hidden is printed at the same gain as the others
     found = [r.px_per_mv for r in rows if r.calibration]
     if found:
@@ -318,6 +328,15 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
         row.ppm_x = _row_scale(row, ppm_x, speed_mm_s)
         _panels(layout, row, rows.index(row))
     return layout, rows
+
+
+def page_gain(votes: list[float], default: float) -> float:
+    """The page's gain (mm/mV) from the standard gains its rows' pulses read: the one most
+    pulses read, ``default`` on a tie, and ``default`` unless at least two pulses read
+    another (a single pulse that disagrees is more often misread than the printout unusual)."""
+    counts = {g: votes.count(g) for g in set(votes)}
+    best = max(counts, key=lambda g: (counts[g], g == default))
+    return best if best == default or counts[best] >= 2 else default
 
 
 def _row_scale(row: Row, ppm_x: float, speed_mm_s: float) -> float:
