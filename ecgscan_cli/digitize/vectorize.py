@@ -19,6 +19,7 @@ _JOIN_PX = 2
 _EDGE_PX = 2
 _FILLED_TALL = 3.0       # a filled column spans more than this many line widths
 _FILLED_OVERLAP = 0.6    # and shares more than this share of its span with each neighbour
+_ERODE = 1               # columns a filled spike's outline is narrowed by on each side
 _FILLED_AROUND = 10      # columns either side of a filled run that give its level
 
 
@@ -195,7 +196,8 @@ def _outline_filled(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, width: float
     the spike's outline to its foot, and a path visiting both ends of each column draws a
     zigzag as tall as the spike. Such columns overlap their neighbours' spans almost
     wholly, where a steep stroke's columns meet end to end. In a run of them the trace is
-    the end farther from the level around the run (the spike's tip, up or down).
+    the end farther from the level around the run (the spike's tip, up or down), eroded by
+    ``_ERODE`` columns: blur spreads the spike sideways as it thickens the line.
     """
     n = lo.size
     tall = ok & (hi - lo > _FILLED_TALL * max(width, 1.0))
@@ -208,6 +210,7 @@ def _outline_filled(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, width: float
         filled[c] = min(over) > _FILLED_OVERLAP * span
     if not filled.any():
         return lo, hi
+    top_src, bot_src = lo, hi
     lo, hi = lo.copy(), hi.copy()
     mid = (lo + hi) / 2.0
     starts = np.flatnonzero(filled & ~np.r_[False, filled[:-1]])
@@ -219,7 +222,13 @@ def _outline_filled(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, width: float
             continue
         level = float(np.median(mid[around]))
         for c in range(a, b):
-            v = lo[c] if level - lo[c] >= hi[c] - level else hi[c]
+            u = level - lo[c] >= hi[c] - level
+            k0, k1 = max(c - _ERODE, 0), min(c + _ERODE + 1, n)
+            sel = ok[k0:k1]
+            if u:
+                v = min(float(top_src[k0:k1][sel].max()), level)
+            else:
+                v = max(float(bot_src[k0:k1][sel].min()), level)
             lo[c] = hi[c] = v
     return lo, hi
 
