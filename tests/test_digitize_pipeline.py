@@ -214,6 +214,23 @@ def test_tracking_follows_its_own_trace_past_a_neighbours_spike():
     assert np.sqrt(np.nanmean((ys - truth) ** 2)) < 0.2
 
 
+def test_tracking_leaves_a_blur_filled_spike_by_its_stroke_not_by_a_fragment_of_its_tip():
+    band = np.zeros((100, 60), np.float32)
+    band[69:72, :20] = 1.0                                     # the baseline
+    for c in range(20, 26):
+        band[20 + 2 * abs(c - 22):72, c] = 1.0                 # the spike, its inside filled by blur
+    band[22:25, 26] = 1.0
+    band[30:34, 26] = 1.0                                      # fragments of its blurred tip
+    band[60:80, 26] = 1.0                                      # the stroke down to the S wave
+    band[74:82, 27] = 1.0
+    band[70:76, 28] = 1.0
+    band[69:72, 29:] = 1.0
+    top, bottom = vectorize.track_row(band, 70.0, 0, 60, max_jump=12.0)
+    assert np.isfinite(top).all()                              # no column lost after the spike
+    assert top[26] >= 58 and bottom[26] >= 78                  # column 26: the stroke, not the tip's fragment
+    assert 72 <= top[27] and bottom[27] <= 84
+
+
 def test_centreline_keeps_peaks_a_column_mean_blunts():
     ppm = 3.0
     xm = np.linspace(0, 60, 3000)

@@ -89,7 +89,7 @@ def track_row(band: np.ndarray, y_start: float, c0: int, c1: int, max_jump: floa
                     continue
                 # of the runs touching the last one, the one where the stroke leaves it;
                 # then the bigger (a blur fragment loses to the stroke)
-                d_exit = max(lo_l[k] - p_exit, p_exit - hi_l[k], 0.0)
+                d_exit = 0.0 if p_exit != p_exit else max(lo_l[k] - p_exit, p_exit - hi_l[k], 0.0)
                 key = (gap > reach, d_exit if gap <= reach else gap, lo_l[k] - hi_l[k])
             else:
                 dist = abs(ce_l[k] - p_c)
@@ -105,7 +105,12 @@ def track_row(band: np.ndarray, y_start: float, c0: int, c1: int, max_jump: floa
         # where the stroke enters this run (its overlap with the last) and so where it leaves:
         # a tall run is a steep stroke crossing the column, leaving at its far end
         entry = min(max((max(lo_b, p_lo) + min(hi_b, p_hi)) / 2.0, lo_b), hi_b) if have and missed == 0 else ce_l[best]
-        if hi_b - lo_b > 6:
+        tall = hi_b - lo_b > 6
+        if tall and have and missed == 0 and min(hi_b, p_hi) - max(lo_b, p_lo) > 0.6 * (hi_b - lo_b):
+            # a blob (blur has filled a spike) entered across most of its height: where the
+            # stroke leaves it is unknown; the next column's biggest touching run is the trace
+            p_exit = float("nan")
+        elif tall:
             p_exit = hi_b - 1 if entry - lo_b < hi_b - entry else lo_b
         else:
             p_exit = ce_l[best]
