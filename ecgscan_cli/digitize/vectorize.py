@@ -89,7 +89,7 @@ def track_row(band: np.ndarray, y_start: float, c0: int, c1: int, max_jump: floa
                     continue
                 # of the runs touching the last one, the one where the stroke leaves it;
                 # then the bigger (a blur fragment loses to the stroke)
-                d_exit = 0.0 if p_exit != p_exit else max(lo_l[k] - p_exit, p_exit - hi_l[k], 0.0)
+                d_exit = 0.0 if p_exit is None else max(lo_l[k] - p_exit, p_exit - hi_l[k], 0.0)
                 key = (gap > reach, d_exit if gap <= reach else gap, lo_l[k] - hi_l[k])
             else:
                 dist = abs(ce_l[k] - p_c)
@@ -106,10 +106,10 @@ def track_row(band: np.ndarray, y_start: float, c0: int, c1: int, max_jump: floa
         # a tall run is a steep stroke crossing the column, leaving at its far end
         entry = min(max((max(lo_b, p_lo) + min(hi_b, p_hi)) / 2.0, lo_b), hi_b) if have and missed == 0 else ce_l[best]
         tall = hi_b - lo_b > 6
-        if tall and have and missed == 0 and min(hi_b, p_hi) - max(lo_b, p_lo) > 0.6 * (hi_b - lo_b):
+        if tall and have and missed == 0 and min(hi_b, p_hi) - max(lo_b, p_lo) > _FILLED_OVERLAP * (hi_b - lo_b):
             # a blob (blur has filled a spike) entered across most of its height: where the
             # stroke leaves it is unknown; the next column's biggest touching run is the trace
-            p_exit = float("nan")
+            p_exit = None
         elif tall:
             p_exit = hi_b - 1 if entry - lo_b < hi_b - entry else lo_b
         else:
@@ -215,8 +215,7 @@ def _outline_filled(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, width: float
         filled[c] = min(over) > _FILLED_OVERLAP * span
     if not filled.any():
         return lo, hi
-    top_src, bot_src = lo, hi
-    lo, hi = lo.copy(), hi.copy()
+    out_lo, out_hi = lo.copy(), hi.copy()
     mid = (lo + hi) / 2.0
     starts = np.flatnonzero(filled & ~np.r_[False, filled[:-1]])
     ends = np.flatnonzero(filled & ~np.r_[filled[1:], False]) + 1
@@ -227,15 +226,14 @@ def _outline_filled(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, width: float
             continue
         level = float(np.median(mid[around]))
         for c in range(a, b):
-            u = level - lo[c] >= hi[c] - level
             k0, k1 = max(c - _ERODE, 0), min(c + _ERODE + 1, n)
             sel = ok[k0:k1]
-            if u:
-                v = min(float(top_src[k0:k1][sel].max()), level)
+            if level - lo[c] >= hi[c] - level:      # the tip points up
+                v = min(float(lo[k0:k1][sel].max()), level)
             else:
-                v = max(float(bot_src[k0:k1][sel].min()), level)
-            lo[c] = hi[c] = v
-    return lo, hi
+                v = max(float(hi[k0:k1][sel].min()), level)
+            out_lo[c] = out_hi[c] = v
+    return out_lo, out_hi
 
 
 def centreline(top: np.ndarray, bottom: np.ndarray, c0: int, tol: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
