@@ -79,3 +79,15 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(tiny_config(image_size=64, patch=40), load_weights=False)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model)
+
+
+@pytest.fixture(scope="session")
+def ptbxl_record(ptbxl_dir):
+    """A function: PTB-XL record id ('00001') → its canonical [12, 5000] mV at 500 Hz (float64)."""
+    from ecgscan_cli.importing import read_canonical
+
+    def read(rid: str) -> np.ndarray:
+        hea = next((ptbxl_dir / "records500").rglob(f"{rid}_hr.hea"))
+        return read_canonical(hea.with_suffix("")).astype(np.float64)
+
+    return read

@@ -22,6 +22,7 @@ import numpy as np
 
 from ecgscan_cli import canonical
 from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_pitch_near, grid_px_per_mm, grid_shift
+from ecgscan_cli.digitize.jitter import calm_jitter
 from ecgscan_cli.digitize.layout import DigitizeError, Row, read_rows
 from ecgscan_cli.digitize.vectorize import centreline, to_samples, track_row
 from ecgscan_cli.digitize.warp_field import band_warp
@@ -163,6 +164,7 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
     signal = _read_signal(trace, rows, speed_mm_s, ppm_y, grid if grid_found else None)
     if not np.isfinite(signal).any():
         raise DigitizeError("no ECG trace found")
+    signal = calm_jitter(signal, FS)
     return Digitized(signal, FS, layout, (float(ppm_x), float(ppm_y)), float(angle),
                      [r.as_dict() for r in rows], grid_found)
 
