@@ -11,7 +11,8 @@ scores by its colour:
   tinted paper read as paper;
 * projected onto the direction from paper to ink, with the direction from paper to grid
   removed where the grid is coloured (red, pink, blue grid lines then score ~0 even where
-  they cross the gate), plain darkness where grid and ink share a colour.
+  they cross the gate), plain darkness where grid and ink share a colour;
+* squared, so that what blur spread around a stroke weighs less than the stroke.
 
 The ink, grid and paper colours are read from the pixels the network is sure about, so
 no colour is assumed. Blurred, noisy or low-resolution images gain nothing from this and
@@ -26,6 +27,11 @@ import numpy as np
 REFINE_LONG_SIDE = 2400       # at most this many pixels on the long side (a 200-dpi page is 2,200)
 _GATE_PX = 2                  # how far past the network's ink the gate reaches (refined px)
 _GATE_FROM, _GATE_TO = 0.1, 0.4
+# the colour score is squared: a pixel that blur has half covered with ink scores a quarter,
+# so a blurred stroke's flanks weigh less in its runs and edges (vectorize) and a stroke
+# blurred into its neighbour parts from it sooner; measured on 44 fold-8 pages (aligned dB):
+# power 1 / 1.5 / 2 / 3: paper 11.59 / 12.06 / 12.26 / 11.83, heavy 6.29 / 6.27 / 6.46 / —
+_SCORE_POWER = 2.0
 
 
 def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -105,7 +111,7 @@ def refine_maps(image: np.ndarray, trace: np.ndarray, grid: np.ndarray,
         return None
     from scipy import ndimage
 
-    score = np.clip(dark @ v.astype(np.float32), 0.0, 1.0)
+    score = np.clip(dark @ v.astype(np.float32), 0.0, 1.0) ** _SCORE_POWER
     gate = ndimage.maximum_filter(trace_up, size=2 * _GATE_PX + 1)
     gate = np.clip((gate - _GATE_FROM) / (_GATE_TO - _GATE_FROM), 0.0, 1.0)
     return (score * gate).astype(np.float32), grid_up.astype(np.float32)
