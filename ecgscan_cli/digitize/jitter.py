@@ -39,20 +39,23 @@ def jitter_share(signal: np.ndarray, fs: float) -> float:
     """RMS of what the Gaussian of ``JITTER_SIGMA_S`` removes over the RMS of the signal
     (each lead's mean removed), over the samples shown; NaN when nothing is shown."""
     x = np.asarray(signal, np.float64)
-    if not np.isfinite(x).any():
-        return float("nan")
-    fast = x - smooth_shown(x, JITTER_SIGMA_S * fs)
-    with warnings.catch_warnings():       # a lead not shown at all: its mean is NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        centred = x - np.nanmean(x, axis=-1, keepdims=True)
-        spread = float(np.sqrt(np.nanmean(centred ** 2)))
-    return float(np.sqrt(np.nanmean(fast ** 2))) / spread if spread > 0 else 0.0
+    return _share(x, smooth_shown(x, JITTER_SIGMA_S * fs))
 
 
 def calm_jitter(signal: np.ndarray, fs: float) -> np.ndarray:
     """``signal`` smoothed by ``JITTER_SIGMA_S`` when its jitter share exceeds ``JITTER_LIMIT``,
     else unchanged (same dtype)."""
-    share = jitter_share(signal, fs)
-    if not share > JITTER_LIMIT:
-        return signal
-    return smooth_shown(signal, JITTER_SIGMA_S * fs).astype(signal.dtype)
+    x = np.asarray(signal, np.float64)
+    smooth = smooth_shown(x, JITTER_SIGMA_S * fs)
+    return smooth.astype(signal.dtype) if _share(x, smooth) > JITTER_LIMIT else signal
+
+
+def _share(x: np.ndarray, smooth: np.ndarray) -> float:
+    if not np.isfinite(x).any():
+        return float("nan")
+    with warnings.catch_warnings():       # a lead not shown at all: its mean is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centred = x - np.nanmean(x, axis=-1, keepdims=True)
+        spread = float(np.sqrt(np.nanmean(centred ** 2)))
+        fast = float(np.sqrt(np.nanmean((x - smooth) ** 2)))
+    return fast / spread if spread > 0 else 0.0
