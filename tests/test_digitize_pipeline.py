@@ -28,12 +28,9 @@ RECORDS = ("00001", "00148", "00300")
 
 
 @pytest.fixture(scope="module")
-def signals(ptbxl_dir):
+def signals(ptbxl_record):
     """Three real PTB-XL records, canonical [12, 5000] mV (what `ecgscan import` stores)."""
-    from ecgscan_cli.importing import read_canonical
-
-    return [read_canonical(next((ptbxl_dir / "records500").rglob(f"{r}_hr.hea")).with_suffix("")).astype(np.float64)
-            for r in RECORDS]
+    return [ptbxl_record(r) for r in RECORDS]
 
 
 def shown(x: np.ndarray, options: LayoutOptions | None = None, fs: float = 500.0) -> np.ndarray:

@@ -158,14 +158,13 @@ def test_the_image_resolution_reading_wins_on_a_sharp_200dpi_page(truth, exact_n
     assert full.lead_residual < lead_relation_residual(quick.signal)
 
 
-def test_refined_reading_on_real_records(ptbxl_dir, exact_network):
+def test_refined_reading_on_real_records(ptbxl_record, exact_network):
     """Same on real PTB-XL records (their QRS are sharper than the synthetic ones)."""
     from ecgscan_cli.digitize.image import digitize_image
-    from ecgscan_cli.importing import read_canonical
 
     gains = []
     for rid in ("00001", "00148"):
-        sig = read_canonical(next((ptbxl_dir / "records500").rglob(f"{rid}_hr.hea")).with_suffix("")).astype(np.float64)
+        sig = ptbxl_record(rid)
         page, _ = render_page(sig, dpi=200)
         exact_network["maps"] = page_targets(sig, dpi=200)
         q = aligned_db(sig, digitize_image(page, "NET", refine=False).signal)
@@ -211,15 +210,14 @@ def test_overlay_points_of_a_rectified_reading_land_on_the_image():
 
 
 @pytest.mark.parametrize("rid, seed", [("00071", 3), ("00138", 11)])
-def test_a_blurred_photo_whose_grid_pitch_was_misread_keeps_its_rows_10_s_long(ptbxl_dir, rid, seed):
+def test_a_blurred_photo_whose_grid_pitch_was_misread_keeps_its_rows_10_s_long(ptbxl_record, rid, seed):
     """Two `photo` pages of the digitiser benchmark (fold 8, the shipped weights) on which
     the grid's 5 mm lines were taken for 15 and 20 mm ones: the rows read as 84 and 63 mm,
     each lead's 2.5 s squeezed into a quarter of its time. The rows' length now overrules it."""
     from ecgscan_cli.digitize.evaluate import render_condition
     from ecgscan_cli.digitize.image import digitize_image
-    from ecgscan_cli.importing import read_canonical
 
-    sig = read_canonical(next((ptbxl_dir / "records500").rglob(f"{rid}_hr.hea")).with_suffix("")).astype(np.float64)
+    sig = ptbxl_record(rid)
     d = digitize_image(render_condition(sig, 500.0, "photo", seed))
     lengths_mm = [(r["x1"] - r["x0"]) / d.px_per_mm[0] for r in d.rows]
     assert d.layout == "3x4+1" and all(225 < v < 275 for v in lengths_mm), lengths_mm
@@ -251,16 +249,15 @@ def test_unturn_maps_a_turned_images_pixels_back(quarter):
 
 
 @pytest.mark.parametrize("quarter", [1, 2, 3])
-def test_a_page_turned_by_quarter_or_half_turns_is_read_upright(ptbxl_dir, quarter):
+def test_a_page_turned_by_quarter_or_half_turns_is_read_upright(ptbxl_record, quarter):
     """A landscape printout photographed in portrait (rows running up and down) or scanned
     upside down: read as well as upright, with the turn reported and the overlay's
     homography back on the image as given (shipped weights, a real fold-8 record)."""
     from ecgscan_cli.digitize.evaluate import render_condition
     from ecgscan_cli.digitize.image import digitize_image
-    from ecgscan_cli.importing import read_canonical
     from ecgscan_cli.reconstruct import to_page_pixels
 
-    sig = read_canonical(next((ptbxl_dir / "records500").rglob("00012_hr.hea")).with_suffix("")).astype(np.float64)
+    sig = ptbxl_record("00012")
     page = render_condition(sig, 500.0, "paper", 0)
     upright = digitize_image(page)
     turned_image = np.ascontiguousarray(np.rot90(page, quarter))
