@@ -89,19 +89,35 @@ def unique_names(ids) -> list[str]:
     return names
 
 
-def write_wfdb(directory: Path, ids, signals: np.ndarray, fs: float) -> None:
+def write_wfdb(directory: Path, ids, signals: np.ndarray, fs: float, comments=None) -> None:
     """One WFDB record per id (format 16, 1 µV per unit like the signals file). NaN (a lead
     or stretch the page does not show) is written as WFDB's invalid sample (-32768), which
-    ``wfdb.rdrecord`` reads back as NaN; values must lie within ±32.767 mV."""
+    ``wfdb.rdrecord`` reads back as NaN; values must lie within ±32.767 mV. ``comments``:
+    per record, lines for its header (``Record.comments`` when read back)."""
     import wfdb
 
     from ecgscan_cli.formats.signals import mv_to_int16
 
-    for rid, name, sig in zip(ids, unique_names(ids), signals):
+    for j, (rid, name, sig) in enumerate(zip(ids, unique_names(ids), signals)):
         # digital samples with a fixed gain: wrsamp's own scaling from p_signal fails on an
         # all-NaN lead and would pick a different gain per record
         wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=list(LEADS), d_signal=mv_to_int16(sig, rid).T,
-                    adc_gain=[1000.0] * 12, baseline=[0] * 12, fmt=["16"] * 12, write_dir=str(directory))
+                    adc_gain=[1000.0] * 12, baseline=[0] * 12, fmt=["16"] * 12, write_dir=str(directory),
+                    comments=list(comments[j]) if comments is not None else None)
+
+
+def page_qualities(signals: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per reconstructed page: how far its limb leads break Einthoven's and Goldberger's
+    relations (:func:`~ecgscan_cli.digitize.consistency.lead_relation_residual`, NaN where
+    none can be checked) and the band that puts it in (good / fair / poor / unknown).
+
+    Computed from the signals alone, so anyone can recompute it from the output; it ranks
+    digitised pages, whose errors break the relations that every recorded ECG keeps."""
+    from ecgscan_cli.digitize.consistency import lead_relation_residual, reading_quality
+
+    res = np.array([lead_relation_residual(s) for s in signals], np.float64)
+    quality = [reading_quality(r) for r in res]
+    return np.where(np.isfinite(res), res, np.nan).astype(np.float32), quality
 
 
 def overlay_plot(path: Path, rid: str, recon: np.ndarray, truth: np.ndarray | None, fs: float = canonical.FS,
@@ -427,6 +443,7 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     ``method`` defaults to ``decoder`` when ``checkpoint`` is given, else ``digitizer``
     (``weights``: a safetensors file, default the weights shipped in the package)."""
     from ecgscan_cli.atomic import atomic_output, check_output_path
+    from ecgscan_cli.digitize.consistency import FAIR_BELOW, GOOD_BELOW, QUALITIES
     from ecgscan_cli.embed import resolve_device
     from ecgscan_cli.formats.signals import MAX_MV, SignalsFile, SignalsWriter
     from ecgscan_cli.imageio import open_source
@@ -468,6 +485,11 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
         rows = np.asarray(rows, int)
         summary = {"n": len(ids), "skipped": len(source.skipped), "skipped_reasons": list(source.skipped),
                    "clipped_samples": clipped, "method": method, "readings": readings}
+        residual = quality = None
+        if method != "decoder":   # the decoder's output keeps the relations whatever the image shows
+            residual, quality = page_qualities(sig)
+            summary["quality"] = {q: quality.count(q) for q in QUALITIES if q in quality}
+            summary["poor"] = [source.name(r) for r, q in zip(rows, quality) if q == "poor"]
         # Every output is written under a temporary name and all are renamed together at the
         # end: a failure in any of them (a bad id, a full disk) leaves none behind, so the
         # rerun is not refused by a half-written set. The signals file, entered last, is
@@ -475,7 +497,10 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
         with contextlib.ExitStack() as outputs:
             if wfdb_dir is not None:
                 tmp = outputs.enter_context(atomic_output(wfdb_dir, overwrite=overwrite, directory=True, kind="wfdb"))
-                write_wfdb(tmp, ids, sig, fs)
+                notes = None if residual is None else [
+                    [f"ecgscan reading quality: {q} (limb-lead residual {r:.3f})" if np.isfinite(r)
+                     else f"ecgscan reading quality: {q}"] for q, r in zip(quality, residual)]
+                write_wfdb(tmp, ids, sig, fs, notes)
             _write_overlays(outputs, overlay_dir, overwrite, ids, rows, sig, fs, source, ref, max_overlays, summary,
                             pictures)
             w = outputs.enter_context(SignalsWriter(
@@ -486,6 +511,11 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
                 r = rows[j]
                 w.append(rid, sig[j], report=source.reports[r], label=source.labels[r] if source.classes else None,
                          fold=int(source.folds[r]))
+            if residual is not None:
+                w.add_record_values("digitizer/lead_residual", residual,
+                                    {"description": "limb-lead relation residual (0 = consistent; NaN: not checkable)"})
+                w.add_record_values("digitizer/quality", quality,
+                                    {"bands": f"good < {GOOD_BELOW} <= fair < {FAIR_BELOW} <= poor; unknown: NaN"})
     finally:
         source.close()
     return Path(out), source, summary

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from ecgscan_cli.digitize import rectify
-from ecgscan_cli.digitize.consistency import lead_relation_residual
+from ecgscan_cli.digitize.consistency import lead_relation_residual, reading_quality
 from ecgscan_cli.digitize.pipeline import digitize_maps
 from ecgscan_cli.leads import LEAD_INDEX
 from ecgscan_cli.render.layout import as_shown, page_geometry
@@ -58,6 +58,12 @@ def test_lead_relations_hold_on_a_consistent_page_and_break_with_reading_errors(
     offset[LEAD_INDEX["aVL"]] += 0.3
     assert lead_relation_residual(offset) < 1e-4
     assert lead_relation_residual(np.full_like(shown, np.nan)) == float("inf")
+
+
+def test_reading_quality_bands_the_residual_and_knows_when_it_cannot_tell():
+    assert [reading_quality(r) for r in (0.0, 0.199, 0.2, 0.599, 0.6, 5.0)] == \
+        ["good", "good", "fair", "fair", "poor", "poor"]
+    assert reading_quality(float("inf")) == reading_quality(float("nan")) == "unknown"
 
 
 # ---------------------------------------------------------------- rectification

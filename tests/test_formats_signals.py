@@ -90,3 +90,20 @@ def test_readers_refuse_foreign_files(tmp_path):
 
 def _signals(tmp_path):
     return write_signals(tmp_path / "ok.h5", np.zeros((1, 12, 5000)), ["a"])
+
+
+def test_per_record_values_are_stored_in_record_order_and_checked(tmp_path):
+    sig = np.zeros((12, 5000), np.float32)
+    with SignalsWriter(tmp_path / "q.h5") as w:
+        for rid in ("b", "a", "c"):
+            w.append(rid, sig)
+        w.add_record_values("digitizer/lead_residual", np.array([0.1, np.nan, 0.7], np.float32), {"note": "x"})
+        w.add_record_values("digitizer/quality", ["good", "unknown", "poor"])
+        with pytest.raises(EcgscanError, match="2 values for 3 records"):
+            w.add_record_values("digitizer/other", [1, 2])
+    with h5py.File(tmp_path / "q.h5", "r") as f:
+        assert [x.decode() for x in f["id"][()]] == ["b", "a", "c"]
+        np.testing.assert_array_equal(f["digitizer/lead_residual"][()], np.array([0.1, np.nan, 0.7], np.float32))
+        assert f["digitizer/lead_residual"].attrs["note"] == "x"
+        assert [x.decode() for x in f["digitizer/quality"][()]] == ["good", "unknown", "poor"]
+        assert "digitizer/other" not in f

@@ -208,6 +208,56 @@ def test_signals_file_input_is_drawn_as_pages_then_digitized(fake, random_signal
 # ------------------------------------------------------------------ outputs
 
 
+def test_each_page_is_told_how_far_its_limb_leads_agree(monkeypatch, tmp_path):
+    """The output says, per page, how far the reading breaks Einthoven's and Goldberger's
+    relations (signals file, WFDB header, a warning naming the poor pages)."""
+    import h5py
+    import wfdb
+
+    from ecgscan_cli.digitize.consistency import lead_relation_residual
+    from ecgscan_cli.render.layout import as_shown
+    from ecgscan_cli.synth import synthesize
+
+    shown = as_shown(synthesize(1, seed=3).signals[0].astype(np.float64)).astype(np.float32)
+    misread = shown.copy()
+    misread[LEADS.index("III")] *= -1            # a lead read upside down
+    flat = np.where(np.isnan(shown), np.nan, 0.5).astype(np.float32)   # nothing to check
+    by_level = {10: shown, 30: misread, 50: flat}
+
+    def digitize(image, net=None, *, method="net", refine=True):
+        sig = by_level[int(round(100 * (image.mean(-1) < 100).mean()))]
+        return types.SimpleNamespace(signal=sig, fs=500.0, layout="3x4+II", px_per_mm=(1.0, 1.0),
+                                     rotation_deg=0.0, rows=[], reading="working")
+
+    mod = types.ModuleType("ecgscan_cli.digitize.image")
+    mod.load_digitizer = lambda weights=None, device="cpu": "NET"
+    mod.digitize_image = digitize
+    monkeypatch.setitem(sys.modules, "ecgscan_cli.digitize.image", mod)
+    scans = tmp_path / "scans"
+    for name, level in (("good", 0.1), ("misread", 0.3), ("flat", 0.5)):
+        _save(scans / f"{name}.png", _page(level))
+    out, wf = tmp_path / "r.h5", tmp_path / "wfdb"
+    r = run("reconstruct", scans, "-o", out, "--wfdb", wf)
+    assert r.exit_code == 0, r.output
+    err = " ".join(r.stderr.split())
+    assert "reading quality (limb-lead relations, /digitizer/quality in the output): good 1, poor 1, unknown 1" in err
+    joined = "".join(err.split())            # (the console wraps long paths)
+    assert "1 page(s) read poorly" in err and "misread.png" in joined.split("readpoorly")[1]
+    assert "good.png" not in joined.split("readpoorly")[1]
+    s = SignalsFile(out)
+    with h5py.File(out) as f:
+        quality = dict(zip(s.ids, (q.decode() for q in f["digitizer/quality"][()])))
+        residual = dict(zip(s.ids, f["digitizer/lead_residual"][()]))
+    assert quality == {"good": "good", "misread": "poor", "flat": "unknown"}
+    assert np.isnan(residual["flat"])
+    for rid in ("good", "misread"):      # a function of the stored signal: anyone can recompute it
+        assert residual[rid] == pytest.approx(lead_relation_residual(s.signal(s.ids.index(rid))), rel=1e-3)
+    assert residual["good"] < 1e-3 and residual["misread"] > 1.0
+    assert wfdb.rdheader(str(wf / "misread")).comments == [
+        f"ecgscan reading quality: poor (limb-lead residual {residual['misread']:.3f})"]
+    assert wfdb.rdheader(str(wf / "flat")).comments == ["ecgscan reading quality: unknown"]
+
+
 def test_wfdb_keeps_nan_as_the_invalid_sample(tmp_path):
     import wfdb
 
@@ -610,6 +660,10 @@ def test_real_digitizer_reconstructs_a_rendered_page(tmp_path, one_thread):
     assert "truncated.png:" in "".join(r.stderr.split()) and "Traceback" not in r.output
     s = SignalsFile(tmp_path / "r.h5")
     assert sorted(s.ids) == sorted(ref.ids)
+    import h5py
+
+    with h5py.File(tmp_path / "r.h5") as f:    # clean printouts read well: their limb leads agree
+        assert [q.decode() for q in f["digitizer/quality"][()]] == ["good", "good"], f["digitizer/lead_residual"][()]
     r = run("snr-check", tmp_path / "r.h5", "--reference", tmp_path / "truth.h5", "--align", "-f", "json")
     assert r.exit_code == 0, r.output
     import json

@@ -12,6 +12,7 @@ from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Threads, command, f
 
 log = logging.getLogger("ecgscan")
 
+_POOR_SHOWN = 5   # page names listed in the warning about poor readings
 METHOD_NAMES = {"digitizer": "the digitiser", "classical": "the classical digitiser", "decoder": "the ECG-Scan decoder"}
 
 
@@ -62,6 +63,8 @@ def reconstruct_command(
 
     Pages that cannot be read (no ECG, no grid, unknown layout, unreadable file) are skipped
     with a one-line reason; score the result with `ecgscan snr-check OUT --reference TRUTH --align`.
+    With the digitiser each page is rated good / fair / poor by how far its limb leads agree
+    (stored in the output as /digitizer/quality; the poor pages are named in a warning).
     """
     from ecgscan_cli.cli.common import use_threads
 
@@ -97,6 +100,13 @@ def reconstruct_command(
     if readings:
         log.info("second readings kept (the limb-lead relations agreed better): %s",
                  ", ".join(f"{READING_NAMES.get(k, k)} {v}" for k, v in sorted(readings.items())))
+    if summary.get("quality"):
+        log.info("reading quality (limb-lead relations, /digitizer/quality in the output): %s",
+                 ", ".join(f"{k} {v}" for k, v in summary["quality"].items()))
+    poor = summary.get("poor", [])
+    if poor:
+        shown = ", ".join(poor[:_POOR_SHOWN]) + (f" and {len(poor) - _POOR_SHOWN} more" if len(poor) > _POOR_SHOWN else "")
+        log.warning("%d page(s) read poorly (their limb leads disagree: check them before use): %s", len(poor), shown)
     if source.skipped:
         log.warning("%d image(s) skipped (reasons above)", len(source.skipped))
     if "lead_snr_db" in summary:

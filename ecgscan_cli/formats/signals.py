@@ -8,6 +8,10 @@ Layout (see docs/formats.md)::
     /label   [N, C] uint8   attrs classes (C may be 0), label_set (its name; may be absent)
     /label_sets/<name> [N, C'] uint8  attr classes (optional: more label sets, e.g. PTB-XL's four)
     /fold    [N] int16      -1 when unknown
+    /digitizer/lead_residual [N] float32, /digitizer/quality [N] str  (only in files
+             `ecgscan reconstruct` wrote with a digitiser: how far each page's limb leads
+             break Einthoven's and Goldberger's relations, NaN where none could be checked,
+             and its band good / fair / poor / unknown; docs/reconstruct.md)
     root attrs ecgscan_format="ecgscan-signals/1", source, ecgscan_version, command_line
 
 Readers get float32 millivolts with NaN where samples are absent. Values beyond the
@@ -268,6 +272,19 @@ class SignalsWriter(AtomicH5Writer):
         ds = self._f.require_group("label_sets").create_dataset(name, data=lab)
         ds.attrs["classes"] = [str(c) for c in classes]
         self._datasets[f"label_sets/{name}"] = ds   # kept open until close (see AtomicH5Writer)
+
+    def add_record_values(self, name: str, values, attrs: dict | None = None) -> None:
+        """``/<name>`` [N]: one value (number or str) per record written, in their order."""
+        vals = np.asarray(values)
+        if vals.shape != (self.count,):
+            raise EcgscanError(f"{name}: {vals.size} values for {self.count} records")
+        if vals.dtype.kind in "OUS":
+            ds = self._f.create_dataset(name, data=np.asarray([str(v) for v in vals], dtype=object), dtype=STR_DTYPE)
+        else:
+            ds = self._f.create_dataset(name, data=vals)
+        for k, v in (attrs or {}).items():
+            ds.attrs[k] = v
+        self._datasets[name] = ds   # kept open until close (see AtomicH5Writer)
 
     def close(self) -> Path:
         for name in ("signal", "id", "report", "label", "fold"):
