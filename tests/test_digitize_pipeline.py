@@ -494,9 +494,43 @@ def test_12x1_layout_reads_each_lead_for_10_s(signals):
     assert np.nanmean(snr) >= 12.0, snr
 
 
-@pytest.mark.parametrize("n_rows,message", [(6, "layout 6x2 (6 trace rows) is not supported"),
-                                            (2, "unknown layout: 2 trace rows"),
-                                            (5, "unknown layout: 5 trace rows")])
+@pytest.mark.parametrize("layout", ["3x4+3", "6x2"])
+@pytest.mark.parametrize("dpi", [200.0, 93.0])
+def test_six_row_pages_are_read_as_the_layout_whose_limb_leads_agree(signals, layout, dpi):
+    """Six rows are 3×4 with three rhythm strips (V1, II, V5) or 6×2; the lead relations tell
+    which (the wrong reading puts unrelated leads side by side)."""
+    options = LayoutOptions(layout=layout)
+    for x in signals:
+        trace, grid = page_targets(x, 500.0, options, dpi)
+        d = digitize_maps(trace, grid)
+        assert d.layout == layout and len(d.rows) == 6
+        assert mean_snr(x, d, options) >= (20.0 if dpi == 200.0 else 14.0), (layout, dpi)
+        shown_ = np.isfinite(d.signal).sum(axis=1)
+        if layout == "6x2":      # every lead for 5 s
+            assert (np.abs(shown_ - 2500) < 40).all(), shown_
+        else:                    # V1, II and V5 for 10 s, the others for 2.5 s
+            long = [LEAD_INDEX[n] for n in ("V1", "II", "V5")]
+            assert (shown_[long] > 4900).all() and (np.abs(np.delete(shown_, long) - 1250) < 30).all(), shown_
+
+
+@pytest.mark.parametrize("layout,rhythm", [("3x4+1", "V1"), ("3x4+1", "III"), ("3x4+1", "aVR"),
+                                           ("3x4+3", "II,V2,V5")])
+def test_rhythm_strips_are_named_by_the_panel_they_repeat(signals, layout, rhythm):
+    """Printers let users choose the rhythm strips' leads; each strip repeats its lead's
+    panel sample for sample, which names it where the default lead's panel clearly does
+    not match (a V5 or aVF strip that II's panel nearly matches keeps the name II)."""
+    options = LayoutOptions(layout=layout, rhythm=rhythm)
+    for x in signals:
+        trace, grid = page_targets(x, 500.0, options, 200.0)
+        d = digitize_maps(trace, grid)
+        assert d.layout == layout
+        assert [r["leads"][0] for r in d.rows if len(r["leads"]) == 1] == rhythm.split(",")
+        assert mean_snr(x, d, options) >= 20.0
+
+
+@pytest.mark.parametrize("n_rows,message", [(2, "unknown layout: 2 trace rows"),
+                                            (5, "unknown layout: 5 trace rows"),
+                                            (7, "unknown layout: 7 trace rows")])
 def test_other_layouts_are_refused_in_one_line(signals, n_rows, message):
     x = signals[0]
     t = np.arange(2500) / 500.0
@@ -504,6 +538,16 @@ def test_other_layouts_are_refused_in_one_line(signals, n_rows, message):
     with pytest.raises(DigitizeError) as e:
         digitize_maps(draw_rows(rows, 4.0), None)
     assert str(e.value) == message and isinstance(e.value, EcgscanError)
+
+
+def test_six_rows_must_be_evenly_spaced_to_be_a_six_row_page(signals):
+    """Four rows 45 mm apart plus two strays (a header line, a fold) are no six-row printout."""
+    x = signals[0]
+    t = np.arange(5000) / 500.0
+    levels = (25.0, 70.0, 115.0, 127.0, 160.0, 205.0)          # gaps 45, 45, 12, 33, 45 mm
+    rows = [(20 + t * 25.0, y - x[k, :] * 10.0) for k, y in enumerate(levels)]
+    with pytest.raises(DigitizeError, match="^unknown layout: 6 unevenly spaced trace rows$"):
+        digitize_maps(draw_rows(rows, 4.0, size_mm=(279.4, 230.0)), None)
 
 
 def test_empty_and_malformed_maps_are_refused():

@@ -672,3 +672,24 @@ def test_real_digitizer_reconstructs_a_rendered_page(tmp_path, one_thread):
     # plumbing, not the digitiser's accuracy (its own tests and benchmark): a flat or
     # missing reconstruction scores 0 dB on this metric
     assert rows["all"]["mean_db"] > 1, rows["all"]
+
+
+@pytest.mark.skipif(_real_weights() is None, reason="the digitiser and its shipped weights are not in this tree")
+@pytest.mark.parametrize("layout", ["6x2", "3x4+3"])
+def test_real_digitizer_reads_six_row_printouts(tmp_path, one_thread, layout):
+    """`render --layout` pages through `reconstruct`: each lead where the layout shows it."""
+    from ecgscan_cli.formats import write_signals
+    from ecgscan_cli.render.layout import LayoutOptions, as_shown
+    from ecgscan_cli.snr import reconstruction_snr
+    from ecgscan_cli.synth import synthesize
+
+    ref = synthesize(1, seed=8)
+    write_signals(tmp_path / "truth.h5", ref.signals, ref.ids)
+    r = run("render", tmp_path / "truth.h5", "-o", f"{tmp_path}/pages/", "--layout", layout, "-q")
+    assert r.exit_code == 0, r.output
+    r = run("reconstruct", tmp_path / "pages", "-o", tmp_path / "r.h5", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    got = SignalsFile(tmp_path / "r.h5").signal(0)
+    want = as_shown(ref.signals[0].astype(np.float64), LayoutOptions(layout=layout))
+    assert (np.abs(np.isfinite(got).sum(axis=1) - np.isfinite(want).sum(axis=1)) < 60).all()
+    assert np.nanmean(reconstruction_snr(want, got, 500.0, align=True)) > 15.0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.leads import LEADS, canonical_lead_name
 from ecgscan_cli.render import LayoutOptions, letterbox, render_batch, render_page
 from ecgscan_cli.render.augment import AugmentConfig
@@ -154,6 +155,33 @@ def test_layout_metadata_keys():
     assert [lead["lead"] for lead in meta["leads"]][-1] == "II"
     assert meta["leads"][-1]["t_end"] == pytest.approx(10.0, abs=0.005)
     assert meta["leads"][0]["t_end"] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("layout,rows,long_leads,panel_s", [("3x4+1", 4, ["II"], 2.5),
+                                                              ("3x4+3", 6, ["V1", "II", "V5"], 2.5),
+                                                              ("6x2", 6, [], 5.0)])
+def test_layouts_place_every_lead_with_its_seconds(layout, rows, long_leads, panel_s):
+    dpi = 100
+    ppm = dpi / 25.4
+    page, meta = render_page(step_signal(1.0, 1.0), options=LayoutOptions(layout=layout, labels=False), dpi=dpi)
+    leads = meta["leads"]
+    assert len({round(lead["y_baseline"]) for lead in leads}) == rows
+    assert sorted(lead["lead"] for lead in leads if lead["t_end"] - lead["t_start"] > 9.9) == sorted(long_leads)
+    short = [lead for lead in leads if lead["t_end"] - lead["t_start"] < 9.9]
+    assert sorted(lead["lead"] for lead in short) == sorted(LEADS)        # each lead has its panel
+    for lead in leads:      # each panel spans its own seconds at 25 mm/s
+        assert lead["x_end"] - lead["x_start"] == pytest.approx((lead["t_end"] - lead["t_start"]) * 25 * ppm)
+    assert all(lead["t_end"] - lead["t_start"] == pytest.approx(panel_s, abs=0.005) for lead in short)
+    # a 6x2 page shows the limb leads over the first 5 s and V1-V6 over the last
+    if layout == "6x2":
+        assert {lead["lead"] for lead in leads if lead["t_start"] == 0} == {"I", "II", "III", "aVR", "aVL", "aVF"}
+    # the step at 1 s rises in the first column of every row
+    first = min(leads, key=lambda lead: (lead["y_baseline"], lead["x_start"]))
+    t0, t1, est = digitise(page, first, meta)
+    cols = np.arange(int(math.ceil(first["x_start"])), int(math.floor(first["x_end"])))
+    assert abs((cols[np.argmax(est > 0.5)] + 0.5) - (first["x_start"] + 25 * ppm)) <= 1.0
+    with pytest.raises(EcgscanError, match="unknown layout '5x2'"):
+        LayoutOptions(layout="5x2").check()
 
 
 # ---------------------------------------------------------------- faithful (real PTB-XL)

@@ -96,6 +96,17 @@ def test_render_png_folder_and_model_size(random_signals_file, tmp_path):
     assert all(np.array_equal(f.image(i), g.image(i)) for i in range(6))
 
 
+def test_render_six_row_layouts(random_signals_file, tmp_path):
+    for layout, rhythm in (("6x2", []), ("3x4+3", ["V1", "II", "V5"])):
+        out = tmp_path / layout
+        r = run(random_signals_file, "-o", f"{out}/", "--limit", "1", "--dpi", "50", "--layout", layout, "-q")
+        assert r.exit_code == 0, r.output
+        leads = json.loads((out / "r0.json").read_text())["layout"]["leads"]
+        assert len({round(lead["y_baseline"]) for lead in leads}) == 6
+        assert [lead["lead"] for lead in leads if lead["t_end"] - lead["t_start"] > 9.9] == rhythm
+        assert len(leads) == 12 + len(rhythm)
+
+
 def test_render_bad_inputs(random_signals_file, tmp_path):
     before = set(tmp_path.iterdir())
     # wrong file format
@@ -105,7 +116,8 @@ def test_render_bad_inputs(random_signals_file, tmp_path):
     # an images file is not a signals file
     # unknown layout options
     for opt in (["--paper", "legal"], ["--speed", "30"], ["--gain", "7"], ["--grid", "plaid"],
-                ["--format", "tiff"], ["--augment", "extreme"], ["--dpi", "5"]):
+                ["--format", "tiff"], ["--augment", "extreme"], ["--dpi", "5"], ["--layout", "5x2"],
+                ["--rhythm", "V7"], ["--layout", "6x2", "--rhythm", "II"], ["--rhythm", "II,V1"]):
         one_line_error(run(random_signals_file, "-o", tmp_path / "o.h5", *opt))
     # unwritable / missing output folder
     one_line_error(run(random_signals_file, "-o", tmp_path / "missing" / "o.h5"))

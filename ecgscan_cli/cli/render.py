@@ -47,6 +47,10 @@ def render_command(
     grid: Annotated[str, typer.Option("--grid", help="Grid style: red, pink, bold, coarse, gray, blue, green, "
                                                      "none.")] = "red",
     header: Annotated[bool, typer.Option("--header/--no-header", help="Header text (id, speed, gain).")] = True,
+    layout: Annotated[str, typer.Option("--layout", help="3x4+1 (3×4 panels + a lead II rhythm strip), 3x4+3 "
+                                                         "(+ V1, II and V5 rhythm strips) or 6x2.")] = "3x4+1",
+    rhythm: Annotated[str, typer.Option("--rhythm", metavar="LEADS", help="The rhythm strips' leads, comma-"
+                                        "separated (default: II; V1,II,V5 for 3x4+3).", show_default=False)] = "",
     size: Annotated[Optional[int], typer.Option("--size", help="Model-size output: the page letterboxed into "
                                                                "N×N pixels, rendered directly at that size.")
                     ] = None,
@@ -68,7 +72,7 @@ def render_command(
     threads: Threads = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Render ECG printouts (3×4 + lead II rhythm strip, calibrated grid) with optional augmentations."""
+    """Render ECG printouts (3×4 + lead II rhythm strip by default, calibrated grid) with optional augmentations."""
     from ecgscan_cli.cli.common import use_threads
 
     use_threads(threads)  # before any torch or BLAS work
@@ -87,7 +91,8 @@ def render_command(
     fmt = output_format(output, image_format)
     workers = workers or default_threads()   # the free CPUs: all of them on a quiet machine
     output = Path(output)
-    options = LayoutOptions(paper=paper.lower(), speed=speed, gain=gain, grid=grid.lower(), header=header).check()
+    options = LayoutOptions(paper=paper.lower(), speed=speed, gain=gain, grid=grid.lower(), header=header,
+                            layout=layout.strip().lower(), rhythm=rhythm).check()
     aug = AugmentConfig.from_file(augment_config) if augment_config is not None else AugmentConfig.preset(augment)
     job = RenderJob(str(signals), fmt, options, aug, dpi, size, seed)
     checked = check_job(job, output, workers=workers, limit=limit, overwrite=overwrite,  # before any output

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.render.layout import LayoutOptions
+from ecgscan_cli.render.layout import LAYOUTS, LayoutOptions
 from ecgscan_cli.render.layout import GRID_STYLES
 from ecgscan_cli.render.page import render_page
 from ecgscan_cli.render.targets import page_targets
@@ -54,6 +54,7 @@ def random_options(rng: np.random.Generator) -> LayoutOptions:
         header=bool(rng.random() < 0.8),
         labels=bool(rng.random() < 0.9),
         line_width_mm=float(rng.uniform(0.15, 0.5)),
+        layout=str(rng.choice(LAYOUTS, p=[0.7, 0.15, 0.15])),   # six-row pages too (3x4+3, 6x2)
     )
 
 

@@ -36,19 +36,21 @@ class PageScore:
 
 
 def render_condition(signal: np.ndarray, fs: float, condition: str, seed: int, dpi: float = 200.0,
-                     targets: bool = False):
+                     targets: bool = False, options=None):
     """A page of ``signal`` as printed (``clean``) or augmented with the preset ``condition``.
 
     ``targets``: also return its exact trace and grid maps ([2, H, W], moved by the same
-    geometric augmentations; :func:`~ecgscan_cli.render.augment.augment_with_targets`)."""
+    geometric augmentations; :func:`~ecgscan_cli.render.augment.augment_with_targets`).
+    ``options``: the printout's :class:`~ecgscan_cli.render.layout.LayoutOptions` (default:
+    letter, 3×4 + lead II, 25 mm/s, 10 mm/mV, red grid)."""
     from ecgscan_cli.render.page import render_page
 
-    page = render_page(signal, fs, dpi=dpi, return_meta=False)
+    page = render_page(signal, fs, options=options, dpi=dpi, return_meta=False)
     maps = None
     if targets:
         from ecgscan_cli.render.targets import page_targets
 
-        maps = page_targets(signal, fs, dpi=dpi)
+        maps = page_targets(signal, fs, options=options, dpi=dpi)
     if condition != "clean":
         import torch
 

@@ -7,8 +7,11 @@
   Its height gives pixels per mV, its foot the baseline and its falling edge time 0
   (3 mm to its right); without it, ``gain × px/mm``, the projection peak and the row's
   first ink are used, and rows start together.
-- Layout: 4 rows = 3×4 with a lead II rhythm strip, 3 rows = 3×4, 12 rows = 12×1;
-  6 rows (6×2) and any other count are refused with a one-line :class:`DigitizeError`.
+- Layout: 4 rows = 3×4 with a lead II rhythm strip, 3 rows = 3×4, 12 rows = 12×1, 6 rows
+  = 3×4 with three rhythm strips (V1, II, V5) or 6×2 (limb leads over the first 5 s,
+  V1–V6 over the last; :func:`assign_layout` switches between the two, the pipeline keeps
+  the one whose limb leads agree) when evenly spaced 20–40 mm apart; any other count is
+  refused with a one-line :class:`DigitizeError`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from ecgscan_cli.errors import EcgscanError
 _INK = 0.3
 GRID_ROWS = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 TWELVE_ROWS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+RHYTHM_LEADS_3 = ("V1", "II", "V5")     # the three rhythm strips of a 3x4+3 page, top to bottom
+SIX_BY_TWO = (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6"))
+SIX_ROW_LAYOUTS = ("3x4+3", "6x2")
 PANEL_MM = 62.5           # one 3×4 panel on paper, whatever the speed
 CAL_PULSE_S = 0.2
 STANDARD_GAINS = (5.0, 10.0, 20.0)
@@ -254,9 +260,9 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
     if ys.size == 0:
         raise DigitizeError("no ECG trace found")
     n = ys.size
-    names = {4: "3x4+1", 3: "3x4", 12: "12x1"}
-    if n == 6:
-        raise DigitizeError("layout 6x2 (6 trace rows) is not supported")
+    names = {4: "3x4+1", 3: "3x4", 6: "3x4+3", 12: "12x1"}
+    if n == 6 and not _evenly_spaced(ys, ppm_y):
+        raise DigitizeError("unknown layout: 6 unevenly spaced trace rows")
     if n not in names:
         raise DigitizeError(f"unknown layout: {n} trace row{'s' if n != 1 else ''}")
     layout = names[n]
@@ -330,6 +336,20 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
     return layout, rows
 
 
+# six rows are a six-row printout only when evenly spaced about 30 mm apart (printers use
+# 25-35 mm); two stray rows among a 3x4+1 page's four (a header, a fold, a desk edge in a
+# photo) leave 10-mm or 45-mm gaps (fold-8 photo pages read 2.2 -> -1.4 and 6.7 -> 4.1 dB
+# as six-row pages before this check)
+_SIX_ROW_GAP_MM = (20.0, 40.0)
+_SIX_ROW_EVEN = 0.25
+
+
+def _evenly_spaced(ys: np.ndarray, ppm_y: float) -> bool:
+    gaps = np.diff(np.sort(ys)) / ppm_y
+    mid = float(np.median(gaps))
+    return _SIX_ROW_GAP_MM[0] <= mid <= _SIX_ROW_GAP_MM[1] and bool(np.all(np.abs(gaps / mid - 1.0) <= _SIX_ROW_EVEN))
+
+
 def page_gain(votes: list[float], default: float) -> float:
     """The page's gain (mm/mV) from the standard gains its rows' pulses read: the one most
     pulses read, ``default`` on a tie, and ``default`` unless at least two pulses read
@@ -359,11 +379,24 @@ def _assign_leads(layout: str, rows: list[Row], ppm_x: float) -> None:
         _panels(layout, row, k)
 
 
+def assign_layout(layout: str, rows: list[Row]) -> None:
+    """Give ``rows`` (read by :func:`read_rows`) the panels of ``layout`` instead: for a
+    six-row page, which may be either of :data:`SIX_ROW_LAYOUTS`."""
+    if layout not in SIX_ROW_LAYOUTS or len(rows) != 6:
+        raise ValueError(f"cannot read {len(rows)} rows as {layout}")
+    for k, row in enumerate(rows):
+        _panels(layout, row, k)
+
+
 def _panels(layout: str, row: Row, k: int) -> None:
+    panel = PANEL_MM * row.ppm_x
     if layout.startswith("3x4") and k < 3:
-        panel = PANEL_MM * row.ppm_x
         row.panels = [(GRID_ROWS[k][j], row.x0 + j * panel, row.x0 + (j + 1) * panel) for j in range(4)]
     elif layout == "3x4+1":
         row.panels = [("II", row.x0, row.x1)]
+    elif layout == "3x4+3":
+        row.panels = [(RHYTHM_LEADS_3[k - 3], row.x0, row.x1)]
+    elif layout == "6x2":
+        row.panels = [(SIX_BY_TWO[k][j], row.x0 + 2 * j * panel, row.x0 + 2 * (j + 1) * panel) for j in range(2)]
     else:
         row.panels = [(TWELVE_ROWS[k], row.x0, row.x1)]

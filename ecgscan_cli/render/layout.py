@@ -1,11 +1,20 @@
 """Page geometry of the standard clinical printout, in millimetres, and its pixel metadata.
 
-A landscape letter (279.4 × 215.9 mm) or A4 (297 × 210 mm) page. Three rows of four
-panels (columns I/II/III, aVR/aVL/aVF, V1–V3, V4–V6, each column a successive window of
-the signal) and a lead II rhythm strip below. At 25 mm/s each panel shows 2.5 s
-(62.5 mm) and the rhythm strip 10 s; at 50 mm/s the panels keep their width on paper and
-show 1.25 s (rhythm strip 5 s). Baselines sit on 5 mm grid lines, 45 mm apart. A
-calibration pulse (1 mV, 200 ms) precedes every row.
+A landscape letter (279.4 × 215.9 mm) or A4 (297 × 210 mm) page in one of three layouts
+(``LayoutOptions.layout``):
+
+* ``3x4+1`` (the default): three rows of four panels (columns I/II/III, aVR/aVL/aVF,
+  V1–V3, V4–V6, each column a successive window of the signal) and a lead II rhythm strip
+  below; baselines 45 mm apart;
+* ``3x4+3``: the same panels and three rhythm strips, V1, II and V5 (a common
+  printer default), baselines 30 mm apart;
+* the rhythm strips may show other leads (``LayoutOptions.rhythm``, e.g. ``"V1"``);
+* ``6x2``: six rows of two panels, the limb leads I–aVF over the first half of the signal
+  and V1–V6 over the second, baselines 30 mm apart.
+
+At 25 mm/s a 3×4 panel shows 2.5 s (62.5 mm), a 6×2 panel 5 s and a rhythm strip 10 s; at
+50 mm/s the panels keep their width on paper and show half as much. Baselines sit on 5 mm
+grid lines. A calibration pulse (1 mV, 200 ms) precedes every row.
 
 Pixel coordinates are continuous: pixel column ``i`` covers ``[i, i + 1)``; a point at
 ``mm`` millimetres lies at ``mm * px_per_mm`` pixels (``px_per_mm = dpi / 25.4``).
@@ -25,9 +34,14 @@ SPEEDS = (25.0, 50.0)
 GAINS = (5.0, 10.0, 20.0)
 GRID_ROWS = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 RHYTHM_LEAD = "II"
-PANEL_MM = 62.5          # width of one panel on paper
-ROW_SPACING_MM = 45.0    # baseline to baseline
+RHYTHM_LEADS_3 = ("V1", "II", "V5")                 # the three rhythm strips of ``3x4+3``
+SIX_BY_TWO = (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6"))
+LAYOUTS = ("3x4+1", "3x4+3", "6x2")
+PANEL_MM = 62.5          # width of one 3×4 panel on paper
+ROW_SPACING_MM = 45.0    # baseline to baseline (3x4+1)
 FIRST_BASELINE_MM = 45.0
+SIX_ROW_SPACING_MM = 30.0    # six rows (3x4+3, 6x2)
+SIX_ROW_FIRST_MM = 37.5
 CAL_WIDTH_MM = 15.0      # room left of the traces for the calibration pulse
 
 # name → (minor colour, major colour, minor width mm, major width mm); None = no grid
@@ -55,8 +69,21 @@ class LayoutOptions:
     header: bool = True          # header text (id, speed/gain...) at the top
     labels: bool = True
     line_width_mm: float = 0.3
+    layout: str = "3x4+1"        # one of LAYOUTS
+    rhythm: str = ""             # the rhythm strips' leads, comma-separated ("": II, or V1,II,V5 for 3x4+3)
 
     def check(self) -> "LayoutOptions":
+        if self.layout not in LAYOUTS:
+            raise EcgscanError(f"unknown layout {self.layout!r} (choose from {', '.join(LAYOUTS)})")
+        if self.rhythm:
+            strips = {"3x4+1": 1, "3x4+3": 3, "6x2": 0}[self.layout]
+            names = self.rhythm_leads()
+            bad = [n for n in names if n not in LEAD_INDEX]
+            if bad:
+                raise EcgscanError(f"unknown rhythm lead {bad[0]!r} (choose from {', '.join(LEAD_INDEX)})")
+            if len(names) != strips:
+                raise EcgscanError(f"layout {self.layout} has {strips} rhythm strip{'s' if strips != 1 else ''}, "
+                                   f"got {len(names)} lead{'s' if len(names) != 1 else ''} ({self.rhythm})")
         if self.paper not in PAPER_MM:
             raise EcgscanError(f"unknown paper {self.paper!r} (choose from {', '.join(PAPER_MM)})")
         if float(self.speed) not in SPEEDS:
@@ -69,6 +96,12 @@ class LayoutOptions:
             raise EcgscanError(f"line width must be 0.05–2 mm, got {self.line_width_mm}")
         return self
 
+    def rhythm_leads(self) -> tuple[str, ...]:
+        """The rhythm strips' leads, top to bottom (none for 6x2)."""
+        if self.rhythm:
+            return tuple(n.strip() for n in self.rhythm.split(",") if n.strip())
+        return {"3x4+1": (RHYTHM_LEAD,), "3x4+3": RHYTHM_LEADS_3, "6x2": ()}[self.layout]
+
     def with_(self, **kw) -> "LayoutOptions":
         return replace(self, **kw)
 
@@ -77,7 +110,7 @@ class LayoutOptions:
 class Panel:
     lead: str
     lead_index: int
-    row: int              # 0..3 (3 = rhythm strip)
+    row: int              # 0..rows − 1, top to bottom (3x4+1: 3 = the rhythm strip)
     t_start: float        # seconds of the signal shown
     t_end: float
     x0_mm: float
@@ -104,15 +137,23 @@ def page_geometry(options: LayoutOptions | None = None) -> PageGeometry:
     x0 = 5.0 * round(((w_mm - total + CAL_WIDTH_MM) / 2.0) / 5.0)
     x0 = max(x0, CAL_WIDTH_MM)
     win = PANEL_MM / float(o.speed)
-    baselines = tuple(FIRST_BASELINE_MM + k * ROW_SPACING_MM for k in range(4))
+    if o.layout == "3x4+1":
+        rows = [list(names) for names in GRID_ROWS] + [[name] for name in o.rhythm_leads()]
+        first, spacing = FIRST_BASELINE_MM, ROW_SPACING_MM
+    elif o.layout == "3x4+3":
+        rows = [list(names) for names in GRID_ROWS] + [[name] for name in o.rhythm_leads()]
+        first, spacing = SIX_ROW_FIRST_MM, SIX_ROW_SPACING_MM
+    else:
+        rows = [list(names) for names in SIX_BY_TWO]
+        first, spacing = SIX_ROW_FIRST_MM, SIX_ROW_SPACING_MM
+    baselines = tuple(first + k * spacing for k in range(len(rows)))
     panels = []
-    for r, names in enumerate(GRID_ROWS):
+    for r, names in enumerate(rows):
+        width = total / len(names)          # a row's panels share its 10 s (at 25 mm/s)
         for j, name in enumerate(names):
-            panels.append(Panel(name, LEAD_INDEX[name], r, j * win, (j + 1) * win,
-                                x0 + j * PANEL_MM, x0 + (j + 1) * PANEL_MM, baselines[r],
-                                baselines[r] - ROW_SPACING_MM / 2, baselines[r] + ROW_SPACING_MM / 2))
-    panels.append(Panel(RHYTHM_LEAD, LEAD_INDEX[RHYTHM_LEAD], 3, 0.0, 4 * win, x0, x0 + total, baselines[3],
-                        baselines[3] - ROW_SPACING_MM / 2, baselines[3] + ROW_SPACING_MM / 2))
+            t0, t1 = j * 4 * win / len(names), (j + 1) * 4 * win / len(names)
+            panels.append(Panel(name, LEAD_INDEX[name], r, t0, t1, x0 + j * width, x0 + (j + 1) * width,
+                                baselines[r], baselines[r] - spacing / 2, baselines[r] + spacing / 2))
     return PageGeometry(w_mm, h_mm, tuple(panels), x0, baselines, o)
 
 

@@ -229,7 +229,7 @@ def draw_static(page: np.ndarray, geo: PageGeometry, pm: PixelMap) -> None:
     o = geo.options
     _grid(page, geo, pm, GRID_STYLES[o.grid])
     lw = o.line_width_mm * (pm.sx + pm.sy) / 2
-    pulses = [calibration_pulse_mm(geo, row) for row in range(4)]
+    pulses = [calibration_pulse_mm(geo, row) for row in range(len(geo.baselines_mm))]
     draw_polylines(page, [(pm.x(x), pm.y(y)) for x, y in pulses], lw)
     size = 3.5 * pm.sy
     if o.labels:
@@ -281,10 +281,10 @@ def page_background(options: LayoutOptions, dpi: float) -> np.ndarray:
 # ---------------------------------------------------------------- traces
 
 def row_polylines(geo: PageGeometry, signal: np.ndarray, fs: float):
-    """Per row (4): sample indices into ``signal.reshape(-1)`` (−1 = gap) and x in mm."""
+    """Per row: sample indices into ``signal.reshape(-1)`` (−1 = gap) and x in mm."""
     n = signal.shape[-1]
     rows = []
-    for r in range(4):
+    for r in range(len(geo.baselines_mm)):
         idx, xmm = [], []
         for p in (q for q in geo.panels if q.row == r):
             k0 = int(math.ceil(p.t_start * fs - 1e-9))

@@ -42,7 +42,7 @@ def page_targets(signal: np.ndarray, fs: float = canonical.FS, options: LayoutOp
     pm = page_pixel_map(geo, dpi)
     lw = max(options.line_width_mm * (pm.sx + pm.sy) / 2, min_width_px)
     lines = trace_lines(geo, pm, s, fs)
-    lines += [(pm.x(x), pm.y(y)) for x, y in (calibration_pulse_mm(geo, r) for r in range(4))]
+    lines += [(pm.x(x), pm.y(y)) for x, y in (calibration_pulse_mm(geo, r) for r in range(len(geo.baselines_mm)))]
     ink = np.zeros((pm.height, pm.width, 3), np.uint8)
     # the page's rasteriser, spans and sub-columns; but a target marks where the line is, so a
     # steep stroke fills its pixel column even where the page (below 200 dpi) draws it as grey
