@@ -335,8 +335,9 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
     """Digitise every page of ``source`` → (row indices, ids, signals [n, 12, N_SAMPLES], pictures).
 
     ``readings``: a dict counting which reading won per page (``working``, ``refined``,
-    ``rectified``, ``rectified+refined``) and the pages read turned (``turned 90°``, ``180°``,
-    ``270°``: counter-clockwise), filled in place; ``quick``: see :func:`digitize_page`.
+    ``rectified``, ``rectified+refined``), the pages read turned (``turned 90°``, ``180°``,
+    ``270°``: counter-clockwise) and the pages per layout (``layout 3x4+1``, ``layout 6x2``...),
+    filled in place; ``quick``: see :func:`digitize_page`.
 
     ``net``: TraceNet from :func:`ecgscan_cli.digitize.image.load_digitizer` (the shipped
     weights when None and ``method`` is ``digitizer``). Pages that cannot be read are
@@ -367,6 +368,8 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
         if readings is not None:
             name = getattr(d, "reading", "working")
             readings[name] = readings.get(name, 0) + 1
+            layout = f"layout {getattr(d, 'layout', '') or 'unknown'}"
+            readings[layout] = readings.get(layout, 0) + 1
             if getattr(d, "orientation", 0):
                 turn = f"turned {d.orientation}°"
                 readings[turn] = readings.get(turn, 0) + 1

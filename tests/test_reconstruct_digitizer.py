@@ -145,6 +145,7 @@ def test_second_readings_are_counted_and_quick_skips_them(fake, tmp_path):
     assert fake_digitize.refine == [True, True]
     flat = " ".join(r.stderr.split())        # the log wraps long lines
     assert "second readings kept (the limb-lead relations agreed better): read at the image's resolution 1" in flat
+    assert "layouts: 3x4+II 2" in flat          # (the stand-in's own layout name)
     fake_digitize.refine.clear()
     r = run("reconstruct", scans, "-o", tmp_path / "quick.h5", "--device", "cpu", "--quick")
     assert r.exit_code == 0, r.output
@@ -689,6 +690,7 @@ def test_real_digitizer_reads_six_row_printouts(tmp_path, one_thread, layout):
     assert r.exit_code == 0, r.output
     r = run("reconstruct", tmp_path / "pages", "-o", tmp_path / "r.h5", "--device", "cpu")
     assert r.exit_code == 0, r.output
+    assert {"6x2": "layouts: 6×2 1", "3x4+3": "layouts: 3×4 + 3 rhythm strips 1"}[layout] in " ".join(r.stderr.split())
     got = SignalsFile(tmp_path / "r.h5").signal(0)
     want = as_shown(ref.signals[0].astype(np.float64), LayoutOptions(layout=layout))
     assert (np.abs(np.isfinite(got).sum(axis=1) - np.isfinite(want).sum(axis=1)) < 60).all()

@@ -13,6 +13,8 @@ from ecgscan_cli.cli.common import Device, Overwrite, Quiet, Threads, command, f
 log = logging.getLogger("ecgscan")
 
 _POOR_SHOWN = 5   # page names listed in the warning about poor readings
+LAYOUT_NAMES = {"3x4+1": "3×4 + rhythm strip", "3x4+3": "3×4 + 3 rhythm strips", "3x4": "3×4",
+                "6x2": "6×2", "12x1": "12×1"}
 METHOD_NAMES = {"digitizer": "the digitiser", "classical": "the classical digitiser", "decoder": "the ECG-Scan decoder"}
 
 
@@ -94,6 +96,9 @@ def reconstruct_command(
     log.info("reconstructed %d of %d image(s) with %s", summary["n"], total, METHOD_NAMES[summary["method"]])
     readings = {k: v for k, v in summary.get("readings", {}).items() if k != "working"}
     turned = {k: readings.pop(k) for k in sorted(readings) if k.startswith("turned")}
+    layouts = {k.split(" ", 1)[1]: readings.pop(k) for k in sorted(readings) if k.startswith("layout ")}
+    if layouts:
+        log.info("layouts: %s", ", ".join(f"{LAYOUT_NAMES.get(k, k)} {v}" for k, v in layouts.items()))
     if turned:
         log.info("pages read turned upright (counter-clockwise): %s",
                  ", ".join(f"{k.split()[1]} {v}" for k, v in turned.items()))
