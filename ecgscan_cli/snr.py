@@ -608,6 +608,35 @@ def _check_compatible(rid: str, r: Record, e: Record, official: bool) -> None:
                            f"{', '.join(dict.fromkeys(r.units))} in the reference")
 
 
+def by_reading_quality(result: SnrResult, estimate) -> list[tuple[str, float, int]]:
+    """(band, mean dB over its records' leads, records) for each reading-quality band of
+    ``estimate`` (a signals file ``reconstruct`` wrote with a digitiser: ``/digitizer/quality``);
+    empty for any other file. Lets a user with some true signals check the bands on their pages."""
+    import h5py
+
+    from ecgscan_cli.digitize.consistency import QUALITIES
+    from ecgscan_cli.formats.common import decode_strings
+
+    path = Path(estimate)
+    if not path.is_file():
+        return []
+    try:
+        with h5py.File(path, "r") as f:
+            if "digitizer/quality" not in f:
+                return []
+            band = dict(zip(decode_strings(f["id"][()]), decode_strings(f["digitizer/quality"][()])))
+    except OSError:
+        return []
+    rows = []
+    with np.errstate(invalid="ignore"):       # (NaN left out, ±inf kept, as in summarize)
+        page = np.array([np.nanmean(r) if (~np.isnan(r)).any() else np.nan for r in result.per_record])
+    for q in QUALITIES:
+        pick = np.array([band.get(rid) == q for rid in result.ids], bool) & ~np.isnan(page)
+        if pick.any():
+            rows.append((q, float(np.mean(page[pick])), int(pick.sum())))
+    return rows
+
+
 def write_per_record_csv(result: SnrResult, path, overwrite: bool = False) -> Path:
     """Per-record table as CSV (``id`` then one column per lead, dB, full precision)."""
     import csv

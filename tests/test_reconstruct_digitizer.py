@@ -257,6 +257,19 @@ def test_each_page_is_told_how_far_its_limb_leads_agree(monkeypatch, tmp_path):
     assert wfdb.rdheader(str(wf / "misread")).comments == [
         f"ecgscan reading quality: poor (limb-lead residual {residual['misread']:.3f})"]
     assert wfdb.rdheader(str(wf / "flat")).comments == ["ecgscan reading quality: unknown"]
+    # with some true signals, snr-check says how each band scored
+    from ecgscan_cli.formats import write_signals
+
+    noise = np.random.default_rng(0).normal(0, 0.005, shown.shape)           # (an exact match scores +inf)
+    truth = np.stack([np.where(np.isnan(shown), 0.0, shown) + noise] * 3)
+    write_signals(tmp_path / "truth.h5", truth, ["good", "misread", "flat"])
+    r = run("snr-check", out, "--reference", tmp_path / "truth.h5", "--shown-only", "-f", "json")
+    assert r.exit_code == 0, r.output
+    line = " ".join(r.stderr.split())
+    good = float(line.split("good ")[1].split(" dB")[0])
+    poor = float(line.split("poor ")[1].split(" dB")[0])
+    assert "mean SNR by reading quality" in line and "(1 record)" in line
+    assert good > 25 and poor < good - 2, line            # the misread page's III (1 lead of 12) is inverted
 
 
 def test_wfdb_keeps_nan_as_the_invalid_sample(tmp_path):

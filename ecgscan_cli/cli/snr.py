@@ -117,6 +117,10 @@ def snr_check_command(
                         len(result.no_signal_ids), result.no_signal_ids[0])
         if result.extra_ids:
             log.warning("%d record(s) of %s are not in the reference and were ignored", len(result.extra_ids), file)
+        bands = snr.by_reading_quality(result, file)
+        if bands:
+            log.info("mean SNR by reading quality (the digitiser's /digitizer/quality): %s",
+                     ", ".join(f"{q} {db:.1f} dB ({k} record{'s' if k != 1 else ''})" for q, db, k in bands))
         short_fate = "scored against zeros" if official else "scored 0 dB" if score_absent else "not scored"
         title = (f"reconstruction SNR (dB, metric {chosen}) of {file.name} against {reference.name}, "
                  f"{len(result.ids)} records"
