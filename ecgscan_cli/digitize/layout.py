@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ecgscan_cli.errors import EcgscanError
+# where a printout puts each lead: the renderer's definition (the printed layouts)
+from ecgscan_cli.render.layout import GRID_ROWS, PANEL_MM, RHYTHM_LEAD, RHYTHM_LEADS_3, SIX_BY_TWO
 
 _INK = 0.3
-GRID_ROWS = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 TWELVE_ROWS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-RHYTHM_LEADS_3 = ("V1", "II", "V5")     # the three rhythm strips of a 3x4+3 page, top to bottom
-SIX_BY_TWO = (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6"))
 SIX_ROW_LAYOUTS = ("3x4+3", "6x2")
-PANEL_MM = 62.5           # one 3×4 panel on paper, whatever the speed
 CAL_PULSE_S = 0.2
 STANDARD_GAINS = (5.0, 10.0, 20.0)
 
@@ -393,7 +391,7 @@ def _panels(layout: str, row: Row, k: int) -> None:
     if layout.startswith("3x4") and k < 3:
         row.panels = [(GRID_ROWS[k][j], row.x0 + j * panel, row.x0 + (j + 1) * panel) for j in range(4)]
     elif layout == "3x4+1":
-        row.panels = [("II", row.x0, row.x1)]
+        row.panels = [(RHYTHM_LEAD, row.x0, row.x1)]
     elif layout == "3x4+3":
         row.panels = [(RHYTHM_LEADS_3[k - 3], row.x0, row.x1)]
     elif layout == "6x2":

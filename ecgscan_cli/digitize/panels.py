@@ -39,15 +39,14 @@ def choose_six_row_layout(rows: list[Row], traced, layout: str, speed_mm_s: floa
     The two place different leads side by side in the first 5 s (6×2: all six limb leads;
     3×4: I–III, then aVR–aVF beside the rhythm strips), so the wrong one breaks them badly
     (``tests/test_digitize_pipeline.py``)."""
-    def residual(name: str) -> float:
+    read = {}
+    for name in (layout, SIX_ROW_LAYOUTS[1 - SIX_ROW_LAYOUTS.index(layout)]):
         assign_layout(name, rows)
         name_rhythm_strips(rows, traced, speed_mm_s)    # (strips of other leads than V1, II, V5)
-        return lead_relation_residual(assemble(rows, traced, speed_mm_s))
-
-    other = SIX_ROW_LAYOUTS[1 - SIX_ROW_LAYOUTS.index(layout)]
-    best = min((layout, other), key=residual)
-    assign_layout(best, rows)
-    name_rhythm_strips(rows, traced, speed_mm_s)
+        read[name] = (lead_relation_residual(assemble(rows, traced, speed_mm_s)), [r.panels for r in rows])
+    best = min(read, key=lambda name: read[name][0])
+    for row, panels in zip(rows, read[best][1]):
+        row.panels = panels
     return best
 
 
