@@ -237,8 +237,8 @@ def test_init_fine_tunes_given_weights_and_records_where_they_came_from(signals_
 
     train_digitizer(tiny_config(signals_with_folds, steps=4), tmp_path / "a")
     first = tmp_path / "a" / "last" / "tracenet.safetensors"
-    # widths come from the weights, not from the config; a tiny learning rate keeps them close
-    cfg = tiny_config(signals_with_folds, steps=2, lr=1e-7, widths=(8, 16, 32), init=str(tmp_path / "a" / "last"))
+    # widths come from the weights (none given); a tiny learning rate keeps them close
+    cfg = tiny_config(signals_with_folds, steps=2, lr=1e-7, widths=None, init=str(tmp_path / "a" / "last"))
     train_digitizer(cfg, tmp_path / "b")
     a, b = load_tracenet(first), load_tracenet(tmp_path / "b" / "last" / "tracenet.safetensors")
     assert b.config.widths == (4, 8)
@@ -249,6 +249,55 @@ def test_init_fine_tunes_given_weights_and_records_where_they_came_from(signals_
     assert run["init"]["provenance"]["step"] == 4
     prov = tracenet_provenance(tmp_path / "b" / "last" / "tracenet.safetensors")
     assert prov["init"]["provenance"]["step"] == 4 and prov["augment_at"] == "page"
+
+
+def test_widened_tracenet_computes_the_same_maps_and_then_learns_with_its_new_channels():
+    import torch
+
+    from ecgscan_cli.digitize.model import TraceNet, TraceNetConfig, widen_tracenet
+
+    torch.manual_seed(0)
+    net = TraceNet(TraceNetConfig(widths=(4, 6, 8)))
+    with torch.no_grad():       # BatchNorm statistics that are not the defaults, as trained weights have
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x = torch.rand(3, 3, 32, 48)
+    for widths in [(4, 6, 8), (6, 6, 8), (4, 10, 16), (5, 9, 13)]:
+        wide = widen_tracenet(net.eval(), widths)
+        assert wide.config.widths == widths and not wide.training
+        with torch.no_grad():
+            assert torch.allclose(wide(x), net(x), atol=1e-5), widths
+            net.train(), wide.train()
+            assert torch.allclose(wide(x), net(x), atol=1e-4), widths   # batch statistics too
+            net.eval()
+    # the new channels are not dead: the old outputs' gradient reaches their weights
+    wide = widen_tracenet(net, (6, 10, 16)).train()
+    wide(x)[:, 0].mean().backward()
+    read_new = wide.up[0][0].weight.grad[:6, 8:16]      # the old decoder channels reading new deep ones
+    assert read_new.abs().sum() > 0
+    for widths in [(4, 6), (4, 6, 8, 8), (4, 5, 8)]:
+        with pytest.raises(EcgscanError, match="cannot widen"):
+            widen_tracenet(net, widths)
+
+
+def test_init_with_wider_widths_grows_the_weights(signals_with_folds, tmp_path, one_thread):
+    from ecgscan_cli.digitize.model import load_tracenet
+    from ecgscan_cli.digitize.trainer import train_digitizer
+
+    train_digitizer(tiny_config(signals_with_folds, steps=2), tmp_path / "a")
+    cfg = tiny_config(signals_with_folds, steps=2, widths=(6, 12), init=str(tmp_path / "a" / "last"))
+    train_digitizer(cfg, tmp_path / "b")
+    assert load_tracenet(tmp_path / "b" / "last" / "tracenet.safetensors").config.widths == (6, 12)
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["config"]["widths"] == [6, 12]
+    r = subprocess.run([sys.executable, "-m", "ecgscan_cli", "train-digitizer", str(signals_with_folds),
+                        "-o", str(tmp_path / "c"), "--init", str(tmp_path / "a" / "last"), "--widths", "2,8"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "cannot widen" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "c").exists()
 
 
 def test_init_shipped_and_refusals(signals_with_folds, tmp_path):

@@ -18,6 +18,17 @@ class AugmentAt(str, Enum):
     crop = "crop"
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.replace("-", ",").split(",") if w.strip())
+    except ValueError:
+        raise EcgscanError(f"--widths: expected comma-separated channel counts like 8,16,32,48,64, got {text!r}") from None
+    from ecgscan_cli.digitize.model import TraceNetConfig
+
+    TraceNetConfig(widths=widths).check()
+    return widths
+
+
 def _dpi_range(text: str) -> tuple[float, float]:
     lo, sep, hi = text.partition("-")
     try:
@@ -68,6 +79,10 @@ def train_digitizer_command(
         "--init", help="Start from these TraceNet weights (fine-tuning): 'shipped', a .safetensors file or "
         "a train-digitizer run folder. Their widths replace the default; their provenance is recorded.",
         show_default=False)] = None,
+    widths: Annotated[Optional[str], typer.Option(
+        "--widths", help="TraceNet's channels per level, e.g. '8,16,32,48,64' (the default). With --init: "
+        "wider than the weights' (as many levels) grows them, computing the same maps at the first step.",
+        show_default=False)] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validate and save every N steps.")] = 250,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.01,
                                                          help="Stop (and save) after this many minutes.")] = None,
@@ -108,6 +123,7 @@ def train_digitizer_command(
             signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
             val_folds=tuple(parse_folds(val_folds, "--val-folds")), steps=steps, batch_size=batch_size, crop=crop, lr=lr,
             mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX), augment_at=augment_at.value, init=init,
+            widths=_widths(widths) if widths is not None else None,
             dpi=_dpi_range(dpi),
             eval_every=eval_every, seed=seed, max_minutes=max_minutes)
 

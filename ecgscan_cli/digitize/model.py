@@ -73,6 +73,51 @@ class TraceNet(nn.Module):
         return self.head(x)
 
 
+def widen_tracenet(net: TraceNet, widths: tuple[int, ...]) -> TraceNet:
+    """A wider TraceNet that computes exactly what ``net`` does (train and eval mode alike).
+
+    ``widths`` must have as many levels as ``net``'s and none narrower. The old channels
+    keep their weights and read none of the new ones (those weights are zero), so the
+    maps are unchanged until training moves the new weights: fine-tuning a larger network
+    starts from everything the smaller one learned instead of from random (which a CPU
+    could not train back up in a session).
+    """
+    old = tuple(net.config.widths)
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != len(old) or any(n < o for n, o in zip(widths, old)):
+        raise EcgscanError(f"cannot widen TraceNet {'-'.join(map(str, old))} to {'-'.join(map(str, widths))}: "
+                           "give as many levels, none narrower")
+    wide = TraceNet(TraceNetConfig(widths=widths, out_channels=net.config.out_channels))
+    # (old module, new module, the widths of the parts it reads: [upsampled, skip] in a decoder level)
+    pairs = [(net.head, wide.head, [old[0]], [widths[0]])]
+    for i, (o, n) in enumerate(zip(net.down, wide.down)):
+        pairs += [(o, n, [old[i - 1] if i else 3], [widths[i - 1] if i else 3])]
+    for j, (o, n) in enumerate(zip(net.up, wide.up)):
+        i = len(old) - 1 - j
+        pairs += [(o, n, [old[i], old[i - 1]], [widths[i], widths[i - 1]])]
+    with torch.no_grad():
+        for o_block, n_block, parts_old, parts_new in pairs:
+            o_mods = [m for m in o_block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+            n_mods = [m for m in n_block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+            for o, n in zip(o_mods, n_mods):
+                if isinstance(o, nn.BatchNorm2d):
+                    k = o.num_features
+                    for name in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(n, name)[:k] = getattr(o, name)
+                    continue
+                rows = o.out_channels
+                n.weight[:rows] = 0.0          # the old channels read none of the new ones
+                a_old = a_new = 0
+                for w_old, w_new in zip(parts_old, parts_new):
+                    n.weight[:rows, a_new:a_new + w_old] = o.weight[:, a_old:a_old + w_old]
+                    a_old, a_new = a_old + w_old, a_new + w_new
+                if o.bias is not None:
+                    n.bias[:rows] = o.bias
+                # a block's second convolution reads its first's output: one part, the block's width
+                parts_old, parts_new = [o.out_channels], [n.out_channels]
+    return wide.train(net.training)
+
+
 def save_tracenet(net: TraceNet, path: str | Path, extra: dict | None = None) -> None:
     """Weights as safetensors; config (and ``extra`` provenance) as JSON in the metadata."""
     from safetensors.torch import save_file

@@ -45,7 +45,9 @@ class DigitizerTrainConfig:
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     augment_at: str = "page"                      # augment whole pages, then crop (data.PairConfig)
     init: str | None = None                       # start from these TraceNet weights (fine-tuning)
-    widths: tuple[int, ...] = (8, 16, 32, 48, 64)
+    # None: the --init weights' widths, else TraceNetConfig's; with --init, wider ones grow
+    # those weights (model.widen_tracenet) so fine-tuning starts from what they learned
+    widths: tuple[int, ...] | None = None
     val_batches: int = 6
     eval_every: int = 250
     log_every: int = 25
@@ -171,7 +173,7 @@ def train_digitizer(cfg: DigitizerTrainConfig, out: str | Path, *, resume: bool 
     import torch
 
     from ecgscan_cli.digitize.model import (
-        TraceNet, TraceNetConfig, load_tracenet, save_tracenet, tracenet_provenance,
+        TraceNet, TraceNetConfig, load_tracenet, save_tracenet, tracenet_provenance, widen_tracenet,
     )
     from ecgscan_cli.formats.signals import SignalsFile
 
@@ -197,9 +199,12 @@ def train_digitizer(cfg: DigitizerTrainConfig, out: str | Path, *, resume: bool 
         torch.manual_seed(cfg.seed)
         if init is not None:
             net = load_tracenet(init).train()
+            if cfg.widths is not None and tuple(cfg.widths) != tuple(net.config.widths):
+                net = widen_tracenet(net, cfg.widths)
             cfg.widths = tuple(net.config.widths)
         else:
-            net = TraceNet(TraceNetConfig(widths=tuple(cfg.widths)))
+            net = TraceNet(TraceNetConfig(**({} if cfg.widths is None else {"widths": tuple(cfg.widths)})))
+            cfg.widths = tuple(net.config.widths)
         _fresh_run_folder(out, overwrite)
         state = None
         run = {"config": asdict(cfg), "command": sys.argv, "train_records": len(train_rows),
