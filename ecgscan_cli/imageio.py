@@ -7,7 +7,8 @@ An input is one of
   turned into RGB on white, then letterboxed into the model's square input like the
   training renders are (whole page, centred, white padding); files that cannot be read
   are reported and skipped (``ImageSource.skipped``), and so are documents that are not
-  raster images (PDF, SVG, HEIC...: :data:`UNSUPPORTED_SUFFIXES`, with how to convert them);
+  raster images (PDF, SVG...: :data:`UNSUPPORTED_SUFFIXES`, with how to convert them;
+  HEIC/HEIF phone photos are read where the optional pillow-heif is installed);
 * an images file (``ecgscan render -o images.h5``): stored images, letterboxed when
   their size differs from the model's;
 * a signals file (``ecgscan import`` / ``synth``): rendered on the fly with
@@ -45,11 +46,15 @@ UNSUPPORTED_SUFFIXES = {
     ".pdf": "a PDF is not read; convert its pages to PNG first (e.g. `pdftoppm -r 200 -png FILE.pdf page`)",
     ".svg": "an SVG is not read; rasterise it to PNG first (e.g. `rsvg-convert -d 200 -p 200 FILE.svg -o page.png`)",
     ".svgz": "an SVG is not read; rasterise it to PNG first",
-    ".heic": "HEIC photos are not read; export them as JPEG first",
-    ".heif": "HEIF photos are not read; export them as JPEG first",
+    ".heic": "HEIC photos need the optional pillow-heif package (pip install 'ecgscan[heic]'); "
+             "or export them as JPEG",
+    ".heif": "HEIF photos need the optional pillow-heif package (pip install 'ecgscan[heic]'); "
+             "or export them as JPEG",
     ".eps": "PostScript is not read; convert it to PNG first",
     ".ps": "PostScript is not read; convert it to PNG first",
 }
+# What phones save by default (iPhones since 2017): read where pillow-heif is installed
+HEIF_SUFFIXES = (".heic", ".heif")
 MAX_PIXELS = 100_000_000   # larger images are refused from their header (a 100-MP photo is already rare)
 
 
@@ -67,6 +72,8 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        heif_readable()
     if not path.is_file():   # never opened: a FIFO named x.png would block forever
         raise EcgscanError(f"{path}: cannot read image: not a regular file")
     try:
@@ -93,6 +100,35 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
         raise EcgscanError(f"{path}: cannot read image: {_one_line(e)}") from None
     except (Image.DecompressionBombError, MemoryError) as e:
         raise EcgscanError(f"{path}: refusing image: {_one_line(e) or 'out of memory'}") from None
+
+
+def heif_readable() -> bool:
+    """Whether HEIC/HEIF photos can be read (the optional pillow-heif package, registered
+    with PIL once). libheif applies the photo's rotation itself and resets its EXIF
+    orientation, so the image comes out upright like a JPEG does."""
+    global _HEIF
+    if _HEIF is None:
+        try:
+            from pillow_heif import register_heif_opener
+
+            register_heif_opener()
+            _HEIF = True
+        except Exception:     # not installed, or a build that does not load here
+            _HEIF = False
+    return _HEIF
+
+
+_HEIF: bool | None = None
+
+
+def _is_image(suffix: str) -> bool:
+    s = suffix.lower()
+    return s in IMAGE_SUFFIXES or (s in HEIF_SUFFIXES and heif_readable())
+
+
+def _not_read(suffix: str) -> bool:
+    """A document people keep beside their scans that is not read (with a hint how to convert it)."""
+    return suffix.lower() in UNSUPPORTED_SUFFIXES and not _is_image(suffix)
 
 
 def _one_line(e: BaseException) -> str:
@@ -164,11 +200,11 @@ def list_images(folder: str | os.PathLike, specials: list | None = None,
     for p in folder.rglob("*"):
         if p.name.startswith("."):
             continue
-        if p.suffix.lower() in UNSUPPORTED_SUFFIXES:
+        if _not_read(p.suffix):
             if unsupported is not None and not p.is_dir():
                 unsupported.append(p)
             continue
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
+        if not _is_image(p.suffix):
             continue
         if p.is_file():
             files.append(p)
@@ -382,9 +418,9 @@ def open_source(path: str | os.PathLike) -> ImageSource:
                            reports=[""] * n, skipped=skipped, _files=files)
     if not path.is_file():
         raise EcgscanError(f"{path} is not a regular file (FIFO, device or socket); not read")
-    if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
+    if _not_read(path.suffix):
         raise EcgscanError(f"{path}: {UNSUPPORTED_SUFFIXES[path.suffix.lower()]}")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if _is_image(path.suffix):
         load_image(path, max_side=256)  # a single image: clear error if unreadable (shrunk: memory bounded)
         return ImageSource(path=path, kind="folder", ids=[path.stem], labels=np.zeros((1, 0), np.uint8),
                            classes=[], folds=np.full(1, -1), reports=[""], _files=[path])

@@ -708,3 +708,34 @@ def test_real_digitizer_reads_six_row_printouts(tmp_path, one_thread, layout):
     want = as_shown(ref.signals[0].astype(np.float64), LayoutOptions(layout=layout))
     assert (np.abs(np.isfinite(got).sum(axis=1) - np.isfinite(want).sum(axis=1)) < 60).all()
     assert np.nanmean(reconstruction_snr(want, got, 500.0, align=True)) > 15.0
+
+
+def test_heic_phone_photos_are_read_upright_where_pillow_heif_is_installed(fake, tmp_path, monkeypatch):
+    pytest.importorskip("pillow_heif")
+    from ecgscan_cli import imageio
+
+    assert imageio.heif_readable()          # registers the HEIF plugin with PIL (also for saving)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    # a portrait photo of a landscape page, as an iPhone stores it: pixels sideways, the
+    # turn in the file (EXIF orientation 6, which libheif writes as the container's rotation)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _save(scans / "IMG_0001.HEIC", np.rot90(_page(0.3), 1).copy(), exif=exif.tobytes(), quality=95)
+    _save(scans / "b.jpg", _page(0.6), quality=95)
+    r = run("reconstruct", scans, "-o", tmp_path / "r.h5")
+    assert r.exit_code == 0, r.output
+    sf = SignalsFile(tmp_path / "r.h5")
+    assert sf.ids == ["IMG_0001", "b"]
+    # upright: the page's top 30 % is dark, so the fake reads 0.3 × (k + 1) mV
+    np.testing.assert_allclose(sf.signal(0)[1], 0.6, atol=0.03)
+    shapes = [shape for shape, _, _ in fake.calls]
+    assert shapes[0][:2] == (200, 300)
+    upright = imageio.load_image(scans / "IMG_0001.HEIC")
+    assert upright.shape == (200, 300, 3) and upright[:50].mean() < 40 and upright[-100:].mean() > 215
+    # without pillow-heif: skipped in one line that says what to install
+    monkeypatch.setattr(imageio, "_HEIF", False)
+    r = run("reconstruct", scans, "-o", tmp_path / "r2.h5")
+    assert r.exit_code == 0, r.output
+    assert SignalsFile(tmp_path / "r2.h5").ids == ["b"]
+    assert "ecgscan[heic]" in "".join(r.stderr.split()).replace("'", "")

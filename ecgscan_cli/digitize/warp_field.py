@@ -98,9 +98,12 @@ def _phase_field(band: np.ndarray, period: float, axis: int, step: int) -> np.nd
     size = max(3, int(round(period)))
     parts = []
     for p in (z.real, z.imag):
-        for ax in (0, 1):
-            p = uniform_filter1d(uniform_filter1d(p, size, axis=ax, mode="nearest"), size, axis=ax, mode="nearest")
-        parts.append(gaussian_filter(p[::step, ::step], period / step, mode="nearest"))
+        # the box filters are separable: along the rows first, then down only the columns
+        # the lattice keeps (the same numbers, a quarter less filtering)
+        p = uniform_filter1d(uniform_filter1d(p, size, axis=1, mode="nearest"), size, axis=1, mode="nearest")
+        p = p[:, ::step]
+        p = uniform_filter1d(uniform_filter1d(p, size, axis=0, mode="nearest"), size, axis=0, mode="nearest")
+        parts.append(gaussian_filter(p[::step], period / step, mode="nearest"))
     zs = parts[0] + 1j * parts[1]
     mean = zs.mean(axis=0)                                   # the band's, per column
     mag = np.abs(mean)
