@@ -14,6 +14,7 @@ SNR, pages refused, pages where the refined reading won, and the median seconds 
 
     python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --limit 20
     python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --layout 6x2 --methods net
+    python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --speed 50 --conditions none,paper
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
                          "exact: the page's exact maps moved with it (what the steps after the maps lose)")
     ap.add_argument("--dpi", default="200", help="page resolutions to render, e.g. '150,200,300'")
     ap.add_argument("--layout", default="3x4+1", help="printout layout of the pages: 3x4+1, 3x4+3 or 6x2")
+    ap.add_argument("--speed", type=float, default=25.0, help="paper speed of the pages, 25 or 50 mm/s "
+                    "(the digitiser is told it, as `reconstruct --speed`)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--pages", default=None, help="also write every page's score here (JSON lines), "
@@ -59,6 +62,7 @@ def main() -> None:
                                         start=args.start, conditions=tuple(args.conditions.split(",")),
                                         method=method if method in ("classical", "exact") else "net",
                                         refine=method == "net", net=net, dpi=dpi, layout=args.layout,
+                                        speed_mm_s=args.speed,
                                         progress=lambda s: print(".", end="", file=sys.stderr, flush=True))
             print(file=sys.stderr)
             rows += [{"method": method, "dpi": f"{dpi:g}", **r} for r in summarize_scores(scores)]

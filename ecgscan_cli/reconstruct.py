@@ -299,11 +299,12 @@ def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
     return Picture(small, traces, caption)
 
 
-def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool = False):
+def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool = False, printout=None):
     """One page → ``(signal [12, N_SAMPLES] float32 mV at canonical.FS, NaN where not shown, Digitized)``.
 
     ``quick``: only the network's reading at the working resolution (no perspective-undone
-    or image-resolution reading competing; see :func:`ecgscan_cli.digitize.image.digitize_image`).
+    or image-resolution reading competing; see :func:`ecgscan_cli.digitize.image.digitize_image`);
+    ``printout``: the paper speed and fallback gain (:class:`ecgscan_cli.digitize.pipeline.Printout`).
 
     Raises :class:`EcgscanError` (a one-line reason) when the page cannot be read: too
     small, no grid, unknown layout, no trace found."""
@@ -313,7 +314,7 @@ def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool 
     if min(h, w) < MIN_PAGE_SIDE:
         raise EcgscanError(f"image of {w}×{h} px is too small to show an ECG (at least {MIN_PAGE_SIDE} px a side)")
     d = digitize_image(np.ascontiguousarray(page, np.uint8), net, method="net" if method == "digitizer" else "classical",
-                       refine=not quick)
+                       refine=not quick, printout=printout)
     sig = np.asarray(d.signal, np.float32)
     fs = float(d.fs)
     if sig.ndim != 2 or sig.shape[0] != canonical.N_LEADS or abs(fs - canonical.FS) > 1e-6:
@@ -331,7 +332,7 @@ def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool 
 
 
 def digitize_source(source, method: str = "digitizer", net=None, progress=None, keep_pictures: int = 0,
-                    quick: bool = False, readings: dict | None = None):
+                    quick: bool = False, readings: dict | None = None, printout=None):
     """Digitise every page of ``source`` → (row indices, ids, signals [n, 12, N_SAMPLES], pictures).
 
     ``readings``: a dict counting which reading won per page (``working``, ``refined``,
@@ -351,7 +352,7 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
     rows, ids, sigs, pictures = [], [], [], {}
     for i, rid, page in source.pages(DIGITIZE_MAX_SIDE):
         try:
-            sig, d = digitize_page(page, net, method, quick)
+            sig, d = digitize_page(page, net, method, quick, printout)
         except EcgscanError as e:
             source.skip(i, f"{source.name(i)}: {e}")
             continue
@@ -437,16 +438,20 @@ def resolve_method(method: str | None, checkpoint=None, weights=None) -> str:
 
 def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = None, weights=None, wfdb_dir=None,
                         overlay_dir=None, reference=None, max_overlays: int = 8, batch_size: int = 16,
-                        device="auto", overwrite: bool = False, progress_factory=None, quick: bool = False):
+                        device="auto", overwrite: bool = False, progress_factory=None, quick: bool = False,
+                        speed_mm_s: float = 25.0, gain_mm_mv: float = 10.0):
     """Write the reconstruction signals file (+ WFDB / overlays). Returns (path, source, summary dict).
 
     ``quick``: the digitiser reads each page once (see :func:`digitize_page`); the summary's
-    ``readings`` counts which reading won on how many pages.
+    ``readings`` counts which reading won on how many pages. ``speed_mm_s`` (25 or 50) and
+    ``gain_mm_mv`` (5, 10 or 20: used where no calibration pulse shows the gain): the
+    printouts' settings, for the digitisers.
 
     ``method`` defaults to ``decoder`` when ``checkpoint`` is given, else ``digitizer``
     (``weights``: a safetensors file, default the weights shipped in the package)."""
     from ecgscan_cli.atomic import atomic_output, check_output_path
     from ecgscan_cli.digitize.consistency import FAIR_BELOW, GOOD_BELOW, QUALITIES
+    from ecgscan_cli.digitize.pipeline import Printout
     from ecgscan_cli.embed import resolve_device
     from ecgscan_cli.formats.signals import MAX_MV, SignalsFile, SignalsWriter
     from ecgscan_cli.imageio import open_source
@@ -454,6 +459,7 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     method = resolve_method(method, checkpoint, weights)
     if quick and method == "decoder":
         raise EcgscanError("--quick is the digitiser's (one reading per page); the decoder reads each image once anyway")
+    printout = printout_settings(speed_mm_s, gain_mm_mv, method)
     check_output_path(out, overwrite, kind="signals")
     for d, kind in ((wfdb_dir, "wfdb"), (overlay_dir, "overlays")):
         if d is not None:
@@ -462,6 +468,10 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
         raise EcgscanError(f"--weights {weights}: no such file (a .safetensors file or a `train-digitizer` run folder)")
     ref = SignalsFile(reference) if reference is not None else None
     source = open_source(input_path)
+    if source.kind == "signals" and printout != Printout():
+        source.close()
+        raise EcgscanError("--speed and --gain describe printouts; a signals file is drawn at "
+                           "25 mm/s and 10 mm/mV (render it with `ecgscan render --speed` and read the images)")
     try:
         ctx = progress_factory(len(source), "reconstructing") if progress_factory else contextlib.nullcontext(None)
         keep = max_overlays if overlay_dir is not None else 0
@@ -475,7 +485,8 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
                 rows, ids, sig = reconstruct(engine, source, batch_size, dev, advance)
                 pictures = {}
             else:
-                rows, ids, sig, pictures = digitize_source(source, method, engine, advance, keep, quick, readings)
+                rows, ids, sig, pictures = digitize_source(source, method, engine, advance, keep, quick, readings,
+                                                           printout)
         if not ids:
             first = f"; {source.skipped[0][1]}" if source.skipped else ""
             raise EcgscanError(f"{input_path}: no usable image ({len(source.skipped)} skipped{first})")
@@ -522,6 +533,23 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     finally:
         source.close()
     return Path(out), source, summary
+
+
+def printout_settings(speed_mm_s: float, gain_mm_mv: float, method: str):
+    """The :class:`~ecgscan_cli.digitize.pipeline.Printout` a reconstruction reads with,
+    checked: the speeds and gains printouts use (and ``render`` draws)."""
+    from ecgscan_cli.digitize.pipeline import Printout
+    from ecgscan_cli.render.layout import GAINS, SPEEDS
+
+    if float(speed_mm_s) not in SPEEDS:
+        raise EcgscanError(f"--speed must be one of {', '.join(f'{v:g}' for v in SPEEDS)} mm/s, got {speed_mm_s:g}")
+    if float(gain_mm_mv) not in GAINS:
+        raise EcgscanError(f"--gain must be one of {', '.join(f'{v:g}' for v in GAINS)} mm/mV, got {gain_mm_mv:g}")
+    printout = Printout(float(speed_mm_s), float(gain_mm_mv))
+    if method == "decoder" and printout != Printout():
+        raise EcgscanError("--speed and --gain are the digitiser's; the decoder reads pages drawn like its "
+                           "training renders (25 mm/s, 10 mm/mV)")
+    return printout
 
 
 def _load_engine(method: str, checkpoint, weights, device):

@@ -456,6 +456,15 @@ def test_without_a_grid_the_pulses_and_the_row_length_give_the_scale(signals):
     assert mean_snr(x, d) >= 15.0
 
 
+def test_without_a_grid_a_50_mm_s_page_takes_its_scale_from_5_s_rows(signals):
+    x = signals[1]
+    options = LayoutOptions(grid="none", speed=50.0)
+    trace, grid = page_targets(x, 500.0, options, 100.0)
+    d = digitize_maps(trace, grid, speed_mm_s=50.0)
+    assert d.px_per_mm[0] == pytest.approx(100 / 25.4, rel=0.01)
+    assert mean_snr(x, d, options) >= 15.0
+
+
 @pytest.mark.parametrize("options,speed", [(LayoutOptions(gain=20.0), 25.0), (LayoutOptions(gain=5.0), 25.0),
                                            (LayoutOptions(speed=50.0), 50.0), (LayoutOptions(paper="a4"), 25.0)])
 def test_other_gains_speeds_and_paper(signals, options, speed):

@@ -39,12 +39,13 @@ class FakeDigitizeError(EcgscanError):
 BLUE, GREEN, RED = (0, 0, 255), (0, 255, 0), (255, 0, 0)   # corner markers: unknown layout, a bug, Ctrl-C
 
 
-def fake_digitize(image, net=None, *, method="net", refine=True):
+def fake_digitize(image, net=None, *, method="net", refine=True, printout=None):
     """3×4 + II layout: lead k shows its 2.5-s column, II the whole 10 s; every shown sample
     is (dark-pixel fraction) × (k + 1) mV. Rows in render-sidecar form (pixels of ``image``)."""
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     fake_digitize.calls.append((image.shape, method, net))
     fake_digitize.refine.append(refine)
+    fake_digitize.printouts.append(printout)
     corner = tuple(int(v) for v in image[0, 0])
     if corner == BLUE:
         raise FakeDigitizeError("unknown layout (6 rows of traces)")
@@ -89,6 +90,7 @@ def fake(monkeypatch):
     mod.digitize_image = fake_digitize
     fake_digitize.calls = []
     fake_digitize.refine = []
+    fake_digitize.printouts = []
     monkeypatch.setitem(sys.modules, "ecgscan_cli.digitize.image", mod)
     return types.SimpleNamespace(loaded=loaded, calls=fake_digitize.calls)
 
@@ -225,7 +227,7 @@ def test_each_page_is_told_how_far_its_limb_leads_agree(monkeypatch, tmp_path):
     flat = np.where(np.isnan(shown), np.nan, 0.5).astype(np.float32)   # nothing to check
     by_level = {10: shown, 30: misread, 50: flat}
 
-    def digitize(image, net=None, *, method="net", refine=True):
+    def digitize(image, net=None, *, method="net", refine=True, printout=None):
         sig = by_level[int(round(100 * (image.mean(-1) < 100).mean()))]
         return types.SimpleNamespace(signal=sig, fs=500.0, layout="3x4+II", px_per_mm=(1.0, 1.0),
                                      rotation_deg=0.0, rows=[], reading="working")
@@ -739,3 +741,46 @@ def test_heic_phone_photos_are_read_upright_where_pillow_heif_is_installed(fake,
     assert r.exit_code == 0, r.output
     assert SignalsFile(tmp_path / "r2.h5").ids == ["b"]
     assert "ecgscan[heic]" in "".join(r.stderr.split()).replace("'", "")
+
+
+@pytest.mark.skipif(_real_weights() is None, reason="the digitiser and its shipped weights are not in this tree")
+def test_real_digitizer_reads_50_mm_s_printouts_when_told_the_speed(tmp_path, one_thread):
+    """A 50 mm/s printout shows 5 s; read as 25 mm/s (the default) its time axis is doubled
+    and it scores ~0 dB, told --speed 50 it reads like a 25 mm/s page."""
+    from ecgscan_cli.formats import write_signals
+    from ecgscan_cli.render.layout import LayoutOptions, as_shown
+    from ecgscan_cli.snr import reconstruction_snr
+    from ecgscan_cli.synth import synthesize
+
+    ref = synthesize(1, seed=3)
+    write_signals(tmp_path / "truth.h5", ref.signals, ref.ids)
+    r = run("render", tmp_path / "truth.h5", "-o", f"{tmp_path}/pages/", "--speed", "50", "-q")
+    assert r.exit_code == 0, r.output
+    want = as_shown(ref.signals[0].astype(np.float64), LayoutOptions(speed=50.0))
+    scores = {}
+    for speed in ("50", "25"):
+        r = run("reconstruct", tmp_path / "pages", "-o", tmp_path / f"r{speed}.h5", "--speed", speed, "--device", "cpu")
+        assert r.exit_code == 0, r.output
+        got = SignalsFile(tmp_path / f"r{speed}.h5").signal(0)
+        scores[speed] = float(np.nanmean(reconstruction_snr(want, got, 500.0, align=True)))
+        if speed == "50":   # each lead where the page shows it: 1.25 s panels, II over 5 s
+            assert (np.abs(np.isfinite(got).sum(axis=1) - np.isfinite(want).sum(axis=1)) < 30).all()
+    assert scores["50"] > 15.0 and scores["25"] < 5.0, scores
+
+
+def test_speed_and_gain_are_checked(fake, tmp_path, random_signals_file):
+    _save(tmp_path / "scans" / "a.png", _page(0.1))
+    for args, why in ((["--speed", "30"], "--speed must be one of 25, 50"),
+                      (["--gain", "7"], "--gain must be one of 5, 10, 20"),
+                      (["--speed", "50", "--method", "decoder", "--checkpoint", tmp_path], "the digitiser's")):
+        r = run("reconstruct", tmp_path / "scans", "-o", tmp_path / "r.h5", *args)
+        assert r.exit_code == 2 and why in r.stderr and "Traceback" not in r.output, r.output
+        assert not (tmp_path / "r.h5").exists()
+    r = run("reconstruct", random_signals_file, "-o", tmp_path / "r.h5", "--speed", "50")
+    assert r.exit_code == 2 and "render it with" in r.stderr, r.output
+    assert not (tmp_path / "r.h5").exists()
+    r = run("reconstruct", tmp_path / "scans", "-o", tmp_path / "r.h5", "--speed", "50", "--gain", "20")
+    assert r.exit_code == 0, r.output
+    from ecgscan_cli.digitize.pipeline import Printout
+
+    assert fake_digitize.printouts[-1] == Printout(speed_mm_s=50.0, gain_mm_mv=20.0)

@@ -54,6 +54,12 @@ def reconstruct_command(
         "--quick", help="Digitiser: read each page once, with the network's maps at its working resolution "
                         "(about 2× faster; no second reading at the image's own resolution or with the "
                         "page's perspective undone).")] = False,
+    speed: Annotated[float, typer.Option(
+        "--speed", help="Digitiser: the printouts' paper speed, 25 or 50 mm/s (a page does not say it "
+                        "in a form the digitiser reads; 50 mm/s pages read as 25 come out as noise).")] = 25.0,
+    gain: Annotated[float, typer.Option(
+        "--gain", help="Digitiser: the gain, 5, 10 or 20 mm/mV, used where no calibration pulse shows it "
+                       "(a pulse's height wins).")] = 10.0,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass of the "
                                             "decoder (lower it if memory runs out).")] = 16,
     device: Device = "auto",
@@ -91,7 +97,8 @@ def reconstruct_command(
     path, source, summary = reconstruct_to_file(
         checkpoint, input_path, output, method=method, weights=weights, wfdb_dir=wfdb_dir, overlay_dir=overlay_dir,
         reference=reference, max_overlays=max_overlays, batch_size=batch_size, device=device,
-        overwrite=overwrite, progress_factory=lambda n, d: progress_bar(n, d, quiet), quick=quick)
+        overwrite=overwrite, progress_factory=lambda n, d: progress_bar(n, d, quiet), quick=quick,
+        speed_mm_s=speed, gain_mm_mv=gain)
     total = summary["n"] + summary["skipped"]
     log.info("reconstructed %d of %d image(s) with %s", summary["n"], total, METHOD_NAMES[summary["method"]])
     readings = {k: v for k, v in summary.get("readings", {}).items() if k != "working"}

@@ -79,7 +79,7 @@ def score_page(reference: np.ndarray, estimate: np.ndarray | None, fs: float) ->
 def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit: int | None = None,
                        method: str = "net", net=None, seed: int = 0, progress=None,
                        refine: bool = True, dpi: float = 200.0, start: int = 0,
-                       layout: str = "3x4+1") -> list[PageScore]:
+                       layout: str = "3x4+1", speed_mm_s: float = 25.0) -> list[PageScore]:
     """Scores of every (record of ``folds``, condition); a page the digitiser refuses scores as
     an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason.
     ``method``: ``net`` or ``classical`` (:func:`~ecgscan_cli.digitize.image.digitize_image`),
@@ -87,15 +87,17 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
     :func:`~ecgscan_cli.digitize.pipeline.digitize_maps` at the image's resolution (no
     rectification) — what the steps after the maps make of perfect maps, so a condition's
     loss splits into the maps' share and the rest. ``refine``: passed to ``digitize_image``;
-    ``dpi``: of the rendered pages; ``layout``: their printout (``3x4+1``, ``3x4+3``, ``6x2``).
+    ``dpi``: of the rendered pages; ``layout``: their printout (``3x4+1``, ``3x4+3``, ``6x2``);
+    ``speed_mm_s``: their paper speed (25 or 50), which the digitiser is told.
     ``start``: skip the first records of ``folds`` (a record's page is the same whatever
     ``start`` and ``limit`` select: its seed is its position)."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
-    from ecgscan_cli.digitize.pipeline import digitize_maps
+    from ecgscan_cli.digitize.pipeline import Printout, digitize_maps
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.render.layout import LayoutOptions, as_shown
 
-    options = LayoutOptions(layout=layout).check()
+    options = LayoutOptions(layout=layout, speed=float(speed_mm_s)).check()
+    printout = Printout(speed_mm_s=float(speed_mm_s))
     sf = SignalsFile(signals_path)
     rows = [i for i in range(len(sf)) if sf.folds is None or int(sf.folds[i]) in set(folds)]
     rows = rows[start:None if limit is None else start + limit]
@@ -113,8 +115,8 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
                           else (render_condition(full, sf.fs, condition, seed + k, dpi=dpi, options=options), None))
             t0 = time.perf_counter()
             try:
-                d = (digitize_maps(maps[0], maps[1]) if method == "exact"
-                     else digitize_image(page, net, method=method, refine=refine))
+                d = (digitize_maps(maps[0], maps[1], speed_mm_s=printout.speed_mm_s) if method == "exact"
+                     else digitize_image(page, net, method=method, refine=refine, printout=printout))
                 est, err, reading = d.signal, "", getattr(d, "reading", "")
             except EcgscanError as e:
                 est, err, reading = None, str(e), ""

@@ -99,7 +99,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return a[..., :3]
 
 
-def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: bool = True):
+def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: bool = True, printout=None):
     """The 12-lead signal on a page image (uint8 H×W×3 RGB, any size).
 
     Returns a :class:`~ecgscan_cli.digitize.pipeline.Digitized` whose ``rows`` are in the
@@ -115,8 +115,9 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     turn it by 90°; a page seen sideways, or an upright one whose reading is doubtful
     (:func:`_doubtful`), is compared with its half turn and turned over where that clearly
     reads better (:func:`_clearly_better`) (``orientation``: degrees counter-clockwise the
-    image was turned). Raises :class:`~ecgscan_cli.digitize.pipeline.DigitizeError`
-    (one line) when the page cannot be read.
+    image was turned). ``printout``: a :class:`~ecgscan_cli.digitize.pipeline.Printout`
+    (paper speed, gain where no pulse shows it; default 25 mm/s, 10 mm/mV). Raises
+    :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
     """
     from ecgscan_cli.digitize.geometry import rows_run_sideways
 
@@ -130,7 +131,7 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     if rows_run_sideways(maps[0]):
         quarter = 1
         maps = _maps(np.rot90(image, quarter), net, method)
-    first, as_is = _read_turned(image, quarter, maps, method, refine)
+    first, as_is = _read_turned(image, quarter, maps, method, refine, printout=printout)
     # a page seen sideways is as likely turned one way as the other; an upright one is
     # turned over only when its reading is doubtful and the half turn clearly better
     if quarter == 0 and not _doubtful(first):
@@ -140,9 +141,9 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     # roughly and kept only where it clearly does better (against the page's own working
     # reading, ``as_is``); then it is read in full.
     half = _reading("working", np.rot90(image, quarter + 2), np.rot90(maps[0], 2).copy(),
-                    np.rot90(maps[1], 2).copy())
+                    np.rot90(maps[1], 2).copy(), printout=printout)
     if _clearly_better(half, as_is, strict=quarter == 0):
-        flipped, _ = _read_turned(image, quarter + 2, None, method, refine, net)
+        flipped, _ = _read_turned(image, quarter + 2, None, method, refine, net, printout=printout)
         if not isinstance(flipped, Exception):
             return flipped
     if isinstance(first, Exception):
@@ -201,7 +202,7 @@ def _pulses(result) -> int:
     return -1 if isinstance(result, Exception) else sum(bool(r.get("calibration")) for r in result.rows)
 
 
-def _read_turned(image: np.ndarray, quarter: int, maps, method: str, refine: bool, net=None):
+def _read_turned(image: np.ndarray, quarter: int, maps, method: str, refine: bool, net=None, printout=None):
     """(the best reading of ``image`` turned ``quarter`` × 90° counter-clockwise, or the
     error; its working reading): the best one's ``to_image`` maps back to the unturned
     image's pixels."""
@@ -209,7 +210,7 @@ def _read_turned(image: np.ndarray, quarter: int, maps, method: str, refine: boo
     turned = np.ascontiguousarray(np.rot90(image, quarter))
     if maps is None:
         maps = _maps(turned, net, method)
-    result, working = _read_page(turned, *maps, method, refine)
+    result, working = _read_page(turned, *maps, method, refine, printout)
     if not isinstance(result, Exception):
         result.orientation = 90 * quarter
         result.to_image = _unturn(quarter, image.shape[:2]) @ result.to_image
@@ -225,10 +226,10 @@ def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:
             3: np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, h], [0.0, 0.0, 1.0]])}[quarter % 4]
 
 
-def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: str, refine: bool):
+def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: str, refine: bool, printout=None):
     """(the reading of an upright page the lead relations prefer, or the error of the
     first; the working reading, or its error) from the page's working maps."""
-    readings = [_reading("working", image, trace, grid)]
+    readings = [_reading("working", image, trace, grid, printout=printout)]
     if refine:
         # the page's geometry first (perspective undone or not), then the image's own
         # resolution on that geometry; each step keeps what the lead relations prefer
@@ -237,15 +238,15 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
         rect = rectified_maps(trace, grid)
         if rect is not None:     # rows made level and parallel: nothing left to deskew
             readings.append(_reading("rectified", image, rect[0], rect[1], _scale_to(image, trace) @ rect[2],
-                                     straight=True))
+                                     straight=True, printout=printout))
         base = _best(readings)
         if method == "net" and base is not None:
-            readings.append(_refined_reading(image, trace, grid, base, rect))
+            readings.append(_refined_reading(image, trace, grid, base, rect, printout))
     best = _best(readings)
     return (next(r for r in readings if isinstance(r, Exception)) if best is None else best), readings[0]
 
 
-def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect):
+def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect, printout=None):
     """The image-resolution reading (:mod:`.refine`) on ``base``'s geometry, or None.
 
     The base reading's rectification and deskew are folded into one homography that the
@@ -269,7 +270,7 @@ def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, bas
         return None
     finer = np.diag([t.shape[1] / maps[0].shape[1], t.shape[0] / maps[0].shape[0], 1.0])
     return _reading("rectified+refined" if rectified else "refined", image, *maps,
-                    _scale_to(image, trace) @ to_maps @ finer, straight=level_made)
+                    _scale_to(image, trace) @ to_maps @ finer, straight=level_made, printout=printout)
 
 
 def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
@@ -278,15 +279,16 @@ def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
 
 
 def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, to_image=None,
-             straight: bool = False):
+             straight: bool = False, printout=None):
     """A :class:`Digitized` from one pair of maps (or the :class:`DigitizeError` it raised).
 
     ``to_image``: 3×3 homography from the maps' pixels to the image's (default: the scale
     between them); kept on the result for drawing the reading over the image."""
-    from ecgscan_cli.digitize.pipeline import DigitizeError, digitize_maps
+    from ecgscan_cli.digitize.pipeline import DigitizeError, Printout, digitize_maps
 
+    p = printout or Printout()
     try:
-        result = digitize_maps(trace, grid, straight=straight)
+        result = digitize_maps(trace, grid, straight=straight, speed_mm_s=p.speed_mm_s, gain_mm_mv=p.gain_mm_mv)
     except DigitizeError as e:
         return e
     result.reading = name

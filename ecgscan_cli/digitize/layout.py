@@ -357,11 +357,16 @@ def page_gain(votes: list[float], default: float) -> float:
     return best if best == default or counts[best] >= 2 else default
 
 
+def row_seconds(speed_mm_s: float) -> float:
+    """Seconds a full row shows: four panels' width (10 s at 25 mm/s, 5 s at 50)."""
+    return min(10.0, 4 * PANEL_MM / float(speed_mm_s))
+
+
 def _row_scale(row: Row, ppm_x: float, speed_mm_s: float) -> float:
-    """Pixels per mm along ``row``: its own 10 s length where that differs from the grid's
-    pitch by 0.5–8 %, as a page photographed at an angle shrinks its far rows (the grid's
-    pitch is the page's average); otherwise the grid's, which is the more precise."""
-    own = (row.x1 - row.x0) / ((10.0 - 0.002) * speed_mm_s)
+    """Pixels per mm along ``row``: its own length (:func:`row_seconds`) where that differs
+    from the grid's pitch by 0.5–8 %, as a page photographed at an angle shrinks its far
+    rows (the grid's pitch is the page's average); otherwise the grid's, the more precise."""
+    own = (row.x1 - row.x0) / ((row_seconds(speed_mm_s) - 0.002) * speed_mm_s)
     return own if 0.005 < abs(own / ppm_x - 1.0) < 0.08 else ppm_x
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ecgscan_cli import canonical
 from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_pitch_near, grid_px_per_mm, grid_shift
 from ecgscan_cli.digitize.jitter import calm_jitter
-from ecgscan_cli.digitize.layout import SIX_ROW_LAYOUTS, DigitizeError, Row, read_rows
+from ecgscan_cli.digitize.layout import SIX_ROW_LAYOUTS, DigitizeError, Row, read_rows, row_seconds
 from ecgscan_cli.digitize.panels import assemble, choose_six_row_layout, name_rhythm_strips
 from ecgscan_cli.digitize.vectorize import centreline, track_row
 from ecgscan_cli.digitize.warp_field import band_warp
@@ -44,7 +44,16 @@ WARPED_MM = 1.1                         # crumpled or curled: the band's displac
 _ROW_MM = 250.0
 _ROWS_PLAUSIBLE = 0.29
 _INK_PLAUSIBLE = 0.69                   # the ink's width (rows, pulses, stray marks): a factor of 2
-__all__ = ["Digitized", "DigitizeError", "digitize_maps"]
+__all__ = ["Digitized", "DigitizeError", "Printout", "digitize_maps"]
+
+
+@dataclass(frozen=True)
+class Printout:
+    """The printout's settings where the caller knows them: the paper speed (the page
+    itself does not say it, short of reading its header text) and the gain used where no
+    calibration pulse shows it (a pulse's height wins)."""
+    speed_mm_s: float = 25.0
+    gain_mm_mv: float = 10.0
 
 
 @dataclass
@@ -79,8 +88,8 @@ def _ink_width(trace: np.ndarray) -> float:
 
 
 def _scale_without_grid(trace: np.ndarray, speed_mm_s: float) -> float:
-    """A first px/mm guess from the ink's width: the rows' 10 s plus the calibration pulses."""
-    return _ink_width(trace) / (DURATION_S * speed_mm_s + 10.0)
+    """A first px/mm guess from the ink's width: the rows' 10 s (5 at 50 mm/s) plus the calibration pulses."""
+    return _ink_width(trace) / (row_seconds(speed_mm_s) * speed_mm_s + 10.0)
 
 
 def _clear_border(m: np.ndarray, px: int = 4) -> np.ndarray:
@@ -157,9 +166,9 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
             layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
                                      grid_found=grid_found)
     if not grid_found:
-        # the rows show 10 s (the last sample at 9.998 s): their length is the time axis
+        # the rows show 10 s at 25 mm/s (the last sample at 9.998 s): their length is the time axis
         length = float(np.median([r.x1 - r.x0 for r in rows]))
-        ppm_x = ppm_y = length / ((DURATION_S - 1.0 / FS) * speed_mm_s)   # square pixels
+        ppm_x = ppm_y = length / ((row_seconds(speed_mm_s) - 1.0 / FS) * speed_mm_s)   # square pixels
         layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
                                  grid_found=False)
     traced = _trace_rows(trace, rows, ppm_y, grid if grid_found else None)
