@@ -14,7 +14,7 @@ SNR, pages refused, pages where the refined reading won, and the median seconds 
 
     python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --limit 20
     python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --layout 6x2 --methods net
-    python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --speed 50 --conditions none,paper
+    python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --speed 50 --conditions clean,paper
 """
 
 from __future__ import annotations
