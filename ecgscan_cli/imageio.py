@@ -410,7 +410,8 @@ def open_source(path: str | os.PathLike) -> ImageSource:
         for _, reason in skipped:
             log.warning("skipped %s", reason)
         if not files:
-            raise EcgscanError(f"{path}: no usable image (looked for {', '.join(IMAGE_SUFFIXES)}"
+            looked = IMAGE_SUFFIXES + (HEIF_SUFFIXES if heif_readable() else ())
+            raise EcgscanError(f"{path}: no usable image (looked for {', '.join(looked)}"
                                + (f"; {len(skipped)} other file(s) skipped, e.g. {skipped[0][1]})" if skipped else ")"))
         n = len(files)
         return ImageSource(path=path, kind="folder", ids=_folder_ids(path, files),

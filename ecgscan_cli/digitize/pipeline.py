@@ -30,7 +30,7 @@ from ecgscan_cli.digitize.warp_field import band_warp
 from ecgscan_cli.leads import LEAD_INDEX
 
 # the digitiser writes the canonical form: every ecgscan signal is 10 s at 500 Hz
-FS, N_SAMPLES, DURATION_S = canonical.FS, canonical.N_SAMPLES, canonical.DURATION_S
+FS, N_SAMPLES = canonical.FS, canonical.N_SAMPLES
 _INK = 0.3
 _MIN_PPM, _MAX_PPM = 0.8, 60.0          # plausible pixels per mm
 # How far the grid's lines along a row move before the row is corrected (see _follow_grid),
