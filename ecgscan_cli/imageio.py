@@ -102,6 +102,9 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
         raise EcgscanError(f"{path}: refusing image: {_one_line(e) or 'out of memory'}") from None
 
 
+_HEIF: bool | None = None     # heif_readable's answer, once known
+
+
 def heif_readable() -> bool:
     """Whether HEIC/HEIF photos can be read (the optional pillow-heif package, registered
     with PIL once). libheif applies the photo's rotation itself and resets its EXIF
@@ -117,8 +120,6 @@ def heif_readable() -> bool:
             _HEIF = False
     return _HEIF
 
-
-_HEIF: bool | None = None
 
 
 def _is_image(suffix: str) -> bool:

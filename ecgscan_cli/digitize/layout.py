@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
-# where a printout puts each lead: the renderer's definition (the printed layouts)
+# where a printout puts each lead and the gains it uses: the renderer's definitions
+from ecgscan_cli.render.layout import GAINS as STANDARD_GAINS
 from ecgscan_cli.render.layout import GRID_ROWS, PANEL_MM, RHYTHM_LEAD, RHYTHM_LEADS_3, SIX_BY_TWO
 
 _INK = 0.3
 TWELVE_ROWS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 SIX_ROW_LAYOUTS = ("3x4+3", "6x2")
 CAL_PULSE_S = 0.2
-STANDARD_GAINS = (5.0, 10.0, 20.0)
 
 
 class DigitizeError(EcgscanError):
@@ -359,7 +360,7 @@ def page_gain(votes: list[float], default: float) -> float:
 
 def row_seconds(speed_mm_s: float) -> float:
     """Seconds a full row shows: four panels' width (10 s at 25 mm/s, 5 s at 50)."""
-    return min(10.0, 4 * PANEL_MM / float(speed_mm_s))
+    return min(canonical.DURATION_S, 4 * PANEL_MM / float(speed_mm_s))
 
 
 def _row_scale(row: Row, ppm_x: float, speed_mm_s: float) -> float:
