@@ -177,9 +177,9 @@ def test_presets_differ_so_the_pins_can_fail():
 # ------------------------------------------------------------------ the registry
 
 def test_registry_is_in_draw_order_and_complete():
-    assert tuple(AUGMENTATIONS) == DRAW_ORDER and len(DRAW_ORDER) == 23
+    assert tuple(AUGMENTATIONS) == DRAW_ORDER and len(DRAW_ORDER) == 25
     stages = [cls.stage for cls in AUGMENTATIONS.values()]
-    assert stages == sorted(stages, key=("base", "photo").index)        # the photo stage draws last
+    assert stages == sorted(stages, key=("base", "photo", "camera").index)     # photo, then camera, draw last
     for name, cls in AUGMENTATIONS.items():
         assert cls.name == name and dataclasses.is_dataclass(cls.Params)
         assert cls.group in ("geometry", "paper", "photometric", "photo")
@@ -198,7 +198,7 @@ def test_draw_is_typed_and_its_flat_view_keeps_the_old_keys():
         "lighting", "lighting_dir", "lighting_shadow", "lighting_shadow_pos", "tint", "ink", "brightness",
         "contrast", "gamma", "grayscale", "binarize", "binarize_threshold", "noise_sigma", "blur_sigma",
         "jpeg_step", "speckles", "grid", "_grids", "background", "background_kind", "background_shift", "curl",
-        "colour_gain", "colour_offset", "strokes"]
+        "colour_gain", "colour_offset", "strokes", "motion_blur", "motion_angle", "glare"]
     assert all(P[k].shape[0] == 5 for k in P if k != "_grids")
     # a subset keeps each image's own values
     idx = torch.tensor([1, 3])
@@ -213,8 +213,10 @@ def test_describe_every_augmentation_as_json():
     doc = json.loads(json.dumps(describe_all()))
     assert doc["draw_order"] == list(DRAW_ORDER)
     assert [a["name"] for a in doc["augmentations"]] == list(DRAW_ORDER)
-    assert set(doc["presets"]) == {"none", "light", "paper", "heavy", "photo"} and doc["presets"]["none"] == {}
+    assert set(doc["presets"]) == {"none", "light", "paper", "heavy", "photo", "phone"} and doc["presets"]["none"] == {}
     assert doc["presets"]["photo"]["rotation"] == {"p": 0.8, "strength": 5.0}
+    assert doc["presets"]["phone"] == {**doc["presets"]["photo"], "motion_blur": {"p": 0.35, "strength": 1.0},
+                                       "glare": {"p": 0.3, "strength": 1.0}}
     flat = []
     for a in doc["augmentations"]:
         assert a["description"] and a["strength"] and a["parameters"], a["name"]
@@ -222,7 +224,7 @@ def test_describe_every_augmentation_as_json():
     rot = doc["augmentations"][0]
     assert rot["max_strength"] == 5.0 and "±3°" in rot["strength"]
     assert [(q["name"], q["unit"]) for q in rot["parameters"]] == [("rotation_deg", "degrees")]
-    P = draw_params(AugmentConfig.preset("photo"), 1, (64, 64), "red", torch.Generator().manual_seed(0), "cpu")
+    P = draw_params(AugmentConfig.preset("phone"), 1, (64, 64), "red", torch.Generator().manual_seed(0), "cpu")
     assert flat == [k for k in P if k != "_grids"]      # every flat parameter is described, in order
 
 

@@ -15,7 +15,7 @@ from ecgscan_cli.cli.app import app
 from ecgscan_cli.errors import EcgscanError
 from ecgscan_cli.render import render_batch
 from ecgscan_cli.render.augment import (
-    BASE_AUGMENTS, PHOTO_AUGMENTS, AugmentConfig, apply_augment, augment_with_targets, draw_params,
+    BASE_AUGMENTS, CAMERA_AUGMENTS, PHOTO_AUGMENTS, AugmentConfig, apply_augment, augment_with_targets, draw_params,
     params_to_dicts, warp_targets,
 )
 from ecgscan_cli.render.files import RenderJob, render_file, render_record
@@ -92,8 +92,9 @@ def test_photo_params_are_drawn_after_the_others():
 
 def test_photo_preset_and_strength_limits():
     cfg = AugmentConfig.preset("photo")
-    assert set(cfg.specs) == set(BASE_AUGMENTS) | set(PHOTO_AUGMENTS)
+    assert set(cfg.specs) == set(BASE_AUGMENTS) | set(PHOTO_AUGMENTS) | set(CAMERA_AUGMENTS)
     assert all(cfg.specs[name].p > 0 for name in PHOTO_AUGMENTS)
+    assert all(cfg.specs[name].p == 0 for name in CAMERA_AUGMENTS)
     P = draw_params(cfg, 400, (64, 80), "red", torch.Generator().manual_seed(0), "cpu")
     rot = P["rotation_deg"].abs()
     assert 13 < float(rot.max()) <= 15.0 and float((rot > 0).float().mean()) > 0.6

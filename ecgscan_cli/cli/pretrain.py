@@ -25,7 +25,7 @@ def pretrain_command(
     max_minutes: Annotated[Optional[float], _O("--max-minutes", help="Stop (and checkpoint) after this wall time, counted for the whole command; the built-in teacher stage ends by the time a quarter of it has passed.")] = None,
     batch_size: Annotated[Optional[int], _O("--batch-size", help="Records per process and micro-batch.")] = None,
     lr: Annotated[Optional[float], _O("--lr", help="Peak learning rate (AdamW, cosine, 10% warm-up).")] = None,
-    augment: Annotated[Optional[str], _O("--augment", help="Render augmentation: none|light|paper|heavy|photo, or an augmentation config file (YAML/JSON, as for render).")] = None,
+    augment: Annotated[Optional[str], _O("--augment", help="Render augmentation: none|light|paper|heavy|photo|phone, or an augmentation config file (YAML/JSON, as for render).")] = None,
     split: Annotated[Optional[str], _O("--split", help="auto (default: by folds when the file has folds, else "
                                        "random), folds, or random (seeded 9:1, no test held out).")] = None,
     train_folds: Annotated[Optional[str], _O("--train-folds", help="Training folds, e.g. 1-6. Default: the folds "

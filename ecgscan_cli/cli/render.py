@@ -35,7 +35,7 @@ def render_command(
     deprecated_format: Annotated[Optional[str], typer.Option(
         "--format", hidden=True, help="Deprecated name of --image-format.")] = None,
     augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: none, light, paper, heavy, "
-                                                           "photo.")
+                                                           "photo, phone.")
                        ] = "none",
     augment_config: Annotated[Optional[Path], typer.Option(
         "--augment-config", help="YAML/JSON file of {name: {p, strength}} (optionally 'preset: ...'); "

@@ -2,8 +2,8 @@
 
 Each augmentation has a probability ``p`` (drawn per image) and a ``strength`` (0..2, rotation
 0..5 and perspective 0..3; 1 = the documented maximum below, values drawn uniformly up to it).
-Presets: ``none``, ``light``, ``paper``, ``heavy``, ``photo`` (a phone picture of a printout);
-or a YAML/JSON file::
+Presets: ``none``, ``light``, ``paper``, ``heavy``, ``photo`` (a phone picture of a printout),
+``phone`` (``photo`` with camera shake and glare); or a YAML/JSON file::
 
     preset: paper            # optional starting point
     rotation: {p: 0.8, strength: 1.0}
@@ -36,6 +36,8 @@ At strength 1 (sizes in pixels are for a 224-px image and scale with the image):
 | curl | one edge bends away: quadratic foreshortening past a line, up to 25 % at the edge |
 | colour_cast | warm/cool light: red vs blue gain ±0.12, channel gains ±4 %, offsets ±0.04 |
 | strokes | ballpoint handwriting, a Bézier curve and a stamp drawn on the paper |
+| motion_blur | camera shake: a straight smear up to 1.2 px long, any direction |
+| glare | a lamp's reflection on glossy paper: an elliptical patch washed out by up to 85 % |
 
 Geometry (rotation, perspective, scale, crop, wrinkles, background, curl) is one sampling
 grid (:func:`warp_grid`) that :func:`warp_targets` applies to targets as well;
@@ -50,7 +52,7 @@ from __future__ import annotations
 
 from ecgscan_cli.render.augmentations.base import AUGMENTATIONS, DRAW_ORDER, Augmentation, Params
 from ecgscan_cli.render.augmentations.catalogue import (
-    AUGMENTS, BASE_AUGMENTS, MAX_STRENGTH, PHOTO_AUGMENTS, describe_all,
+    AUGMENTS, BASE_AUGMENTS, CAMERA_AUGMENTS, MAX_STRENGTH, PHOTO_AUGMENTS, describe_all,
 )
 from ecgscan_cli.render.augmentations.config import PRESETS, AugmentConfig, AugSpec, resolve_augment
 from ecgscan_cli.render.augmentations.draw import AugmentDraw, draw_params, params_to_dicts
@@ -61,6 +63,7 @@ from ecgscan_cli.render.augmentations.pipeline import (
 )
 
 __all__ = ["AUGMENTATIONS", "DRAW_ORDER", "Augmentation", "Params", "AUGMENTS", "BASE_AUGMENTS", "PHOTO_AUGMENTS",
+           "CAMERA_AUGMENTS",
            "MAX_STRENGTH", "describe_all", "PRESETS", "AugmentConfig", "AugSpec", "resolve_augment", "AugmentDraw",
            "draw_params", "params_to_dicts", "GRID_CHOICES", "BACKGROUND_KINDS", "APPLY_STEPS", "apply_augment",
            "augment_with_targets", "warp_grid", "warp_targets"]

@@ -28,7 +28,7 @@ FOLD_KEYS = ("train_folds", "val_folds", "test_folds")
 # keys that may differ on --resume (they do not change the trajectory)
 RESUME_FREE = {"max_minutes", "num_workers", "log_every", "eval_every", "save_every", "device", "signal_encoder"}
 MAX_SEED = 2 ** 32 - 1  # what every random generator used (numpy, torch) accepts
-AUGMENTS = ("none", "light", "paper", "heavy", "photo")   # or an augmentation config file, as for render;
+AUGMENTS = ("none", "light", "paper", "heavy", "photo", "phone")   # or an augmentation config file, as for render;
 # the registry's PRESETS names (it imports torch; tests/test_augment_registry.py keeps them equal)
 
 
@@ -46,7 +46,7 @@ class TrainConfig:
     val_folds: list[int] | None = None
     test_folds: list[int] | None = None
     max_val: int = 2000  # validation records used (first N of the split)
-    augment: str = "paper"  # render augmentation preset (none | light | paper | heavy | photo) or config file
+    augment: str = "paper"  # render augmentation preset (none | light | paper | heavy | photo | phone) or config file
     num_workers: int = 4
     cache_frozen: bool = False  # keep frozen text/signal features per record in memory
     # optimisation

@@ -19,12 +19,14 @@ import torch
 
 # The draw order. "base" augmentations always draw (even with p = 0); the "photo" stage
 # draws after all of them and only when a config switches one of its augmentations on, so
-# the older presets draw exactly what they drew before the photo augmentations existed.
+# the older presets draw exactly what they drew before the photo augmentations existed;
+# the "camera" stage (shake, glare) likewise after the photo stage.
 DRAW_ORDER = ("rotation", "perspective", "scale", "crop", "wrinkles", "creases", "lighting", "tint", "ink",
               "brightness", "contrast", "gamma", "grayscale", "binarize", "noise", "blur", "jpeg", "speckles",
               "grid",
-              "background", "curl", "colour_cast", "strokes")
-STAGES = ("base", "photo")
+              "background", "curl", "colour_cast", "strokes",
+              "motion_blur", "glare")
+STAGES = ("base", "photo", "camera")
 
 AUGMENTATIONS: dict[str, type["Augmentation"]] = {}
 

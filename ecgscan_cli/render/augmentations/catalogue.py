@@ -5,7 +5,9 @@ each class is kept in ``INSTANCES`` (they hold no state)."""
 
 from __future__ import annotations
 
-from ecgscan_cli.render.augmentations import geometry, paper, photo, photometric, strokes  # noqa: F401 (register)
+from ecgscan_cli.render.augmentations import (  # noqa: F401 (register)
+    camera, geometry, paper, photo, photometric, strokes,
+)
 from ecgscan_cli.render.augmentations.base import AUGMENTATIONS, DRAW_ORDER, STAGES, Augmentation
 
 assert tuple(AUGMENTATIONS) == DRAW_ORDER, "an augmentation in DRAW_ORDER is not registered"
@@ -13,7 +15,8 @@ assert tuple(AUGMENTATIONS) == DRAW_ORDER, "an augmentation in DRAW_ORDER is not
 INSTANCES: dict[str, Augmentation] = {name: cls() for name, cls in AUGMENTATIONS.items()}
 BASE_AUGMENTS = tuple(n for n, c in AUGMENTATIONS.items() if c.stage == "base")
 PHOTO_AUGMENTS = tuple(n for n, c in AUGMENTATIONS.items() if c.stage == "photo")
-AUGMENTS = BASE_AUGMENTS + PHOTO_AUGMENTS
+CAMERA_AUGMENTS = tuple(n for n, c in AUGMENTATIONS.items() if c.stage == "camera")
+AUGMENTS = BASE_AUGMENTS + PHOTO_AUGMENTS + CAMERA_AUGMENTS
 MAX_STRENGTH = {n: c.max_strength for n, c in AUGMENTATIONS.items()}
 
 

@@ -3,7 +3,7 @@
 A config maps each registered augmentation to ``{p, strength}``: ``p`` the probability an
 image gets it, ``strength`` 0..max_strength (2 unless the class says otherwise; 1 = the
 documented maximum, values drawn uniformly up to it). Presets: none, light, paper, heavy,
-photo; or a YAML/JSON file with an optional ``preset:`` to start from."""
+photo, phone; or a YAML/JSON file with an optional ``preset:`` to start from."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def _specs(**kw) -> dict:
     return {name: AugSpec(*kw[name]) if name in kw else AugSpec() for name in AUGMENTS}
 
 
+_PHOTO = dict(rotation=(0.8, 5.0), perspective=(0.8, 2.5), scale=(0.3, 1.0), crop=(0.1, 0.5),
+              wrinkles=(0.5, 1.0), creases=(0.5, 1.5), lighting=(0.9, 0.6), tint=(0.7, 1.0),
+              ink=(0.6, 1.0), brightness=(0.6, 1.0), contrast=(0.5, 1.0), gamma=(0.5, 1.0),
+              grayscale=(0.05, 1.0), noise=(0.7, 0.7), blur=(0.6, 1.0), jpeg=(0.7, 1.0),
+              speckles=(0.3, 1.0), grid=(0.6, 1.0), background=(0.85, 1.0), curl=(0.5, 1.0),
+              colour_cast=(0.7, 1.0), strokes=(0.5, 1.0))
+
 # (p, strength) per augmentation; anything not named is off
 PRESETS: dict[str, dict] = {
     "none": _specs(),
@@ -41,12 +48,9 @@ PRESETS: dict[str, dict] = {
                     grayscale=(0.25, 1.0), binarize=(0.1, 1.0), noise=(0.8, 0.7), blur=(0.6, 0.8),
                     jpeg=(0.6, 0.7), speckles=(0.6, 1.0), grid=(0.6, 1.0)),
     # a phone picture of a printout: the page on a desk, tilted, curled, unevenly lit, written on
-    "photo": _specs(rotation=(0.8, 5.0), perspective=(0.8, 2.5), scale=(0.3, 1.0), crop=(0.1, 0.5),
-                    wrinkles=(0.5, 1.0), creases=(0.5, 1.5), lighting=(0.9, 0.6), tint=(0.7, 1.0),
-                    ink=(0.6, 1.0), brightness=(0.6, 1.0), contrast=(0.5, 1.0), gamma=(0.5, 1.0),
-                    grayscale=(0.05, 1.0), noise=(0.7, 0.7), blur=(0.6, 1.0), jpeg=(0.7, 1.0),
-                    speckles=(0.3, 1.0), grid=(0.6, 1.0), background=(0.85, 1.0), curl=(0.5, 1.0),
-                    colour_cast=(0.7, 1.0), strokes=(0.5, 1.0)),
+    "photo": _specs(**_PHOTO),
+    # the same with the camera's own faults: shake, and glare off glossy (thermal) paper
+    "phone": _specs(**_PHOTO, motion_blur=(0.35, 1.0), glare=(0.3, 1.0)),
 }
 SPEC_KEYS = ("p", "strength")
 

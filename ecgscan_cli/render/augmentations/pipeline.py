@@ -2,10 +2,10 @@
 
 Steps (:data:`APPLY_STEPS`), each on only the images it changes: tint → strokes →
 speckles (on the paper, so they move with it) → warp (every geometric augmentation, one
-grid) → shading (wrinkles, creases, lighting: one smooth field) → colour cast → tone
-(contrast then brightness, clamped once) → gamma → blur → noise → JPEG → binarize or
-grayscale. Ink and grid are drawn by the renderers. The order is part of the result: the
-pipeline draws speckles and noise from the generator as it goes.
+grid) → shading (wrinkles, creases, lighting: one smooth field) → glare → colour cast →
+tone (contrast then brightness, clamped once) → gamma → blur → motion blur → noise →
+JPEG → binarize or grayscale. Ink and grid are drawn by the renderers. The order is part
+of the result: the pipeline draws speckles and noise from the generator as it goes.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ class FirstOf:
         return img
 
 
-APPLY_STEPS = (Apply("tint"), Apply("strokes"), Apply("speckles"), Warp(), Shading(), Apply("colour_cast"),
-               Tone("contrast", "brightness"), Apply("gamma"), Apply("blur"), Apply("noise"), Apply("jpeg"),
-               FirstOf("binarize", "grayscale"))
+APPLY_STEPS = (Apply("tint"), Apply("strokes"), Apply("speckles"), Warp(), Shading(), Apply("glare"),
+               Apply("colour_cast"), Tone("contrast", "brightness"), Apply("gamma"), Apply("blur"),
+               Apply("motion_blur"), Apply("noise"), Apply("jpeg"), FirstOf("binarize", "grayscale"))
 assert {n for s in APPLY_STEPS for n in s.names} | set(RENDERER_DRAWN) == set(AUGMENTATIONS), \
     "an augmentation that no step applies"
 
