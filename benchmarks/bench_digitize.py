@@ -32,7 +32,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=20, help="records per condition")
     ap.add_argument("--start", type=int, default=0, help="skip this many records of the folds first")
     ap.add_argument("--weights", default=None, help="TraceNet weights (default: the shipped ones)")
-    ap.add_argument("--conditions", default="clean,paper,heavy,photo")
+    ap.add_argument("--conditions", default="clean,paper,heavy,photo",
+                    help="clean, augmentation presets (paper, heavy, photo, phone) or augmentation config files")
     ap.add_argument("--methods", default="net,net-working,classical",
                     help="net: TraceNet with the refined reading competing (reconstruct's default); "
                          "net-working: TraceNet's maps only (reconstruct --quick); classical; "
