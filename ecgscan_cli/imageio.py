@@ -121,7 +121,6 @@ def heif_readable() -> bool:
     return _HEIF
 
 
-
 def _is_image(suffix: str) -> bool:
     s = suffix.lower()
     return s in IMAGE_SUFFIXES or (s in HEIF_SUFFIXES and heif_readable())

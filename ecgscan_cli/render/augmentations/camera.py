@@ -83,7 +83,7 @@ def convolve_each(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 @dataclasses.dataclass
 class GlareParams(Params):
     amount: torch.Tensor = param("glare", "0..1", "how far the glare's core is washed towards white")
-    shape: torch.Tensor = param()     # [B, 6]: centre x, y (−1..1), radii (short-side units), angle, core
+    shape: torch.Tensor = param()     # [B, 6]: centre x, y (−1..1), half-axes (short side = 2), angle, core share
 
 
 @register
