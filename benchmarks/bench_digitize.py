@@ -3,8 +3,9 @@
 Renders records of the held-out fold (default: fold 8 of the PTB-XL sample at 500 Hz, a
 fold `train-digitizer` never reads) as 200-dpi pages (`--dpi` for others) — clean, and
 augmented with the `paper`, `heavy` and `photo` presets — digitises each page with TraceNet
-(the shipped weights, or --weights; `net` with the second readings competing, `net-working`
-without), with the training-free classical maps and, with `--methods exact`, from the
+(the shipped weights, or --weights; `net` with the second readings competing and the
+restorer after them, as `reconstruct` reads; `net-raw` the same without the restorer;
+`net-working` without second readings, as `reconstruct --quick`), with the training-free classical maps and, with `--methods exact`, from the
 page's exact maps moved by the same augmentations (the steps after the maps alone), and
 prints, per (method, dpi, condition): the mean aligned SNR (the issue's metric: ±0.5 s
 shift, per-lead offset, × coverage; reference masked to what the page shows), the
@@ -35,9 +36,11 @@ def main() -> None:
     ap.add_argument("--conditions", default="clean,paper,heavy,photo",
                     help="clean, augmentation presets (paper, heavy, photo, phone) or augmentation config files")
     ap.add_argument("--methods", default="net,net-working,classical",
-                    help="net: TraceNet with the refined reading competing (reconstruct's default); "
-                         "net-working: TraceNet's maps only (reconstruct --quick); classical; "
+                    help="net: TraceNet with the refined reading competing, then the restorer "
+                         "(reconstruct's default); net-raw: the same without the restorer; net-working: TraceNet's maps only (reconstruct --quick); classical; "
                          "exact: the page's exact maps moved with it (what the steps after the maps lose)")
+    ap.add_argument("--restorer", default=None, help="restorer weights for net and net-working (default: the "
+                    "shipped ones; 'none': no restorer)")
     ap.add_argument("--dpi", default="200", help="page resolutions to render, e.g. '150,200,300'")
     ap.add_argument("--layout", default="3x4+1", help="printout layout of the pages: 3x4+1, 3x4+3 or 6x2")
     ap.add_argument("--speed", type=float, default=25.0, help="paper speed of the pages, 25 or 50 mm/s "
@@ -56,14 +59,19 @@ def main() -> None:
     from ecgscan_cli.folds import parse_folds
 
     net = load_digitizer(args.weights)
+    restorer = None
+    if args.restorer != "none":
+        from ecgscan_cli.digitize.restore import load_restorer
+
+        restorer = load_restorer(args.restorer)
     rows, pages = [], []
     for dpi in (float(d) for d in args.dpi.split(",")):
         for method in args.methods.split(","):
             scores = evaluate_digitizer(args.signals, folds=parse_folds(args.folds), limit=args.limit,
                                         start=args.start, conditions=tuple(args.conditions.split(",")),
                                         method=method if method in ("classical", "exact") else "net",
-                                        refine=method == "net", net=net, dpi=dpi, layout=args.layout,
-                                        speed_mm_s=args.speed,
+                                        refine=method in ("net", "net-raw"), net=net, dpi=dpi, layout=args.layout,
+                                        speed_mm_s=args.speed, restorer=None if method == "net-raw" else restorer,
                                         progress=lambda s: print(".", end="", file=sys.stderr, flush=True))
             print(file=sys.stderr)
             rows += [{"method": method, "dpi": f"{dpi:g}", **r} for r in summarize_scores(scores)]

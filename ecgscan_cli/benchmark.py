@@ -214,15 +214,18 @@ _DIGITIZERS: dict = {}
 def _digitise_record(job) -> tuple[int, np.ndarray, str]:
     """One record's clean 200-dpi page read back by the digitiser: ``(index, signal [12, T]
     float32 in mV, refused reason or "")``. Samples the page does not show, or a whole page
-    the digitiser refuses, are 0: the teacher needs a full 12×T input."""
+    the digitiser refuses, are 0: the teacher needs a full 12×T input. Read as `reconstruct`
+    reads: the shipped restorer runs on the reading."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
+    from ecgscan_cli.digitize.restore import load_restorer
     from ecgscan_cli.render.page import render_page
 
     i, truth, fs, weights = job
     if weights not in _DIGITIZERS:  # once per process
-        _DIGITIZERS[weights] = load_digitizer(weights)
+        _DIGITIZERS[weights] = load_digitizer(weights), load_restorer()
+    net, restorer = _DIGITIZERS[weights]
     try:
-        est = digitize_image(render_page(truth, fs, return_meta=False), _DIGITIZERS[weights]).signal
+        est = digitize_image(render_page(truth, fs, return_meta=False), net, restorer=restorer).signal
         reason = ""
     except EcgscanError as e:
         est, reason = np.zeros_like(truth), str(e)

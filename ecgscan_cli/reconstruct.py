@@ -299,12 +299,14 @@ def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
     return Picture(small, traces, caption)
 
 
-def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool = False, printout=None):
+def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool = False, printout=None,
+                  restorer=None):
     """One page → ``(signal [12, N_SAMPLES] float32 mV at canonical.FS, NaN where not shown, Digitized)``.
 
     ``quick``: only the network's reading at the working resolution (no perspective-undone
     or image-resolution reading competing; see :func:`ecgscan_cli.digitize.image.digitize_image`);
-    ``printout``: the paper speed and fallback gain (:class:`ecgscan_cli.digitize.pipeline.Printout`).
+    ``printout``: the paper speed and fallback gain (:class:`ecgscan_cli.digitize.pipeline.Printout`);
+    ``restorer``: run on the reading (:mod:`ecgscan_cli.digitize.restore`; the digitiser only).
 
     Raises :class:`EcgscanError` (a one-line reason) when the page cannot be read: too
     small, no grid, unknown layout, no trace found."""
@@ -314,7 +316,7 @@ def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool 
     if min(h, w) < MIN_PAGE_SIDE:
         raise EcgscanError(f"image of {w}×{h} px is too small to show an ECG (at least {MIN_PAGE_SIDE} px a side)")
     d = digitize_image(np.ascontiguousarray(page, np.uint8), net, method="net" if method == "digitizer" else "classical",
-                       refine=not quick, printout=printout)
+                       refine=not quick, printout=printout, restorer=restorer)
     sig = np.asarray(d.signal, np.float32)
     fs = float(d.fs)
     if sig.ndim != 2 or sig.shape[0] != canonical.N_LEADS or abs(fs - canonical.FS) > 1e-6:
@@ -332,13 +334,13 @@ def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool 
 
 
 def digitize_source(source, method: str = "digitizer", net=None, progress=None, keep_pictures: int = 0,
-                    quick: bool = False, readings: dict | None = None, printout=None):
+                    quick: bool = False, readings: dict | None = None, printout=None, restorer=None):
     """Digitise every page of ``source`` → (row indices, ids, signals [n, 12, N_SAMPLES], pictures).
 
     ``readings``: a dict counting which reading won per page (``working``, ``refined``,
     ``rectified``, ``rectified+refined``), the pages read turned (``turned 90°``, ``180°``,
     ``270°``: counter-clockwise) and the pages per layout (``layout 3x4+1``, ``layout 6x2``...),
-    filled in place; ``quick``: see :func:`digitize_page`.
+    filled in place; ``quick`` and ``restorer``: see :func:`digitize_page`.
 
     ``net``: TraceNet from :func:`ecgscan_cli.digitize.image.load_digitizer` (the shipped
     weights when None and ``method`` is ``digitizer``). Pages that cannot be read are
@@ -352,7 +354,7 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
     rows, ids, sigs, pictures = [], [], [], {}
     for i, rid, page in source.pages(DIGITIZE_MAX_SIDE):
         try:
-            sig, d = digitize_page(page, net, method, quick, printout)
+            sig, d = digitize_page(page, net, method, quick, printout, restorer)
         except EcgscanError as e:
             source.skip(i, f"{source.name(i)}: {e}")
             continue
@@ -439,7 +441,8 @@ def resolve_method(method: str | None, checkpoint=None, weights=None) -> str:
 def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = None, weights=None, wfdb_dir=None,
                         overlay_dir=None, reference=None, max_overlays: int = 8, batch_size: int = 16,
                         device="auto", overwrite: bool = False, progress_factory=None, quick: bool = False,
-                        speed_mm_s: float = 25.0, gain_mm_mv: float = 10.0):
+                        speed_mm_s: float = 25.0, gain_mm_mv: float = 10.0, restore: bool = True,
+                        restorer=None):
     """Write the reconstruction signals file (+ WFDB / overlays). Returns (path, source, summary dict).
 
     ``quick``: the digitiser reads each page once (see :func:`digitize_page`); the summary's
@@ -448,7 +451,9 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     printouts' settings, for the digitisers.
 
     ``method`` defaults to ``decoder`` when ``checkpoint`` is given, else ``digitizer``
-    (``weights``: a safetensors file, default the weights shipped in the package)."""
+    (``weights``: a safetensors file, default the weights shipped in the package). ``restore``:
+    the digitiser's readings go through the restorer (:mod:`ecgscan_cli.digitize.restore`;
+    ``restorer``: its weights, default the shipped ones)."""
     from ecgscan_cli.atomic import atomic_output, check_output_path
     from ecgscan_cli.digitize.consistency import FAIR_BELOW, GOOD_BELOW, QUALITIES
     from ecgscan_cli.digitize.pipeline import Printout
@@ -457,6 +462,11 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     from ecgscan_cli.imageio import open_source
 
     method = resolve_method(method, checkpoint, weights)
+    if restorer is not None and not restore:
+        raise EcgscanError("--restorer names weights for the restorer; --no-restore switches it off: give one")
+    if restorer is not None and method != "digitizer":
+        raise EcgscanError(f"--restorer is for --method digitizer; --method {method} does not use it")
+    restore = restore and method == "digitizer"
     if quick and method == "decoder":
         raise EcgscanError("--quick is the digitiser's (one reading per page); the decoder reads each image once anyway")
     printout = printout_settings(speed_mm_s, gain_mm_mv, method)
@@ -479,6 +489,12 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
         # keeps it on the CPU; an explicit --device cuda[:N] is honoured
         dev = resolve_device("cpu" if method != "decoder" and str(device).strip().lower() == "auto" else device)
         engine, made_by = _load_engine(method, checkpoint, weights, dev)   # before the progress bar
+        fixer = None
+        if restore:
+            from ecgscan_cli.digitize.restore import load_restorer
+
+            fixer = load_restorer(restorer, device=str(dev))
+            made_by += f", restored ({Path(restorer).resolve() if restorer is not None else 'restorer shipped with ecgscan'})"
         with ctx as advance:
             readings = {}
             if method == "decoder":
@@ -486,7 +502,7 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
                 pictures = {}
             else:
                 rows, ids, sig, pictures = digitize_source(source, method, engine, advance, keep, quick, readings,
-                                                           printout)
+                                                           printout, fixer)
         if not ids:
             first = f"; {source.skipped[0][1]}" if source.skipped else ""
             raise EcgscanError(f"{input_path}: no usable image ({len(source.skipped)} skipped{first})")
@@ -498,7 +514,7 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
         fs = float(engine.cfg.fs) if method == "decoder" else canonical.FS
         rows = np.asarray(rows, int)
         summary = {"n": len(ids), "skipped": len(source.skipped), "skipped_reasons": list(source.skipped),
-                   "clipped_samples": clipped, "method": method, "readings": readings}
+                   "clipped_samples": clipped, "method": method, "restored": restore, "readings": readings}
         residual = quality = None
         if method != "decoder":   # the decoder's output keeps the relations whatever the image shows
             residual, quality = page_qualities(sig)

@@ -243,7 +243,7 @@ def aligned_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = 
             raise EcgscanError(f"estimate has {y_all.shape[0]} leads, reference {n_leads}")
         y_all = fit_length(y_all, t_len, np.nan)
     search = max_shift_s > 0 or max_offset_mv > 0
-    shifts = _best_shifts(x_all, y_all, fs, max_shift_s, max_offset_mv) if search else None
+    shifts = best_alignment(x_all, y_all, fs, max_shift_s, max_offset_mv) if search else None
     out = np.empty(n_leads)
     for j in range(n_leads):
         x, y = x_all[j], y_all[j]
@@ -253,7 +253,7 @@ def aligned_snr(reference: np.ndarray, estimate: np.ndarray | None, fs: float = 
             out[j] = math.nan
             continue
         s, c = (0, 0.0) if shifts is None else shifts[j]
-        y_s = _shift(y, s) + c
+        y_s = shift_samples(y, s) + c
         ok = ref_ok & np.isfinite(y_s)
         covered = int(ok.sum())
         if covered == 0:
@@ -327,7 +327,7 @@ def _snr(x: np.ndarray, y: np.ndarray) -> float:
     return math.nan
 
 
-def _shift(y: np.ndarray, s: int) -> np.ndarray:
+def shift_samples(y: np.ndarray, s: int) -> np.ndarray:
     """y delayed by ``s`` samples (NaN where nothing is known)."""
     if s == 0:
         return y
@@ -339,7 +339,7 @@ def _shift(y: np.ndarray, s: int) -> np.ndarray:
     return out
 
 
-def _best_shifts(x: np.ndarray, y: np.ndarray, fs: float, max_shift_s: float,
+def best_alignment(x: np.ndarray, y: np.ndarray, fs: float, max_shift_s: float,
                  max_offset_mv: float) -> list[tuple[int, float]]:
     """Per lead, the (shift in samples, offset in mV) that maximises the score.
 

@@ -199,7 +199,8 @@ def test_a_blurred_pages_refined_map_weighs_the_stroke_above_its_blur(ptbxl_reco
         for power in (1.0, refine._SCORE_POWER):
             monkeypatch.setattr(refine, "_SCORE_POWER", power)
             fine = refine.refine_maps(blurred, *maps)
-            scores[power] = aligned_db(sig, digitize_maps(*fine, straight=True).signal)
+            # read as digitize_image reads a refined map (faint pulses are TraceNet's evidence only)
+            scores[power] = aligned_db(sig, digitize_maps(*fine, straight=True, faint_pulses=False).signal)
         assert refine._SCORE_POWER == 2.0 and scores[2.0] > scores[1.0] + 0.5, (rid, scores)
 
 
@@ -227,6 +228,44 @@ def test_a_blurred_photo_whose_grid_pitch_was_misread_keeps_its_rows_10_s_long(p
     d = digitize_image(render_condition(sig, 500.0, "photo", seed))
     lengths_mm = [(r["x1"] - r["x0"]) / d.px_per_mm[0] for r in d.rows]
     assert d.layout == "3x4+1" and all(225 < v < 275 for v in lengths_mm), lengths_mm
+
+
+def test_faint_pulses_count_where_the_rows_agree_on_them():
+    from ecgscan_cli.digitize.layout import Pulse, agreeing_pulses
+
+    ppm, h10 = 3.6, 36.0                   # px/mm; a 10 mm/mV pulse's height
+    faint = [Pulse(60.0 + k, 78.0 + k, 150.0, h10, 0.15) for k in range(4)]      # rows start together
+    assert agreeing_pulses(faint, ppm, h10) == faint
+    strong = Pulse(61.0, 79.0, 150.0, h10, 0.6)
+    taller = Pulse(60.0, 78.0, 150.0, 2 * h10, 0.15)                              # another gain
+    far = Pulse(60.0 + 10 * ppm, 78.0 + 10 * ppm, 150.0, h10, 0.15)              # 10 mm right
+    assert agreeing_pulses([strong, strong, strong, faint[0]], ppm, h10)[3] is faint[0]
+    assert agreeing_pulses([strong, strong, strong, taller], ppm, h10)[3] is None
+    assert agreeing_pulses([strong, strong, strong, far], ppm, h10)[3] is None
+    # faint pulses never set the gain: at another height than the clear ones or the caller's
+    # (no clear pulse), they do not count
+    assert agreeing_pulses([taller] * 4, ppm, h10) == [None] * 4
+    strong5 = Pulse(61.0, 79.0, 150.0, h10 / 2, 0.6)
+    assert agreeing_pulses([strong5, strong5, faint[2], faint[3]], ppm, h10)[2:] == [None, None]
+    # a faint match on too few rows is no evidence: two of four is not more than half
+    assert agreeing_pulses([faint[0], faint[1], None, None], ppm, h10) == [None] * 4
+    assert agreeing_pulses([strong, None, None, faint[0]], ppm, h10) == [strong, None, None, None]
+    assert agreeing_pulses([strong, None], ppm, h10) == [strong, None]          # no faint one: as given
+
+
+def test_a_blurred_pages_faint_pulses_set_time_zero(ptbxl_record):
+    """A `heavy` page of the digitiser benchmark (fold 8, shipped weights) blurred so much
+    that TraceNet marks the pulses' edges at 0.1-0.2: no pulse passed on any row, each
+    row's first ink (the pulse's foot) was taken for time 0, so lead I began with the
+    1 mV pulse and every lead came 0.4 s late. The four rows' faint pulses agree."""
+    from ecgscan_cli.digitize.evaluate import render_condition
+    from ecgscan_cli.digitize.image import digitize_image
+
+    d = digitize_image(render_condition(ptbxl_record("00071"), 500.0, "heavy", 3), refine=False)
+    assert all(r["calibration"] for r in d.rows)
+    lengths_mm = [(r["x1"] - r["x0"]) / d.px_per_mm[0] for r in d.rows]
+    assert all(244 < v < 256 for v in lengths_mm), lengths_mm          # 10 s, not 10 s + the pulse
+    assert np.nanmax(d.signal[0, :100]) < 0.5                            # no pulse in lead I
 
 
 # ---------------------------------------------------------------- page orientation

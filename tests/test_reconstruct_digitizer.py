@@ -39,13 +39,14 @@ class FakeDigitizeError(EcgscanError):
 BLUE, GREEN, RED = (0, 0, 255), (0, 255, 0), (255, 0, 0)   # corner markers: unknown layout, a bug, Ctrl-C
 
 
-def fake_digitize(image, net=None, *, method="net", refine=True, printout=None):
+def fake_digitize(image, net=None, *, method="net", refine=True, printout=None, restorer=None):
     """3×4 + II layout: lead k shows its 2.5-s column, II the whole 10 s; every shown sample
     is (dark-pixel fraction) × (k + 1) mV. Rows in render-sidecar form (pixels of ``image``)."""
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     fake_digitize.calls.append((image.shape, method, net))
     fake_digitize.refine.append(refine)
     fake_digitize.printouts.append(printout)
+    fake_digitize.restorers.append(restorer)
     corner = tuple(int(v) for v in image[0, 0])
     if corner == BLUE:
         raise FakeDigitizeError("unknown layout (6 rows of traces)")
@@ -91,6 +92,7 @@ def fake(monkeypatch):
     fake_digitize.calls = []
     fake_digitize.refine = []
     fake_digitize.printouts = []
+    fake_digitize.restorers = []
     monkeypatch.setitem(sys.modules, "ecgscan_cli.digitize.image", mod)
     return types.SimpleNamespace(loaded=loaded, calls=fake_digitize.calls)
 
@@ -125,6 +127,9 @@ def test_default_method_is_the_digitizer_and_records_are_named_after_files(fake,
     assert "reconstructed 3 of 3 image(s) with the digitiser" in r.stderr
     assert fake.loaded == [(None, "cpu")]                    # the shipped weights, no checkpoint
     assert [c[1:] for c in fake.calls] == [("net", "NET")] * 3
+    from ecgscan_cli.digitize.restore import Restorer
+
+    assert all(isinstance(x, Restorer) for x in fake_digitize.restorers)     # the shipped restorer
     s = SignalsFile(out)
     assert s.ids == ["a", "c", "sub/b"] and s.fs == 500.0 and s.n_samples == 5000
     for rid, level in (("a", 0.1), ("c", 0.5), ("sub/b", 0.25)):
@@ -227,7 +232,7 @@ def test_each_page_is_told_how_far_its_limb_leads_agree(monkeypatch, tmp_path):
     flat = np.where(np.isnan(shown), np.nan, 0.5).astype(np.float32)   # nothing to check
     by_level = {10: shown, 30: misread, 50: flat}
 
-    def digitize(image, net=None, *, method="net", refine=True, printout=None):
+    def digitize(image, net=None, *, method="net", refine=True, printout=None, restorer=None):
         sig = by_level[int(round(100 * (image.mean(-1) < 100).mean()))]
         return types.SimpleNamespace(signal=sig, fs=500.0, layout="3x4+II", px_per_mm=(1.0, 1.0),
                                      rotation_deg=0.0, rows=[], reading="working")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from ecgscan_cli.cli.app import app
 from ecgscan_cli.formats import write_signals
-from ecgscan_cli.snr import SUMMARY_COLUMNS, _shift, compare_signals, lead_snr_table, reconstruction_snr, summarize
+from ecgscan_cli.snr import SUMMARY_COLUMNS, shift_samples, compare_signals, lead_snr_table, reconstruction_snr, summarize
 from ecgscan_cli.synth import synthesize, write_synth
 
 runner = CliRunner()
@@ -149,14 +149,14 @@ def test_reconstruction_snr_definition():
 def test_alignment_recovers_shift_and_offset():
     x = synthesize(1, seed=3).signals[0].astype(np.float64)
     noise = np.random.default_rng(1).normal(0, 0.02, x.shape)
-    y = np.stack([_shift(lead, -60) for lead in x + noise]) - 0.4  # 0.12 s early, 0.4 mV low
+    y = np.stack([shift_samples(lead, -60) for lead in x + noise]) - 0.4  # 0.12 s early, 0.4 mV low
     plain = reconstruction_snr(x, y)
     aligned = reconstruction_snr(x, y, align=True)
     reference = reconstruction_snr(x, x + noise)
     assert (plain < 5).all()
     np.testing.assert_allclose(aligned, reference * (5000 - 60) / 5000, atol=0.3)
     # beyond the limits the alignment cannot help fully
-    far = np.stack([_shift(lead, 400) for lead in x])  # 0.8 s
+    far = np.stack([shift_samples(lead, 400) for lead in x])  # 0.8 s
     assert (reconstruction_snr(x, far, align=True) < 40).all()
 
 

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from ecgscan_cli.cli.app import app
 from ecgscan_cli.formats import write_signals
 from ecgscan_cli.leads import LEADS
-from ecgscan_cli.snr import (ALIGNED, PHYSIONET2024, _shift, aligned_snr, challenge_mean, challenge_snr,
+from ecgscan_cli.snr import (ALIGNED, PHYSIONET2024, shift_samples, aligned_snr, challenge_mean, challenge_snr,
                              compare_signals, physionet2024_snr, reconstruction_snr, record_snr, resolve_metric)
 from ecgscan_cli.synth import synthesize
 
@@ -240,7 +240,7 @@ def test_aligned_recovers_a_shift_of_k_samples_exactly():
     k, T = 37, 5000
     x = synthesize(1, seed=3).signals[0].astype(np.float64)
     noise = np.random.default_rng(1).normal(0, 0.01, x.shape)
-    est = np.stack([_shift(lead, -k) for lead in x + noise]) + 0.3        # k samples early, 0.3 mV high
+    est = np.stack([shift_samples(lead, -k) for lead in x + noise]) + 0.3        # k samples early, 0.3 mV high
     got = record_snr(x, est, 500.0)                                         # the default metric: aligned
     # hand: the overlap is samples k..T−1; the best offset removes the noise's mean there
     n = noise[:, k:]
@@ -351,7 +351,7 @@ def test_metric_options_and_their_older_spellings(tmp_path):
     assert resolve_metric(missing="zero") == PHYSIONET2024
     ref = synthesize(3, seed=2)
     write_signals(tmp_path / "ref.h5", ref.signals, ref.ids)
-    est = np.stack([np.stack([_shift(lead, 25) for lead in s]) for s in ref.signals.astype(np.float64)])
+    est = np.stack([np.stack([shift_samples(lead, 25) for lead in s]) for s in ref.signals.astype(np.float64)])
     est = np.nan_to_num(est + np.random.default_rng(0).normal(0, 0.02, est.shape)).astype(np.float32)
     write_signals(tmp_path / "est.h5", est, ref.ids)
     base = ["snr-check", tmp_path / "est.h5", "--reference", tmp_path / "ref.h5", "-f", "json"]

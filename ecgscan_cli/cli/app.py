@@ -47,6 +47,8 @@ app.command("zeroshot", short_help="Zero-shot AUROC from class prompts.")(zerosh
 app.command("reconstruct", short_help="12-lead signals from ECG images (digitiser; --checkpoint: decoder).")(reconstruct.reconstruct_command)
 app.command("train-digitizer", short_help="Train the digitiser behind reconstruct.")(
     digitizer.train_digitizer_command)
+app.command("train-restorer", short_help="Train the restorer of the digitiser's readings.")(
+    digitizer.train_restorer_command)
 app.command("benchmark", short_help="The paper's comparison table on the held-out folds.")(benchmark.benchmark_command)
 app.command("demo", short_help="The whole chain on synthetic data, with a report.")(demo.demo_command)
 

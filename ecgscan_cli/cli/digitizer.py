@@ -133,3 +133,95 @@ def train_digitizer_command(
 
     summary = train_digitizer(cfg, output, resume=resume, overwrite=overwrite, progress=report)
     typer.echo(json.dumps(summary))
+
+
+@command
+def train_restorer_command(
+    signals: Annotated[Path, typer.Argument(help="Signals file of real ECGs at 500 Hz with folds (ecgscan import "
+                                            "-r 500).", exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder to create (or resume).")],
+    pages: Annotated[Optional[int], typer.Option("--pages", min=1, max=10_000_000, show_default=False,
+                                                 help="Training pages to print, augment and read [default: 1200; "
+                                                 "with --resume: the run's own, and more are read]")] = None,
+    val_pages: Annotated[int, typer.Option("--val-pages", min=0, max=100_000,
+                                           help="Validation pages (0 = none: the saved weights are the last).")] = 96,
+    mix: Annotated[Optional[str], typer.Option(
+        "--mix", help="Augmentation presets (or augmentation config files) and their weights, drawn per page "
+        "('none' = as printed) [default: none=1,paper=1,heavy=2,photo=1,phone=1]", show_default=False)] = None,
+    dpi: Annotated[str, typer.Option("--dpi", help="Page resolutions drawn, MIN-MAX.")] = "100-300",
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", help="TraceNet weights that read the pages (default: the shipped ones): the restorer "
+        "learns what their readings lose.", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=10_000_000, show_default=False,
+                                                 help="Optimizer steps [default: 3000; with --resume: the "
+                                                 "run's own]")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096,
+                                            help="Stretches of reading per step.")] = 32,
+    length: Annotated[int, typer.Option("--length", min=64, max=20_000,
+                                        help="Samples per training stretch (500 Hz).")] = 1024,
+    lr: Annotated[float, typer.Option("--lr", min=1e-7, max=1.0, help="Peak learning rate (cosine decay).")] = 1e-3,
+    width: Annotated[Optional[int], typer.Option("--width", min=1, max=1024, show_default=False,
+                                                 help="The restorer's channels [default: 16; with --resume: the "
+                                                 "run's own, and a new one only before training has begun]")] = None,
+    train_folds: Annotated[str, typer.Option("--train-folds", help="Folds to train on, e.g. '1-6'.")] = "1-6",
+    val_folds: Annotated[str, typer.Option("--val-folds", help="Folds to validate on.")] = "7",
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validate and save every N steps.")] = 250,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, max=64, help="Processes reading pages, one "
+                                         "thread each (0 = one per available CPU, at most 8).")] = 0,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.01,
+                                                         help="Stop (and save) after this many minutes.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the run in OUTPUT where it stopped: reading "
+                                         "pages or training (its run.json settings; --steps, --max-minutes and "
+                                         "--pages may change).")] = False,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    threads: Threads = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Train the restorer that `ecgscan reconstruct` runs on each reading (what blur and pixels take from a trace).
+
+    First prints pages of random records of the train folds (random paper, grid, speed,
+    gain, line width, resolution), augments them with the presets of --mix and reads them
+    with TraceNet, as reconstruct does (the slow part: a few seconds a page; -j runs
+    several). Then trains a small 1-D network to map each lead's reading to the signal
+    printed, with the benchmark's loss (mean SNR in dB), validated with the benchmark's
+    metric on pages of the validation folds. Prints a JSON summary; the weights are
+    OUTPUT/restorer.safetensors (use them with `ecgscan reconstruct --restorer`).
+    """
+    from ecgscan_cli.cli.common import use_threads
+
+    use_threads(threads)
+    from ecgscan_cli.digitize.restore_train import DEFAULT_MIX, RestorerTrainConfig, load_run_config, train_restorer
+    from ecgscan_cli.folds import parse_folds
+    from ecgscan_cli.pool import auto_workers
+
+    if resume:
+        cfg = load_run_config(output)
+        cfg.steps, cfg.max_minutes, cfg.pages = steps or cfg.steps, max_minutes, pages or cfg.pages
+        if width is not None and width != cfg.width:
+            if (output / "last").exists():
+                raise EcgscanError(f"--width: {output} has begun training with width {cfg.width}; it cannot change")
+            cfg.width = width
+    else:
+        cfg = RestorerTrainConfig(
+            signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
+            val_folds=tuple(parse_folds(val_folds, "--val-folds")), pages=pages or 1200, val_pages=val_pages,
+            mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX), dpi=_dpi_range(dpi),
+            weights=None if weights is None else str(weights.resolve()), steps=steps or 3000, batch_size=batch_size,
+            length=length, lr=lr, width=width or 16, eval_every=eval_every, seed=seed, max_minutes=max_minutes)
+    if weights is not None:
+        from ecgscan_cli.digitize.image import weights_path
+
+        if not weights_path(weights).is_file():
+            raise EcgscanError(f"--weights {weights}: no TraceNet weights there")
+    n_workers = workers or auto_workers(cfg.pages + cfg.val_pages, 8)
+
+    def report(kind: str, value) -> None:
+        if quiet:
+            return
+        if kind == "step":
+            typer.echo(f"step {value['step']}: loss {value['loss_db']:.2f} dB, {value['steps_per_s']:.2f} steps/s",
+                       err=True)
+
+    summary = train_restorer(cfg, output, resume=resume, overwrite=overwrite, workers=n_workers, progress=report)
+    typer.echo(json.dumps(summary))

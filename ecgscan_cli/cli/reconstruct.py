@@ -38,6 +38,13 @@ def reconstruct_command(
     weights: Annotated[Optional[Path], typer.Option(
         "--weights", help="Digitiser weights instead of the shipped ones: a .safetensors file or a run folder "
                           "from `ecgscan train-digitizer`.", show_default=False)] = None,
+    restore: Annotated[bool, typer.Option(
+        "--restore/--no-restore", help="Digitiser: put back what blur and pixels take from each lead's reading "
+        "(QRS tips, steep strokes) with the restorer shipped with ecgscan (or --restorer); --no-restore keeps "
+        "the traces as read.")] = True,
+    restorer: Annotated[Optional[Path], typer.Option(
+        "--restorer", help="Restorer weights instead of the shipped ones: a .safetensors file or a run folder "
+                           "from `ecgscan train-restorer`.", show_default=False)] = None,
     wfdb_dir: Annotated[Optional[Path], typer.Option(
         "--wfdb", help="Also write one WFDB record (.hea/.dat) per image here; samples a page does not "
                        "show are WFDB's invalid value (read back as NaN).")] = None,
@@ -98,7 +105,7 @@ def reconstruct_command(
         checkpoint, input_path, output, method=method, weights=weights, wfdb_dir=wfdb_dir, overlay_dir=overlay_dir,
         reference=reference, max_overlays=max_overlays, batch_size=batch_size, device=device,
         overwrite=overwrite, progress_factory=lambda n, d: progress_bar(n, d, quiet), quick=quick,
-        speed_mm_s=speed, gain_mm_mv=gain)
+        speed_mm_s=speed, gain_mm_mv=gain, restore=restore, restorer=restorer)
     total = summary["n"] + summary["skipped"]
     log.info("reconstructed %d of %d image(s) with %s", summary["n"], total, METHOD_NAMES[summary["method"]])
     readings = {k: v for k, v in summary.get("readings", {}).items() if k != "working"}

@@ -79,7 +79,7 @@ def score_page(reference: np.ndarray, estimate: np.ndarray | None, fs: float) ->
 def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit: int | None = None,
                        method: str = "net", net=None, seed: int = 0, progress=None,
                        refine: bool = True, dpi: float = 200.0, start: int = 0,
-                       layout: str = "3x4+1", speed_mm_s: float = 25.0) -> list[PageScore]:
+                       layout: str = "3x4+1", speed_mm_s: float = 25.0, restorer=None) -> list[PageScore]:
     """Scores of every (record of ``folds``, condition); a page the digitiser refuses scores as
     an empty output (0 dB aligned, the scorer's zeros for physionet2024) and keeps its reason.
     ``method``: ``net`` or ``classical`` (:func:`~ecgscan_cli.digitize.image.digitize_image`),
@@ -89,6 +89,7 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
     loss splits into the maps' share and the rest. ``refine``: passed to ``digitize_image``;
     ``dpi``: of the rendered pages; ``layout``: their printout (``3x4+1``, ``3x4+3``, ``6x2``);
     ``speed_mm_s``: their paper speed (25 or 50), which the digitiser is told.
+    ``restorer``: run on each reading (``digitize_image``'s; ``net`` only).
     ``start``: skip the first records of ``folds`` (a record's page is the same whatever
     ``start`` and ``limit`` select: its seed is its position)."""
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
@@ -116,7 +117,8 @@ def evaluate_digitizer(signals_path, *, folds=(8,), conditions=CONDITIONS, limit
             t0 = time.perf_counter()
             try:
                 d = (digitize_maps(maps[0], maps[1], speed_mm_s=printout.speed_mm_s) if method == "exact"
-                     else digitize_image(page, net, method=method, refine=refine, printout=printout))
+                     else digitize_image(page, net, method=method, refine=refine, printout=printout,
+                                        restorer=restorer))
                 est, err, reading = d.signal, "", getattr(d, "reading", "")
             except EcgscanError as e:
                 est, err, reading = None, str(e), ""

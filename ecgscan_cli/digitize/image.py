@@ -99,7 +99,8 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return a[..., :3]
 
 
-def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: bool = True, printout=None):
+def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: bool = True, printout=None,
+                   restorer=None):
     """The 12-lead signal on a page image (uint8 H×W×3 RGB, any size).
 
     Returns a :class:`~ecgscan_cli.digitize.pipeline.Digitized` whose ``rows`` are in the
@@ -118,11 +119,24 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     image was turned). ``printout``: a :class:`~ecgscan_cli.digitize.pipeline.Printout`
     (paper speed, gain where no pulse shows it; default 25 mm/s, 10 mm/mV). Raises
     :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
-    """
-    from ecgscan_cli.digitize.geometry import rows_run_sideways
 
+    ``restorer``: a :class:`~ecgscan_cli.digitize.restore.Restorer` (:func:`~ecgscan_cli.digitize.restore.load_restorer`)
+    run on the reading kept (``method="net"`` only: it learnt what TraceNet's readings lose).
+    """
     if method not in METHODS:
         raise EcgscanError(f"unknown digitiser method {method!r} (choose from {', '.join(METHODS)})")
+    result = _read_image(image, net, method, refine, printout)
+    if restorer is not None and method == "net":
+        from ecgscan_cli.digitize.restore import restore_reading
+
+        result.signal = restore_reading(result.signal, restorer, result.fs)
+    return result
+
+
+def _read_image(image: np.ndarray, net, method: str, refine: bool, printout):
+    """:func:`digitize_image` before the restorer."""
+    from ecgscan_cli.digitize.geometry import rows_run_sideways
+
     image = check_image(image)
     if method == "net" and net is None:
         net = load_digitizer()
@@ -141,7 +155,7 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     # roughly and kept only where it clearly does better (against the page's own working
     # reading, ``as_is``); then it is read in full.
     half = _reading("working", np.rot90(image, quarter + 2), np.rot90(maps[0], 2).copy(),
-                    np.rot90(maps[1], 2).copy(), printout=printout)
+                    np.rot90(maps[1], 2).copy(), printout=printout, faint_pulses=method == "net")
     if _clearly_better(half, as_is, strict=quarter == 0):
         flipped, _ = _read_turned(image, quarter + 2, None, method, refine, net, printout=printout)
         if not isinstance(flipped, Exception):
@@ -229,7 +243,8 @@ def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:
 def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: str, refine: bool, printout=None):
     """(the reading of an upright page the lead relations prefer, or the error of the
     first; the working reading, or its error) from the page's working maps."""
-    readings = [_reading("working", image, trace, grid, printout=printout)]
+    net_maps = method == "net"      # faint pulses are TraceNet's evidence, not the colour rules'
+    readings = [_reading("working", image, trace, grid, printout=printout, faint_pulses=net_maps)]
     if refine:
         # the page's geometry first (perspective undone or not), then the image's own
         # resolution on that geometry; each step keeps what the lead relations prefer
@@ -238,9 +253,9 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
         rect = rectified_maps(trace, grid)
         if rect is not None:     # rows made level and parallel: nothing left to deskew
             readings.append(_reading("rectified", image, rect[0], rect[1], _scale_to(image, trace) @ rect[2],
-                                     straight=True, printout=printout))
+                                     straight=True, printout=printout, faint_pulses=net_maps))
         base = _best(readings)
-        if method == "net" and base is not None:
+        if net_maps and base is not None:
             readings.append(_refined_reading(image, trace, grid, base, rect, printout))
     best = _best(readings)
     return (next(r for r in readings if isinstance(r, Exception)) if best is None else best), readings[0]
@@ -269,8 +284,12 @@ def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, bas
     if maps is None:
         return None
     finer = np.diag([t.shape[1] / maps[0].shape[1], t.shape[0] / maps[0].shape[0], 1.0])
+    # faint pulses are a TraceNet map's evidence (its probabilities on a blurred pulse's
+    # edges); on these colour-score maps they let a blurred page's poorer finer reading
+    # compete, and the lead relations then kept it on some (docs/digitize.md)
     return _reading("rectified+refined" if rectified else "refined", image, *maps,
-                    _scale_to(image, trace) @ to_maps @ finer, straight=level_made, printout=printout)
+                    _scale_to(image, trace) @ to_maps @ finer, straight=level_made, printout=printout,
+                    faint_pulses=False)
 
 
 def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
@@ -279,7 +298,7 @@ def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
 
 
 def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, to_image=None,
-             straight: bool = False, printout=None):
+             straight: bool = False, printout=None, faint_pulses: bool = True):
     """A :class:`Digitized` from one pair of maps (or the :class:`DigitizeError` it raised).
 
     ``to_image``: 3×3 homography from the maps' pixels to the image's (default: the scale
@@ -288,7 +307,8 @@ def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, 
 
     p = printout or Printout()
     try:
-        result = digitize_maps(trace, grid, straight=straight, speed_mm_s=p.speed_mm_s, gain_mm_mv=p.gain_mm_mv)
+        result = digitize_maps(trace, grid, straight=straight, speed_mm_s=p.speed_mm_s, gain_mm_mv=p.gain_mm_mv,
+                               faint_pulses=faint_pulses)
     except DigitizeError as e:
         return e
     result.reading = name

@@ -91,6 +91,14 @@ def _runs(occupied: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
+# A pulse's weakest part (top, feet, an edge) must average this probability on the map.
+# On a heavily blurred page TraceNet marks a pulse's thin edges at 0.1-0.2: such a faint
+# match counts only where most rows show one at the same height and place (rows start
+# together and are printed at one gain), which a trace's strokes do not (agreeing_pulses).
+PULSE_SCORE = 0.25
+FAINT_PULSE_SCORE = 0.1
+
+
 @dataclass
 class Pulse:
     """A calibration pulse found left of a row (band pixels, continuous coordinates)."""
@@ -99,6 +107,7 @@ class Pulse:
     fall: float                   # x of the falling edge
     foot: float                   # y of the baseline (0 mV)
     height: float                 # px from foot to top: 1 mV
+    score: float = 1.0            # the template's match: the weakest part's mean probability
 
 
 def _box_mean(a: np.ndarray, n: int, axis: int) -> np.ndarray:
@@ -118,7 +127,8 @@ def _centroid(w: np.ndarray, pos: np.ndarray) -> float | None:
 
 
 def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_mm_s: float,
-                     y_guess: float | None = None, heights_px=None, x_range=None) -> Pulse | None:
+                     y_guess: float | None = None, heights_px=None, x_range=None,
+                     min_score: float = PULSE_SCORE) -> Pulse | None:
     """The calibration pulse (1 mV × 200 ms, with 2 mm feet) in ``band``, or None.
 
     A matched template, not a run of ink: the pulse's feet, edges and top are scored by the
@@ -127,7 +137,8 @@ def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_m
     found. Searched: the rising edge's x in ``x_range`` (default the band's left 40 %), the
     foot's y within 4 mm of ``y_guess`` (default: anywhere), the height among ``heights_px``
     (default 4–25 mm in 1 px steps). The edges, foot and top are then refined to sub-pixel
-    precision from the ink's centroid.
+    precision from the ink's centroid. ``min_score``: the weakest part's mean probability
+    a match needs (:attr:`Pulse.score`).
     """
     from scipy.ndimage import maximum_filter
 
@@ -148,8 +159,9 @@ def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_m
     c0, c1 = max(xa - ifoot - 4, 0), min(xb + ipw + ifoot + 4, w)
     if c0 > 0 or c1 < w:
         found = find_calibration(m[:, c0:c1], (ppm_x, ppm_y), speed_mm_s, y_guess, heights_px,
-                                 (xa - c0, xb - c0))
-        return None if found is None else Pulse(found.rise + c0, found.fall + c0, found.foot, found.height)
+                                 (xa - c0, xb - c0), min_score)
+        return None if found is None else Pulse(found.rise + c0, found.fall + c0, found.foot, found.height,
+                                                found.score)
     # a pixel of slack across each line: a thin line resampled at ~90 dpi splits over two
     mv = maximum_filter(m, size=(3, 1))
     mh = maximum_filter(m, size=(1, 3))
@@ -195,10 +207,11 @@ def find_calibration(band: np.ndarray, ppm: tuple[float, float] | float, speed_m
         if score.flat[k] > best_score:
             i, j = np.unravel_index(k, score.shape)
             best_score, best = float(score.flat[k]), (int(xs[j]), int(yf[i]), ihp)
-    if best is None or best_score < 0.25:
+    if best is None or best_score < min_score:
         return None
     x, yf, ihp = best
-    return _refine_pulse(m, x, yf, ihp, ipw, ifoot)
+    pulse = _refine_pulse(m, x, yf, ihp, ipw, ifoot)
+    return None if pulse is None else Pulse(pulse.rise, pulse.fall, pulse.foot, pulse.height, best_score)
 
 
 def _refine_pulse(m: np.ndarray, x: int, yf: int, ihp: int, ipw: int, ifoot: int) -> Pulse | None:
@@ -250,9 +263,31 @@ def _row_extent(band: np.ndarray, start: int, ppm_x: float) -> tuple[float, floa
     return float(min(r[0] for r in keep)), float(max(r[1] for r in keep))
 
 
+def agreeing_pulses(pulses: list[Pulse | None], ppm_x: float, height_px: float) -> list[Pulse | None]:
+    """``pulses`` (one per row) with the faint ones (score below :data:`PULSE_SCORE`) kept
+    only where they agree with the page: ``height_px`` tall within 15 % (the height the
+    clear pulses show, else the caller's gain: a faint match must not set a page's gain),
+    their rising edges within 4 mm of the median of the pulses that pass, and those on more
+    than half the rows, at least two (rows start together and are printed at one gain)."""
+    clear = [p for p in pulses if p is not None and p.score >= PULSE_SCORE]
+    if len(clear) == sum(p is not None for p in pulses):
+        return list(pulses)
+    if clear:
+        height_px = float(np.median([p.height for p in clear]))
+    tall = [p if p is not None and abs(np.log(p.height / height_px)) < 0.15 else None for p in pulses]
+    found = [p for p in tall if p is not None]
+    if len(found) >= 2 and 2 * len(found) > len(pulses):
+        rise = float(np.median([p.rise for p in found]))
+        tall = [p if p is not None and abs(p.rise - rise) < 4.0 * ppm_x else None for p in tall]
+    else:
+        tall = [None] * len(pulses)
+    return [p if p is not None and p.score >= PULSE_SCORE else q for p, q in zip(pulses, tall)]
+
+
 def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float, gain_mm_mv: float,
-              grid_found: bool) -> tuple[str, list[Row]]:
-    """(layout name, rows) of a deskewed trace map with ``ppm`` = (x, y) pixels per mm."""
+              grid_found: bool, faint_pulses: bool = True) -> tuple[str, list[Row]]:
+    """(layout name, rows) of a deskewed trace map with ``ppm`` = (x, y) pixels per mm.
+    ``faint_pulses``: see :func:`agreeing_pulses` (with a grid only)."""
     ppm_x, ppm_y = ppm
     h, w = trace.shape
     ys = find_row_baselines(trace, 8.0 * ppm_y)
@@ -268,6 +303,7 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
     spacing = float(np.median(np.diff(ys))) if n > 1 else float(h)
     rows = []
     votes = []          # the standard gain each pulse read on a grid says
+    bands = []          # per row: (top, bottom, core_top, core, first ink run, pulse or None)
     for r, y in enumerate(ys):
         top = int(max(0, y - 0.75 * spacing))
         bottom = int(min(h, y + 0.75 * spacing))
@@ -276,17 +312,23 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
         core_top = int(max(0, y - 0.7 * spacing))
         core = trace[core_top:int(min(h, y + 0.3 * spacing))]
         first = _row_extent(core, 0, ppm_x)
+        cal = None
+        if first is not None:
+            # the pulse is the row's leftmost ink (or close: a scribble or label may precede it);
+            # ``first`` is the first long run of ink: the trace, or the pulse where blur joins them
+            heights = [g * ppm_y for g in STANDARD_GAINS] if grid_found else None
+            # (without a grid any height is possible: then only a pulse that is the row's first
+            # ink counts, as a piece of trace can look like a pulse of some height)
+            reach = (25.0 if grid_found else 4.0) * ppm_x
+            cal = find_calibration(core, (ppm_x, ppm_y), speed_mm_s, y_guess=y - core_top, heights_px=heights,
+                                   x_range=(first[0] - 15 * ppm_x, first[0] + reach),
+                                   min_score=FAINT_PULSE_SCORE if grid_found and faint_pulses else PULSE_SCORE)
+        bands.append((top, bottom, core_top, core, first, cal))
+    kept = agreeing_pulses([b[5] for b in bands], ppm_x, gain_mm_mv * ppm_y)
+    for r, (y, (top, bottom, core_top, core, first, _), cal) in enumerate(zip(ys, bands, kept)):
         if first is None:   # only fragments (a faint trace): the other rows say where it runs
             rows.append(Row(float(y), gain_mm_mv * ppm_y, np.nan, np.nan, top, bottom, False))
             continue
-        # the pulse is the row's leftmost ink (or close: a scribble or label may precede it);
-        # ``first`` is the first long run of ink: the trace, or the pulse where blur joins them
-        heights = [g * ppm_y for g in STANDARD_GAINS] if grid_found else None
-        # (without a grid any height is possible: then only a pulse that is the row's first
-        # ink counts, as a piece of trace can look like a pulse of some height)
-        reach = (25.0 if grid_found else 4.0) * ppm_x
-        cal = find_calibration(core, (ppm_x, ppm_y), speed_mm_s, y_guess=y - core_top, heights_px=heights,
-                               x_range=(first[0] - 15 * ppm_x, first[0] + reach))
         if cal is not None and not grid_found:
             # and it stands apart from the trace: some empty column 1.5–3.5 mm after its edge
             gap = ~(core[:, int(cal.fall + 1.5 * ppm_x):int(np.ceil(cal.fall + 3.5 * ppm_x))] > _INK).any(axis=0)

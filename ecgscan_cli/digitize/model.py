@@ -118,19 +118,53 @@ def widen_tracenet(net: TraceNet, widths: tuple[int, ...]) -> TraceNet:
     return wide.train(net.training)
 
 
-def save_tracenet(net: TraceNet, path: str | Path, extra: dict | None = None) -> None:
-    """Weights as safetensors; config (and ``extra`` provenance) as JSON in the metadata."""
+def save_weights(net: nn.Module, path: str | Path, fmt: str, extra: dict | None = None) -> None:
+    """``net``'s weights as safetensors; ``net.config`` (a dataclass) and ``extra`` provenance
+    as JSON in the metadata, with ``format`` = ``fmt``: a self-describing file."""
     from safetensors.torch import save_file
 
-    meta = {"format": "ecgscan-tracenet-1", "config": json.dumps(asdict(net.config))}
+    meta = {"format": fmt, "config": json.dumps(asdict(net.config))}
     if extra:
         meta["provenance"] = json.dumps(extra)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(path), metadata=meta)
 
 
+def load_weights(path: str | Path, fmt: str, what: str, config_cls, net_cls, device="cpu") -> nn.Module:
+    """The network ``net_cls(config_cls(...))`` saved by :func:`save_weights` with format
+    ``fmt``, in eval mode; refusals are one line naming ``what`` (e.g. "digitiser")."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise EcgscanError(f"{what} weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path), device=str(device))
+    except Exception as e:  # a truncated or foreign file
+        raise EcgscanError(f"{path}: not a safetensors weights file ({type(e).__name__})") from None
+    if meta.get("format") != fmt:
+        raise EcgscanError(f"{path}: not ecgscan {what} weights (format {meta.get('format')!r})")
+    raw = json.loads(meta["config"])
+    known = {f.name for f in fields(config_cls)}
+    net = net_cls(config_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise EcgscanError(f"{path}: weights do not match their config ({str(e).splitlines()[0]})") from None
+    return net.to(device).eval()
+
+
+def save_tracenet(net: TraceNet, path: str | Path, extra: dict | None = None) -> None:
+    """Weights as safetensors; config (and ``extra`` provenance) as JSON in the metadata."""
+    save_weights(net, path, "ecgscan-tracenet-1", extra)
+
+
 def tracenet_provenance(path: str | Path) -> dict | None:
-    """The provenance saved with weights (``save_tracenet(..., extra)``), or None."""
+    """The provenance saved with weights (``save_weights(..., extra)``: TraceNet's or the
+    restorer's), or None."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -139,26 +173,4 @@ def tracenet_provenance(path: str | Path) -> dict | None:
 
 
 def load_tracenet(path: str | Path, device="cpu") -> TraceNet:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise EcgscanError(f"digitiser weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path), device=str(device))
-    except Exception as e:  # a truncated or foreign file
-        raise EcgscanError(f"{path}: not a safetensors weights file ({type(e).__name__})") from None
-    if meta.get("format") != "ecgscan-tracenet-1":
-        raise EcgscanError(f"{path}: not ecgscan digitiser weights (format {meta.get('format')!r})")
-    raw = json.loads(meta["config"])
-    known = {f.name for f in fields(TraceNetConfig)}
-    cfg = TraceNetConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known})
-    net = TraceNet(cfg)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise EcgscanError(f"{path}: weights do not match their config ({str(e).splitlines()[0]})") from None
-    return net.to(device).eval()
+    return load_weights(path, "ecgscan-tracenet-1", "digitiser", TraceNetConfig, TraceNet, device)

@@ -124,11 +124,12 @@ def despeckle(trace: np.ndarray, min_pixels: int) -> np.ndarray:
 
 
 def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: float = 25.0,
-                  gain_mm_mv: float = 10.0, straight: bool = False) -> Digitized:
+                  gain_mm_mv: float = 10.0, straight: bool = False, faint_pulses: bool = True) -> Digitized:
     """The 12-lead signal shown by a page's ``trace`` and ``grid`` probability maps (H×W in [0, 1]).
 
     ``straight``: the maps are known to be level already (made on a deskewed or rectified
-    canvas): no deskew."""
+    canvas): no deskew. ``faint_pulses``: calibration pulses the map shows faintly count
+    where the rows agree on them (:func:`~.layout.agreeing_pulses`; for TraceNet's maps)."""
     trace = _check_map(trace, "trace")
     grid = None if grid is None else _check_map(grid, "grid", trace.shape)
     if speed_mm_s <= 0 or gain_mm_mv <= 0:
@@ -156,7 +157,7 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         ppm_x, ppm_y = _pitch_checked(grid, _ink_width(trace) / (_ROW_MM + 10.0), ppm_x, ppm_y, _INK_PLAUSIBLE)
     trace = despeckle(trace, min_pixels=max(4, int(round(ppm_x * ppm_y / 4))))
     layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
-                             grid_found=grid_found)
+                             grid_found=grid_found, faint_pulses=faint_pulses)
     lengths = [r.x1 - r.x0 for r in rows if np.isfinite(r.x0) and np.isfinite(r.x1)]
     if grid_found and lengths:      # then against the rows' length, the finer ruler
         from_rows = float(np.median(lengths)) / _ROW_MM
@@ -164,13 +165,13 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         if checked != (ppm_x, ppm_y):
             ppm_x, ppm_y = checked
             layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
-                                     grid_found=grid_found)
+                                     grid_found=grid_found, faint_pulses=faint_pulses)
     if not grid_found:
         # the rows show 10 s at 25 mm/s (the last sample at 9.998 s): their length is the time axis
         length = float(np.median([r.x1 - r.x0 for r in rows]))
         ppm_x = ppm_y = length / ((row_seconds(speed_mm_s) - 1.0 / FS) * speed_mm_s)   # square pixels
         layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
-                                 grid_found=False)
+                                 grid_found=False, faint_pulses=faint_pulses)
     traced = _trace_rows(trace, rows, ppm_y, grid if grid_found else None)
     if layout in SIX_ROW_LAYOUTS:
         layout = choose_six_row_layout(rows, traced, layout, speed_mm_s)

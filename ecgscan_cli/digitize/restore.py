@@ -1,0 +1,118 @@
+"""Restoring a reading: what blur and pixels take from a printed trace, put back.
+
+A signal read off a page image is the ECG seen through the printer's line, the scan's or
+photo's blur and the pixel grid: QRS tips come out low and rounded, steep strokes land a
+sample or two off, a blurred flank wobbles. The loss is systematic, the same in every
+lead (a blur commutes with the limb-lead relations, so projecting a reading onto them
+gains nothing: docs/digitize.md), and it depends on the ECG's shape, which a linear
+filter cannot follow (one fitted per lead *with* the truth gains ~0.5 dB on heavy pages).
+
+``Restorer`` is a small 1-D convolutional network (dilated residual blocks, ~0.5 s of
+context) that maps one lead's stretch of reading to the signal that drew it, by adding a
+correction to it (its last layer starts at zero: an untrained restorer returns the
+reading). It is trained by ``ecgscan train-restorer`` on TraceNet's readings of rendered
+pages of real records, with the benchmark's own loss (the SNR in dB, averaged over leads;
+:mod:`.restore_train`). Every stretch of a lead (a panel, a rhythm strip) is restored on
+its own: samples not shown stay NaN, and nothing crosses from one panel to the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ecgscan_cli.errors import EcgscanError
+
+FORMAT = "ecgscan-restorer-1"
+MIN_RUN = 16             # samples: a shorter stretch is left as read
+
+
+@dataclass(frozen=True)
+class RestorerConfig:
+    width: int = 16                                   # channels
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 1)
+    kernel: int = 5
+    fs: float = 500.0                                 # the readings' sample rate it was trained at
+
+    def check(self) -> "RestorerConfig":
+        if self.width < 1 or self.kernel < 1 or self.kernel % 2 == 0 or not self.dilations \
+                or any(int(d) < 1 for d in self.dilations) or self.fs <= 0:
+            raise EcgscanError(f"bad restorer config {asdict(self)}")
+        return self
+
+
+class Restorer(nn.Module):
+    def __init__(self, config: RestorerConfig | None = None):
+        super().__init__()
+        self.config = (config or RestorerConfig()).check()
+        c, k = self.config.width, self.config.kernel
+        self.inp = nn.Conv1d(2, c, 7, padding=3)
+        self.blocks = nn.ModuleList(nn.Conv1d(c, c, k, padding=d * (k // 2), dilation=d)
+                                    for d in self.config.dilations)
+        self.out = nn.Conv1d(c, 1, 7, padding=3)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, reading: torch.Tensor) -> torch.Tensor:
+        """``reading`` [B, T] mV → restored [B, T] mV."""
+        # the slope, scaled to about the reading's range: steep strokes are where it errs
+        slope = torch.diff(reading, dim=1, prepend=reading[:, :1]) * 10.0
+        h = self.inp(torch.stack([reading, slope], 1))
+        for block in self.blocks:
+            h = h + F.gelu(block(h))
+        return reading + self.out(h)[:, 0]
+
+
+def shown_runs(lead: np.ndarray, min_len: int = MIN_RUN) -> list[slice]:
+    """The stretches of ``lead`` that are shown (finite), each at least ``min_len`` samples."""
+    idx = np.flatnonzero(np.isfinite(lead))
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts, ends = np.r_[idx[0], idx[breaks + 1]], np.r_[idx[breaks], idx[-1]] + 1
+    return [slice(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= min_len]
+
+
+def restore_reading(signal: np.ndarray, net: Restorer, fs: float) -> np.ndarray:
+    """``signal`` [leads, samples] mV (NaN where not shown) restored stretch by stretch;
+    same shape and dtype, NaN where it was NaN."""
+    if abs(float(fs) - net.config.fs) > 1e-6:
+        raise EcgscanError(f"the restorer was trained on readings at {net.config.fs:g} Hz, not {float(fs):g} Hz")
+    x = np.asarray(signal)
+    out = np.array(x, dtype=np.float64)
+    device = next(net.parameters()).device
+    with torch.inference_mode():
+        for j in range(x.shape[0]):
+            for run in shown_runs(out[j]):
+                t = torch.as_tensor(out[j, run], dtype=torch.float32, device=device)[None]
+                out[j, run] = net(t)[0].double().cpu().numpy()
+    return out.astype(x.dtype, copy=False)
+
+
+def shipped_restorer() -> Path:
+    """The restorer weights that ship in the package (see ``weights/README.md``)."""
+    return Path(str(resources.files("ecgscan_cli.digitize") / "weights" / "restorer.safetensors"))
+
+
+def save_restorer(net: Restorer, path: str | Path, extra: dict | None = None) -> None:
+    """Weights as safetensors; config (and ``extra`` provenance) as JSON in the metadata."""
+    from ecgscan_cli.digitize.model import save_weights
+
+    save_weights(net, path, FORMAT, extra)
+
+
+def load_restorer(path: str | Path | None = None, device="cpu") -> Restorer:
+    """A :class:`Restorer` from ``path`` (a .safetensors file or a train-restorer run folder),
+    or the shipped one."""
+    from ecgscan_cli.digitize.model import load_weights
+
+    path = shipped_restorer() if path is None else Path(path)
+    if path.is_dir():
+        path = path / "restorer.safetensors"
+    return load_weights(path, FORMAT, "restorer", RestorerConfig, Restorer, device)
