@@ -137,18 +137,38 @@ def test_the_shipped_restorer_reads_held_out_records_better(sample500, one_threa
     net, restorer = load_digitizer(), load_restorer()
     sf = SignalsFile(sample500)
     rows = [i for i in range(len(sf)) if int(sf.folds[i]) == 8][:3]
-    gains = {}
+    from ecgscan_cli.digitize.restore import already_sharp
+
+    gains, sharp = {}, {}
     for condition in ("paper", "heavy", "clean"):
-        gains[condition] = []
+        gains[condition], sharp[condition] = [], []
         for k, i in enumerate(rows):
             full = np.nan_to_num(sf.signal(i).astype(np.float64))
             ref = as_shown(full, fs=sf.fs)
             reading = digitize_image(render_condition(full, sf.fs, condition, k), net).signal
             restored = restore_reading(reading, restorer, 500.0)
+            sharp[condition].append(already_sharp(reading))
             gains[condition].append(score_page(ref, restored, sf.fs)[0] - score_page(ref, reading, sf.fs)[0])
     assert min(gains["paper"]) > 0.1 and np.mean(gains["paper"]) > 0.4, gains
     assert min(gains["heavy"]) > 0.1 and np.mean(gains["heavy"]) > 0.3, gains
     assert min(gains["clean"]) > -2.0, gains
+    # reconstruct's gate: sharp readings are left as read, so a clean page loses nothing
+    # (the first of these three reads a little blurred and gains)
+    assert sum(sharp["clean"]) >= 2 and not any(sharp["heavy"]), sharp
+    assert min(0.0 if s else g for g, s in zip(gains["clean"], sharp["clean"])) > -0.1, (gains, sharp)
+
+
+def test_already_sharp_is_a_reading_that_keeps_the_limb_lead_relations():
+    from ecgscan_cli.digitize.restore import SHARP_RESIDUAL, already_sharp
+    from ecgscan_cli.render.layout import as_shown
+    from ecgscan_cli.synth import synthesize
+
+    exact = as_shown(synthesize(1, seed=2).signals[0].astype(np.float64))
+    assert already_sharp(exact)
+    rng = np.random.default_rng(0)
+    noisy = exact + rng.normal(0, 0.2 * np.nanstd(exact), exact.shape)      # each lead its own error
+    assert not already_sharp(noisy) and SHARP_RESIDUAL < 0.01
+    assert not already_sharp(np.full((12, 5000), np.nan))                   # nothing to check: restore
 
 
 @pytest.fixture
@@ -270,7 +290,9 @@ def test_reconstruct_restores_by_default_and_an_untrained_restorer_changes_nothi
     run = CliRunner().invoke
     ref = synthesize(1, seed=5)
     write_signals(tmp_path / "truth.h5", ref.signals, ref.ids)
-    assert run(app, ["render", str(tmp_path / "truth.h5"), "-o", f"{tmp_path}/pages/", "-q"]).exit_code == 0
+    # a page as a scan shows it (a clean render reads sharp enough to be left as read)
+    assert run(app, ["render", str(tmp_path / "truth.h5"), "-o", f"{tmp_path}/pages/", "--augment", "paper",
+                     "-q"]).exit_code == 0
     save_restorer(Restorer(), tmp_path / "identity.safetensors")
     outs = {}
     for name, extra in (("default", []), ("raw", ["--no-restore"]),

@@ -121,15 +121,17 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
 
     ``restorer``: a :class:`~ecgscan_cli.digitize.restore.Restorer` (:func:`~ecgscan_cli.digitize.restore.load_restorer`)
-    run on the reading kept (``method="net"`` only: it learnt what TraceNet's readings lose).
+    run on the reading kept (``method="net"`` only: it learnt what TraceNet's readings lose),
+    unless the reading is already sharp (:func:`~ecgscan_cli.digitize.restore.already_sharp`).
     """
     if method not in METHODS:
         raise EcgscanError(f"unknown digitiser method {method!r} (choose from {', '.join(METHODS)})")
     result = _read_image(image, net, method, refine, printout)
     if restorer is not None and method == "net":
-        from ecgscan_cli.digitize.restore import restore_reading
+        from ecgscan_cli.digitize.restore import already_sharp, restore_reading
 
-        result.signal = restore_reading(result.signal, restorer, result.fs)
+        if not already_sharp(result.signal):
+            result.signal = restore_reading(result.signal, restorer, result.fs)
     return result
 
 

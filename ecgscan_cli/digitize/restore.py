@@ -31,6 +31,10 @@ from ecgscan_cli.errors import EcgscanError
 
 FORMAT = "ecgscan-restorer-1"
 MIN_RUN = 16             # samples: a shorter stretch is left as read
+# Clean 200-dpi renders of PTB-XL records read to a limb-lead residual of ~0.001 (median,
+# folds 7 and 8), and the restorer cost them 0.5 dB; paper, heavy and photo pages read to
+# 0.13-1.2 and gain 0.3-0.5 dB. Below this a reading is left as read (docs/digitize.md).
+SHARP_RESIDUAL = 0.005
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,15 @@ def shown_runs(lead: np.ndarray, min_len: int = MIN_RUN) -> list[slice]:
     breaks = np.flatnonzero(np.diff(idx) > 1)
     starts, ends = np.r_[idx[0], idx[breaks + 1]], np.r_[idx[breaks], idx[-1]] + 1
     return [slice(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= min_len]
+
+
+def already_sharp(signal: np.ndarray) -> bool:
+    """True for a reading whose limb leads keep Einthoven's and Goldberger's relations to
+    within :data:`SHARP_RESIDUAL` of their variance: nothing blurred or resampled it, and
+    the restorer (trained on pages that were) has nothing to put back."""
+    from ecgscan_cli.digitize.consistency import lead_relation_residual
+
+    return lead_relation_residual(signal) < SHARP_RESIDUAL
 
 
 def restore_reading(signal: np.ndarray, net: Restorer, fs: float) -> np.ndarray:
