@@ -304,7 +304,7 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
     rows = []
     votes = []          # the standard gain each pulse read on a grid says
     bands = []          # per row: (top, bottom, core_top, core, first ink run, pulse or None)
-    for r, y in enumerate(ys):
+    for y in ys:
         top = int(max(0, y - 0.75 * spacing))
         bottom = int(min(h, y + 0.75 * spacing))
         # the pulse and the row's start are read in a narrower band: less of the neighbours
@@ -325,7 +325,7 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
                                    min_score=FAINT_PULSE_SCORE if grid_found and faint_pulses else PULSE_SCORE)
         bands.append((top, bottom, core_top, core, first, cal))
     kept = agreeing_pulses([b[5] for b in bands], ppm_x, gain_mm_mv * ppm_y)
-    for r, (y, (top, bottom, core_top, core, first, _), cal) in enumerate(zip(ys, bands, kept)):
+    for y, (top, bottom, core_top, core, first, _), cal in zip(ys, bands, kept):
         if first is None:   # only fragments (a faint trace): the other rows say where it runs
             rows.append(Row(float(y), gain_mm_mv * ppm_y, np.nan, np.nan, top, bottom, False))
             continue

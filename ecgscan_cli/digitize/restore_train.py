@@ -23,6 +23,7 @@ import glob
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,7 +106,8 @@ def page_jobs(cfg: RestorerTrainConfig, rows: list[int], n_pages: int, stream: i
     return jobs
 
 
-_NETS: dict = {}
+_NETS: dict = {}          # per worker process: TraceNet and the signals file, opened once
+_SIGNALS: dict = {}
 
 
 def read_page(job: tuple):
@@ -121,7 +123,9 @@ def read_page(job: tuple):
     k, row, preset, dpi, seed, signals, weights = job
     if weights not in _NETS:
         _NETS[weights] = load_digitizer(weights)
-    signal = np.nan_to_num(SignalsFile(signals).signal(row).astype(np.float64))
+    if signals not in _SIGNALS:
+        _SIGNALS[signals] = SignalsFile(signals)
+    signal = np.nan_to_num(_SIGNALS[signals].signal(row).astype(np.float64))
     options = random_options(np.random.default_rng(seed))
     page = render_condition(signal, FS, "clean" if preset == "none" else preset, seed, dpi=dpi, options=options)
     shown = as_shown(signal, options, fs=FS).astype(np.float32)
@@ -291,8 +295,6 @@ def _provenance(cfg: RestorerTrainConfig, step: int, val_db) -> dict:
     from ecgscan_cli.digitize.image import weights_path
     from ecgscan_cli.digitize.model import tracenet_provenance
 
-    import sys
-
     try:
         reader = tracenet_provenance(weights_path(cfg.weights))
     except (EcgscanError, OSError):
@@ -329,8 +331,6 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
     cfg.check()
     deadline = None if cfg.max_minutes is None else started + 60 * cfg.max_minutes
     if resume:      # the settings it runs with now (--width may change before training begins)
-        import sys
-
         run = json.loads((out / "run.json").read_text())
         run["config"] = asdict(cfg)
         run["resumed"] = run.get("resumed", []) + [sys.argv]
@@ -338,8 +338,6 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
     else:
         check_signals(cfg)      # a bad signals file leaves no run folder behind
         _fresh_run_folder(out, overwrite)
-        import sys
-
         (out / "run.json").write_text(json.dumps({"kind": "restorer", "config": asdict(cfg), "command": sys.argv},
                                                  indent=1))
         (out / "metrics.jsonl").write_text("")
