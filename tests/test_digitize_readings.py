@@ -268,6 +268,102 @@ def test_a_blurred_pages_faint_pulses_set_time_zero(ptbxl_record):
     assert np.nanmax(d.signal[0, :100]) < 0.5                            # no pulse in lead I
 
 
+def _traced_row(ppm: float, top_mm: float = 5.0, top_mv: float = 1.0, rise_mm: float = 0.7, start: float = 100.0):
+    """A row's raw trace as the tracker gives it (x: the maps' columns; mV): 2 mm of foot,
+    a pulse whose blurred rising edge the tracker climbs over ``rise_mm``, a top
+    ``top_mm`` long, a fall with no points in it, 2 mm of foot, then a wavy trace."""
+    xs, mv = [], []
+    x = start
+    for length_mm, level in ((2.0, 0.1), (rise_mm, None), (top_mm, top_mv), (0.7, "gap"), (3.0, 0.05)):
+        n = int(round(length_mm * ppm))
+        for i in range(n):
+            if level == "gap":
+                pass
+            elif level is None:
+                xs.append(x), mv.append(0.1 + (top_mv - 0.1) * (i + 1) / (n + 1))
+            else:
+                xs.append(x), mv.append(level + 0.02 * np.sin(i))
+            x += 1.0
+    trace_x = x + np.arange(int(40 * ppm))
+    xs += list(trace_x)
+    mv += list(0.05 + 0.4 * np.sin((trace_x - x) / (3 * ppm)) ** 8)
+    return np.array(xs), np.array(mv)
+
+
+def test_a_pulse_the_trace_shows_is_found_by_its_falling_edge():
+    from ecgscan_cli.digitize.layout import pulse_in_trace
+
+    ppm = 3.0
+    for rise_mm in (0.7, 3.0):              # a sharp edge, one the tracker climbed slowly
+        x, mv = _traced_row(ppm, rise_mm=rise_mm)
+        fall_true = 100.0 + round(2.0 * ppm) + round(rise_mm * ppm) + round(5.0 * ppm) + 1.0
+        fall, height = pulse_in_trace(x, mv, ppm, 25.0)
+        assert abs(fall - fall_true) < 0.5 * ppm and 0.9 < height < 1.1, (fall, fall_true, height)
+    x, mv = _traced_row(ppm, top_mm=6.5, top_mv=0.5)        # blur widens it; 5 mm/mV
+    assert pulse_in_trace(x, mv, ppm, 25.0) is not None
+    # not a pulse: a flat stretch far longer than 200 ms, a top too low to be 1 mV at any
+    # standard gain, a rounded top (a wave), nothing at the start
+    assert pulse_in_trace(*_traced_row(ppm, top_mm=10.0), ppm, 25.0) is None
+    assert pulse_in_trace(*_traced_row(ppm, top_mv=0.2), ppm, 25.0) is None
+    x, mv = _traced_row(ppm)
+    top = (mv > 0.5) & (x < 130)
+    wave = mv.copy()
+    wave[top] = 0.1 + 0.9 * np.sin(np.linspace(0.2, np.pi - 0.2, top.sum()))
+    assert pulse_in_trace(x, wave, ppm, 25.0) is None
+    assert pulse_in_trace(x[x > 140], mv[x > 140], ppm, 25.0) is None
+
+
+def test_rows_whose_traces_show_their_pulses_start_after_them():
+    from ecgscan_cli.digitize.layout import Row, time_from_traced_pulses
+
+    ppm = 3.0
+
+    def rows(starts):
+        return [Row(50.0 + 60 * k, 30.0, x0, x0 + 260 * ppm, 0, 400, False, ppm) for k, x0 in enumerate(starts)]
+
+    traced = [_traced_row(ppm, start=s) for s in (100.0, 103.0, 98.0)] + [(np.arange(100.0, 900.0), np.zeros(800))]
+    page = rows([100.5, 103.5, 98.5, 100.5])
+    assert time_from_traced_pulses("3x4+1", page, traced, ppm, 25.0)
+    moved = [r.x0 - s for r, s in zip(page, (100.5, 103.5, 98.5, 100.5))]
+    assert all(abs(m - 10 * ppm) < 0.7 * ppm for m in moved), moved    # 2 + 5 + 3 mm: time 0
+    assert page[0].panels[0][0] == "I" and page[0].panels[0][1] == page[0].x0
+    assert abs(page[0].ppm_x - ppm) < 0.01 * ppm         # the row's own length now 10 s at the grid's pitch
+    # a row starting elsewhere (its first ink the trace: the pulse hidden) stays
+    page = rows([100.5, 103.5, 98.5, 130.5])
+    time_from_traced_pulses("3x4+1", page, traced, ppm, 25.0)
+    assert page[3].x0 == 130.5
+    # rows whose trace begins well after their start (pulse and first mm lost) say nothing:
+    # two pulses on a four-row page then suffice, and those rows move with them
+    late = (np.arange(100.0 + 20 * ppm, 900.0), np.zeros(800 - int(20 * ppm)))
+    page = rows([100.5, 103.5, 100.5, 100.5])
+    assert time_from_traced_pulses("3x4+1", page, traced[:2] + [late, late], ppm, 25.0)
+    assert all(abs(r.x0 - 100.5 - 10 * ppm) < ppm for r in page[2:]), [r.x0 for r in page]
+    # no majority, pulses of different heights, or a pulse already found on the maps: as read
+    for t, calibrated in ((traced[:2] + traced[3:] * 2, False),
+                          ([traced[0], _traced_row(ppm, top_mv=2.0, start=103.0)] + traced[2:], False),
+                          (traced, True)):
+        page = rows([100.5, 103.5, 98.5, 100.5])
+        page[3].calibration = calibrated
+        assert not time_from_traced_pulses("3x4+1", page, t, ppm, 25.0)
+        assert [r.x0 for r in page] == [100.5, 103.5, 98.5, 100.5]
+
+
+def test_a_blurred_photos_traced_pulses_set_time_zero(ptbxl_record):
+    """A `photo` page of the digitiser benchmark (fold 8, shipped weights) whose pulses no
+    map shows clearly enough, not even faintly: the reading took the pulse's foot for time
+    0, so the leads came 0.3-0.5 s late (best shifts -0.29 to -0.5 s) and lead I began with
+    the 1 mV pulse. Its traces show the pulses."""
+    from ecgscan_cli.digitize.evaluate import render_condition
+    from ecgscan_cli.digitize.image import digitize_image
+    from ecgscan_cli.snr import best_alignment
+
+    signal = ptbxl_record("00259")
+    d = digitize_image(render_condition(signal, 500.0, "photo", 17))
+    lags = np.array([s for s, _ in best_alignment(as_shown(signal), d.signal.astype(np.float64), 500.0, 0.5, 1.0)])
+    assert np.median(np.abs(lags)) < 25, lags                              # under 50 ms
+    assert np.nanmax(d.signal[0, :100]) < 0.6                             # no pulse in lead I
+
+
 # ---------------------------------------------------------------- page orientation
 
 def test_rows_running_up_and_down_are_seen(truth):

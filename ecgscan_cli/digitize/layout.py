@@ -284,6 +284,95 @@ def agreeing_pulses(pulses: list[Pulse | None], ppm_x: float, height_px: float) 
     return [p if p is not None and p.score >= PULSE_SCORE else q for p, q in zip(pulses, tall)]
 
 
+def pulse_in_trace(x: np.ndarray, mv: np.ndarray, ppm_x: float, speed_mm_s: float) -> tuple[float, float] | None:
+    """(falling edge x, height in mV) of a calibration pulse at the start of a traced row
+    (x: the maps' columns, increasing; mV at the caller's gain), or None.
+
+    A pulse the maps show too faintly for :func:`find_calibration` is often still traced:
+    a flat top that ends in a steep fall to a flat foot within the row's first 15 mm. The
+    falling edge is the part to trust (the tracker climbs a blurred rising edge over a few
+    mm); so a pulse is: the top's last 60 % (but its final 15 %, the corner) and the foot
+    0.5-2 mm past the fall each flat to within 15 % of the height, the fall (where the
+    trace crosses half the height) within 2 mm, and the trace 3 mm before the top's start
+    below half the height (a top much longer than a pulse's is a flat stretch of the trace;
+    blur widens a pulse by 1-2 mm)."""
+    ok = np.isfinite(x) & np.isfinite(mv)
+    x, mv = x[ok], mv[ok]
+    if x.size < 10:
+        return None
+    pw = CAL_PULSE_S * speed_mm_s * ppm_x
+    u = np.arange(x[0], min(x[-1], x[0] + 15.0 * ppm_x + 2.0 * ppm_x), 0.5)
+    if u.size < 4:
+        return None
+    v = np.interp(u, x, mv)
+
+    def part(a, b):
+        sel = (u >= a) & (u <= b)
+        return v[sel] if np.count_nonzero(sel) >= 3 else None
+
+    best = None
+    for k in range(1, u.size):
+        f = u[k]
+        top, foot = part(f - 0.6 * pw, f - 0.15 * pw), part(f + 0.5 * ppm_x, f + 2.0 * ppm_x)
+        if top is None or foot is None:
+            continue
+        height = float(np.median(top) - np.median(foot))
+        half = float(np.median(foot)) + height / 2
+        if height <= 0 or (best is not None and height <= best[1]) or not (v[k - 1] >= half > v[k]):
+            continue
+        before = np.interp(f - pw - 3.0 * ppm_x, u, v, left=np.nan)
+        steep = part(f - 1.0 * ppm_x, f + 1.0 * ppm_x)
+        if (np.ptp(top) < 0.15 * height and np.ptp(foot) < 0.15 * height and not before >= half
+                and steep is not None and steep.max() >= half + 0.35 * height and steep.min() <= half - 0.35 * height):
+            fall = float(u[k - 1] + (u[k] - u[k - 1]) * (v[k - 1] - half) / max(v[k - 1] - v[k], 1e-9))
+            best = (fall, height)
+    if best is None or not _PULSE_MV[0] <= best[1] <= _PULSE_MV[1]:
+        return None
+    return best
+
+
+_PULSE_MV = (0.35, 2.5)     # a traced pulse's height at the caller's gain: 1 mV printed at 5-20 mm/mV
+_PULSE_ROWS_AGREE = 0.2     # log ratio of a row's traced pulse height to the rows' median
+
+
+def time_from_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: float, speed_mm_s: float) -> bool:
+    """Where no row's calibration pulse was found on the maps, time 0 from the pulses the
+    rows' traces show (:func:`pulse_in_trace`; ``traced``: per row, x in the maps' columns
+    and mV). Rows whose trace begins more than 3 mm after their start say nothing (their
+    pulse and first millimetres lost); of the others, at least two and more than half must
+    show a pulse of one height (within 20 %) that moves their start alike (within 4 mm: an
+    unrectified photo's rows are stretched differently). Such a row then starts 3 mm after
+    its pulse's falling edge, as :func:`read_rows` places it from a pulse; a row without
+    one that started with them (within 3 mm) moves as they do; the rows' px/mm and panels
+    follow. The gain stays the caller's (blur lowers a traced pulse's top first). Without
+    this a page whose pulses are faint was read from the pulse's foot: 0.4 s late, lead I
+    beginning with the pulse, the rows' own px/mm 4 % off."""
+    if any(r.calibration for r in rows):
+        return False
+    found = {k: pulse_in_trace(x, mv, ppm_x, speed_mm_s) for k, (x, mv) in enumerate(traced)}
+    found = {k: f for k, f in found.items() if f is not None}
+    telling = sum(1 for row, (x, _) in zip(rows, traced) if x.size and x[0] < row.x0 + 3.0 * ppm_x)
+    if len(found) < 2 or 2 * len(found) <= telling:
+        return False
+    heights = np.array([f[1] for f in found.values()])
+    moves = np.array([f[0] + 3.0 * ppm_x - rows[k].x0 for k, f in found.items()])
+    agree = (np.abs(np.log(heights / np.median(heights))) < _PULSE_ROWS_AGREE) & \
+            (np.abs(moves - np.median(moves)) < 4.0 * ppm_x)
+    timed = [k for k, ok in zip(found, agree) if ok]
+    if len(timed) < 2 or 2 * len(timed) <= telling:
+        return False
+    move = float(np.median(moves[agree]))
+    start = float(np.median([rows[k].x0 for k in timed]))
+    for k, row in enumerate(rows):
+        if k in timed:
+            row.x0 = found[k][0] + 3.0 * ppm_x
+        elif abs(row.x0 - start) < 3.0 * ppm_x:
+            row.x0 += move
+        row.ppm_x = _row_scale(row, ppm_x, speed_mm_s)
+        _panels(layout, row, k)
+    return True
+
+
 def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float, gain_mm_mv: float,
               grid_found: bool, faint_pulses: bool = True) -> tuple[str, list[Row]]:
     """(layout name, rows) of a deskewed trace map with ``ppm`` = (x, y) pixels per mm.

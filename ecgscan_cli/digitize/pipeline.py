@@ -23,7 +23,8 @@ import numpy as np
 from ecgscan_cli import canonical
 from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_pitch_near, grid_px_per_mm, grid_shift
 from ecgscan_cli.digitize.jitter import calm_jitter
-from ecgscan_cli.digitize.layout import SIX_ROW_LAYOUTS, DigitizeError, Row, read_rows, row_seconds
+from ecgscan_cli.digitize.layout import (SIX_ROW_LAYOUTS, DigitizeError, Row, read_rows, row_seconds,
+                                        time_from_traced_pulses)
 from ecgscan_cli.digitize.panels import assemble, choose_six_row_layout, name_rhythm_strips
 from ecgscan_cli.digitize.vectorize import centreline, track_row
 from ecgscan_cli.digitize.warp_field import band_warp
@@ -129,7 +130,9 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
 
     ``straight``: the maps are known to be level already (made on a deskewed or rectified
     canvas): no deskew. ``faint_pulses``: calibration pulses the map shows faintly count
-    where the rows agree on them (:func:`~.layout.agreeing_pulses`; for TraceNet's maps)."""
+    where the rows agree on them (:func:`~.layout.agreeing_pulses`), and where no row's
+    pulse is found, those the rows' traces show (:func:`~.layout.time_from_traced_pulses`);
+    for TraceNet's maps."""
     trace = _check_map(trace, "trace")
     grid = None if grid is None else _check_map(grid, "grid", trace.shape)
     if speed_mm_s <= 0 or gain_mm_mv <= 0:
@@ -172,6 +175,12 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         ppm_x = ppm_y = length / ((row_seconds(speed_mm_s) - 1.0 / FS) * speed_mm_s)   # square pixels
         layout, rows = read_rows(trace, (ppm_x, ppm_y), speed_mm_s=speed_mm_s, gain_mm_mv=gain_mm_mv,
                                  grid_found=False, faint_pulses=faint_pulses)
+    if grid_found and faint_pulses and not any(r.calibration for r in rows):
+        # no pulse found on the maps: perhaps the traces show them (in the maps' own x,
+        # where a pulse is 200 ms wide; the rows are then traced again from their time 0).
+        # TraceNet's maps only, as for faint pulses: on the finer colour-score maps it let
+        # a poorer reading win the lead relations (docs/digitize.md)
+        time_from_traced_pulses(layout, rows, _trace_rows(trace, rows, ppm_y), ppm_x, speed_mm_s)
     traced = _trace_rows(trace, rows, ppm_y, grid if grid_found else None)
     if layout in SIX_ROW_LAYOUTS:
         layout = choose_six_row_layout(rows, traced, layout, speed_mm_s)
