@@ -153,7 +153,7 @@ def train_restorer_command(
         "--weights", help="TraceNet weights that read the pages (default: the shipped ones): the restorer "
         "learns what their readings lose.", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=10_000_000, show_default=False,
-                                                 help="Optimizer steps [default: 3000; with --resume: the "
+                                                 help="Optimizer steps [default: 30000; with --resume: the "
                                                  "run's own]")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096,
                                             help="Stretches of reading per step.")] = 32,
@@ -207,7 +207,7 @@ def train_restorer_command(
             signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
             val_folds=tuple(parse_folds(val_folds, "--val-folds")), pages=pages or 1200, val_pages=val_pages,
             mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX), dpi=_dpi_range(dpi),
-            weights=None if weights is None else str(weights.resolve()), steps=steps or 3000, batch_size=batch_size,
+            weights=None if weights is None else str(weights.resolve()), steps=steps or RestorerTrainConfig.steps, batch_size=batch_size,
             length=length, lr=lr, width=width or 16, eval_every=eval_every, seed=seed, max_minutes=max_minutes)
     if weights is not None:
         from ecgscan_cli.digitize.image import weights_path
