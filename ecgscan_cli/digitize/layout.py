@@ -284,6 +284,10 @@ def agreeing_pulses(pulses: list[Pulse | None], ppm_x: float, height_px: float) 
     return [p if p is not None and p.score >= PULSE_SCORE else q for p, q in zip(pulses, tall)]
 
 
+_PULSE_MV = (0.35, 2.5)     # a traced pulse's height at the caller's gain: 1 mV printed at 5-20 mm/mV
+_PULSE_ROWS_AGREE = 0.2     # log ratio of a row's traced pulse height to the rows' median
+
+
 def pulse_in_trace(x: np.ndarray, mv: np.ndarray, ppm_x: float, speed_mm_s: float) -> tuple[float, float] | None:
     """(falling edge x, height in mV) of a calibration pulse at the start of a traced row
     (x: the maps' columns, increasing; mV at the caller's gain), or None.
@@ -329,10 +333,6 @@ def pulse_in_trace(x: np.ndarray, mv: np.ndarray, ppm_x: float, speed_mm_s: floa
     if best is None or not _PULSE_MV[0] <= best[1] <= _PULSE_MV[1]:
         return None
     return best
-
-
-_PULSE_MV = (0.35, 2.5)     # a traced pulse's height at the caller's gain: 1 mV printed at 5-20 mm/mV
-_PULSE_ROWS_AGREE = 0.2     # log ratio of a row's traced pulse height to the rows' median
 
 
 def time_from_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: float, speed_mm_s: float) -> bool:
