@@ -522,6 +522,56 @@ def test_3x4_without_rhythm_strip(signals):
     assert np.isfinite(ii[:1240]).mean() > 0.99 and np.isnan(ii[1300:]).all()   # only its 2.5 s panel
 
 
+def _row_map(levels_px, w: int = 1000, h: int = 800, value: float = 1.0, cols=slice(None), shear: float = 0.0):
+    """A trace map of wavy full-width rows at ``levels_px``."""
+    m = np.zeros((h, w), np.float32)
+    x = np.arange(w)
+    for y0 in levels_px:
+        y = np.round(y0 + 3 * np.sin(x / 9.0) + shear * (x - w / 2)).astype(int)
+        keep = np.zeros(w, bool)
+        keep[cols] = True
+        m[y[keep], x[keep]] = value
+    return m
+
+
+def test_a_weak_row_one_spacing_beyond_three_rows_is_the_fourth():
+    """Three strong rows and a fourth the projection shows weakly (tilted across 40 px, as
+    on a page photographed at an angle): four rows. Not a header's short text one spacing
+    above, nor a weak row at another distance."""
+    rows = _row_map([300, 450, 600])
+    tilted = _row_map([150], shear=40 / 1000)
+    found = layout.find_row_baselines(np.maximum(rows, tilted), 30.0)
+    assert found.size == 4 and abs(found[0] - 150) < 4, found
+    text = _row_map([150, 153, 156], cols=slice(100, 200))      # three lines of "text", a tenth of the width
+    assert layout.find_row_baselines(np.maximum(rows, text), 30.0).size == 3
+    closer = _row_map([210], shear=40 / 1000)                  # 0.6 spacing above the first row
+    assert layout.find_row_baselines(np.maximum(rows, closer), 30.0).size == 3
+    below = _row_map([750], shear=40 / 1000)                   # below the last works as well
+    assert layout.find_row_baselines(np.maximum(rows, below), 30.0).size == 4
+
+
+def test_a_3x4_rhythm_page_whose_first_row_is_tilted_keeps_its_leads(signals):
+    """A 3x4 + rhythm strip page whose first row the projection smears (a corner of the page
+    lifted) was read as a plain 3x4 page, every row with the wrong leads."""
+    x = signals[0]
+    dpi = 100.0
+    ppm = dpi / 25.4
+    trace, grid = page_targets(x, 500.0, LayoutOptions(), dpi)
+    geo = page_geometry(LayoutOptions())
+    y = int(geo.baselines_mm[0] * ppm)
+    top, bottom = y - int(22 * ppm), y + int(22 * ppm)
+    band = trace[top:bottom].copy()
+    trace[top:bottom] = 0.0
+    w = trace.shape[1]
+    for c in range(w):        # the row falls by 14 mm across the page
+        trace[top:bottom, c] = np.roll(band[:, c], int(round(14 * ppm * c / w)))
+    d = digitize_maps(trace, grid)
+    assert d.layout == "3x4+1" and len(d.rows) == 4
+    snr = reconstruction_snr(shown(x), d.signal, 500.0, align=True)
+    later = [LEAD_INDEX[n] for n in ("II", "III", "aVL", "aVF", "V2", "V3", "V5", "V6")]
+    assert np.nanmean(snr[later]) >= 15.0, snr
+
+
 def test_12x1_layout_reads_each_lead_for_10_s(signals):
     x = signals[2]
     ppm = 4.0

@@ -412,3 +412,53 @@ def test_a_page_turned_by_quarter_or_half_turns_is_read_upright(ptbxl_record, qu
     h, w = page.shape[:2]
     expect = {1: (py[0], w - px[0]), 2: (w - px[0], h - py[0]), 3: (h - py[0], px[0])}[quarter]
     assert abs(tx[0] - expect[0]) < 6 and abs(ty[0] - expect[1]) < 6, ((tx, ty), expect)
+
+
+def test_a_plain_3x4_reading_that_lost_the_first_row_is_not_kept():
+    """Maps that smear one row read a 3x4 + rhythm strip page as a plain 3x4 one; where the
+    row lost was the first, every lead is wrong, and the lead relations, poor either way,
+    may prefer it. Where it lost the rhythm strip its leads are right and it competes; a
+    fourth row the finer maps alone read may be a header's text, and decides nothing."""
+    from ecgscan_cli.digitize.image import _best
+
+    def reading(layout, name, residual, ys, scale=1.0):
+        rows = [{"x0": 10.0, "x1": 90.0, "y": y} for y in ys]
+        return types.SimpleNamespace(layout=layout, reading=name, lead_residual=residual, rows=rows,
+                                     rotation_deg=0.0, map_shape=(500, 100), to_image=np.diag([scale, scale, 1.0]))
+
+    four = reading("3x4+1", "rectified", 2.0, [100, 200, 300, 400])
+    lost_first = reading("3x4", "working", 1.0, [100, 150, 200], scale=2.0)    # image rows 200, 300, 400
+    lost_strip = reading("3x4", "working", 1.0, [50, 100, 150], scale=2.0)     # image rows 100, 200, 300
+    assert _best([lost_first, four]) is four
+    assert _best([lost_strip, four]) is lost_strip                              # the relations decide
+    finer = reading("3x4+1", "rectified+refined", 1.5, [100, 200, 300, 400])
+    assert _best([lost_first, finer]) is lost_first
+    assert _best([lost_first, four, finer]) is finer                            # among the rest
+
+
+def test_a_rectified_reading_replaces_the_working_one_unless_the_relations_clearly_differ():
+    from ecgscan_cli.digitize.image import _perspective_undone
+
+    def reading(layout, residual):
+        return types.SimpleNamespace(layout=layout, lead_residual=residual)
+
+    assert _perspective_undone(reading("3x4+1", 0.666), reading("3x4+1", 0.677))
+    assert _perspective_undone(reading("3x4+1", 3.0), reading("3x4+1", 0.5))
+    assert not _perspective_undone(reading("3x4+1", 1.0), reading("3x4+1", 2.2))     # the working one is clearly better
+    assert not _perspective_undone(reading("3x4+1", 1.0), reading("3x4", 0.5))       # layouts differ: the contest decides
+    assert not _perspective_undone(ValueError("no ECG trace found"), reading("3x4+1", 0.5))
+
+
+@pytest.mark.parametrize("rid,seed,reading_was,db_was", [("00346", 1028, "working", -0.65), ("00088", 6, "3x4", 0.29)])
+def test_photos_whose_working_reading_misled_are_read_through_their_rectified_geometry(ptbxl_record, rid, seed,
+                                                                                       reading_was, db_was):
+    """Two fold-7 photo pages: a working reading that kept the limb relations as well as the
+    rectified one (0.666 vs 0.677) but read its rows' time wrong; and a page whose working
+    maps lost the rhythm strip's row (a plain 3x4 reading: every lead wrong)."""
+    from ecgscan_cli.digitize.evaluate import render_condition
+    from ecgscan_cli.digitize.image import digitize_image
+
+    signal = ptbxl_record(rid)
+    d = digitize_image(render_condition(signal, 500.0, "photo", seed))
+    assert d.layout == "3x4+1" and d.reading != "working"
+    assert aligned_db(signal, d.signal) > db_was + 4.0

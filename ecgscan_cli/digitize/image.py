@@ -21,6 +21,8 @@ from ecgscan_cli.errors import EcgscanError
 METHODS = ("net", "classical")
 _DOUBTFUL_RESIDUAL = 1.0
 _POLARITY_GAIN_MV = 2.0
+# a rectified reading within this factor of the working one's residual replaces it (_perspective_undone)
+_RECTIFIED_TRUST = 2.0
 
 
 def shipped_weights() -> Path:
@@ -246,7 +248,8 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
     """(the reading of an upright page the lead relations prefer, or the error of the
     first; the working reading, or its error) from the page's working maps."""
     net_maps = method == "net"      # faint pulses are TraceNet's evidence, not the colour rules'
-    readings = [_reading("working", image, trace, grid, printout=printout, faint_pulses=net_maps)]
+    working = _reading("working", image, trace, grid, printout=printout, faint_pulses=net_maps)
+    readings = [working]
     if refine:
         # the page's geometry first (perspective undone or not), then the image's own
         # resolution on that geometry; each step keeps what the lead relations prefer
@@ -254,13 +257,30 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
 
         rect = rectified_maps(trace, grid)
         if rect is not None:     # rows made level and parallel: nothing left to deskew
-            readings.append(_reading("rectified", image, rect[0], rect[1], _scale_to(image, trace) @ rect[2],
-                                     straight=True, printout=printout, faint_pulses=net_maps))
+            rectified = _reading("rectified", image, rect[0], rect[1], _scale_to(image, trace) @ rect[2],
+                                 straight=True, printout=printout, faint_pulses=net_maps)
+            readings = [rectified] if _perspective_undone(working, rectified) else [working, rectified]
         base = _best(readings)
         if net_maps and base is not None:
             readings.append(_refined_reading(image, trace, grid, base, rect, printout))
     best = _best(readings)
-    return (next(r for r in readings if isinstance(r, Exception)) if best is None else best), readings[0]
+    return (next(r for r in [working, *readings] if isinstance(r, Exception)) if best is None else best), working
+
+
+def _perspective_undone(working, rectified) -> bool:
+    """Whether the rectified reading replaces the working one outright: both read the same
+    layout and it keeps the limb relations at least half as well. A page is rectified only
+    where its rows converge (:mod:`.rectify`); deskewed alone, such a page's columns stay
+    slanted and its rows' time axes unequal, which the relations, read within a column,
+    hardly see (a fold-7 photo page: working 0.666 vs rectified 0.677, -0.65 vs 5.99 dB)."""
+    from ecgscan_cli.digitize.consistency import lead_relation_residual
+
+    if isinstance(working, Exception) or isinstance(rectified, Exception) or working.layout != rectified.layout:
+        return False
+    for r in (working, rectified):
+        if r.lead_residual is None:
+            r.lead_residual = lead_relation_residual(r.signal)
+    return rectified.lead_residual < _RECTIFIED_TRUST * working.lead_residual
 
 
 def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect, printout=None):
@@ -319,11 +339,38 @@ def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, 
     return result
 
 
+def _row_in_image(result, k: int) -> tuple[float, float]:
+    """Image pixels (x, y) of the middle of ``result``'s row ``k`` on its baseline."""
+    from ecgscan_cli.digitize.geometry import rotation_to_source
+
+    row = result.rows[k]
+    rotated, _ = rotation_to_source(float(result.rotation_deg or 0.0), tuple(result.map_shape))
+    p = np.asarray(result.to_image, np.float64) @ rotated @ np.array([(row["x0"] + row["x1"]) / 2, row["y"], 1.0])
+    return float(p[0] / p[2]), float(p[1] / p[2])
+
+
+def _lost_first_row(plain, four) -> bool:
+    """Whether a three-row reading's first row is a four-row reading's second (it lost the
+    first row, not the rhythm strip below: then its rows took the wrong leads)."""
+    y = _row_in_image(plain, 0)[1]
+    first, second = _row_in_image(four, 0)[1], _row_in_image(four, 1)[1]
+    return abs(y - second) < abs(y - first)
+
+
 def _best(readings: list):
-    """The reading that breaks the limb-lead relations least (the only one, if one)."""
+    """The reading that breaks the limb-lead relations least (the only one, if one); a
+    plain 3x4 reading that lost a 3x4 + rhythm strip page's first row is not one."""
     from ecgscan_cli.digitize.consistency import lead_relation_residual
 
     done = [r for r in readings if r is not None and not isinstance(r, Exception)]
+    four = [r for r in done if r.layout == "3x4+1" and "refined" not in r.reading]
+    if four:
+        # maps that smear one row (the page's perspective not yet undone, shading) read a
+        # 3x4 + rhythm strip page as a plain 3x4; where the row lost was the first, every row
+        # has the wrong leads, and the relations, poor either way on such pages, do not
+        # always tell: a fourth row read on the page's other working-resolution maps says so
+        # (the finer maps mark a header's text as ink: their fourth row may be one)
+        done = [r for r in done if r.layout != "3x4" or not _lost_first_row(r, four[0])]
     if len(done) <= 1:
         return done[0] if done else None
     for r in done:

@@ -77,7 +77,44 @@ def find_row_baselines(trace: np.ndarray, min_gap_px: float) -> np.ndarray:
     # a row's trace covers most of the page's width: text and stray marks cover little
     peaks, _ = find_peaks(proj, distance=max(int(min_gap_px), 1), height=0.3 * proj.max(),
                           prominence=0.15 * proj.max())
+    if peaks.size == 3:
+        peaks = _fourth_row(ink, proj, peaks, min_gap_px)
     return peaks.astype(np.float64)
+
+
+# Three rows found are most often a 3x4 + rhythm strip page whose fourth row the projection
+# shows weakly (a page shaded or seen at an angle smears one row's peak: 0.12-0.29 of the
+# strongest on fold-7 photos); read as a plain 3x4 page, its rows then take the wrong
+# leads (every lead wrong, ~0 dB). A weaker peak one row spacing beyond either end is a row
+# where its ink runs along the page as the rows' does: a header line above a plain 3x4
+# page's first row (as far above it as a row, on renders) covers a tenth of the columns
+# the rows cover.
+_WEAK_ROW = 0.15            # of the strongest row's projection (height and prominence)
+_ROW_SPACING_SLACK = 0.15   # how far from one spacing (relative) the weak row may lie
+_ROW_COVER = 0.5            # of the columns the found rows' bands cover, at least
+
+
+def _fourth_row(ink: np.ndarray, proj: np.ndarray, rows: np.ndarray, min_gap_px: float) -> np.ndarray:
+    from scipy.signal import find_peaks
+
+    weak, props = find_peaks(proj, distance=max(int(min_gap_px), 1), height=_WEAK_ROW * proj.max(),
+                             prominence=_WEAK_ROW * proj.max())
+    spacing = float(np.median(np.diff(rows)))
+
+    def columns(y: float) -> np.ndarray:     # columns with ink within 0.3 spacing of y
+        return (ink[int(max(0.0, y - 0.3 * spacing)):int(y + 0.3 * spacing) + 1] > 0).any(axis=0)
+
+    found = [columns(y) for y in rows]
+    span = np.flatnonzero(np.logical_or.reduce(found))
+    lo, hi = span[0], span[-1] + 1
+    cover = float(np.median([c[lo:hi].mean() for c in found]))
+    beyond = []     # (height, y) of weak peaks one spacing above the first row or below the last
+    for y, height in zip(weak, props["peak_heights"]):
+        gap = rows[0] - y if y < rows[0] else y - rows[-1]
+        if (gap > 0 and abs(gap / spacing - 1.0) <= _ROW_SPACING_SLACK
+                and columns(y)[lo:hi].mean() >= _ROW_COVER * cover):
+            beyond.append((height, y))
+    return np.sort(np.r_[rows, max(beyond)[1]]) if beyond else rows
 
 
 def _runs(occupied: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
