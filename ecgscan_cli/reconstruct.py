@@ -269,14 +269,11 @@ def to_page_pixels(xs: np.ndarray, ys: np.ndarray, digitized):
     fit); ``to_image`` (3×3) takes the maps' pixels to the page's: a scale, or a homography
     where the page's perspective was undone. Both are undone here. Without them (a
     stand-in digitiser) the rows are taken to be in page pixels already."""
-    to_image = getattr(digitized, "to_image", None)
-    shape = getattr(digitized, "map_shape", None)
-    if to_image is None or shape is None:
+    if getattr(digitized, "to_image", None) is None or getattr(digitized, "map_shape", None) is None:
         return xs, ys
-    from ecgscan_cli.digitize.geometry import rotation_to_source
+    from ecgscan_cli.digitize.image import rows_to_image
 
-    rotated_to_maps, _ = rotation_to_source(float(getattr(digitized, "rotation_deg", 0.0) or 0.0), tuple(shape))
-    p = np.asarray(to_image, np.float64) @ rotated_to_maps @ np.vstack([xs, ys, np.ones_like(xs)])
+    p = rows_to_image(digitized) @ np.vstack([xs, ys, np.ones_like(xs)])
     return p[0] / p[2], p[1] / p[2]
 
 

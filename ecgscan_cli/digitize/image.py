@@ -339,13 +339,19 @@ def _reading(name: str, image: np.ndarray, trace: np.ndarray, grid: np.ndarray, 
     return result
 
 
-def _row_in_image(result, k: int) -> tuple[float, float]:
-    """Image pixels (x, y) of the middle of ``result``'s row ``k`` on its baseline."""
+def rows_to_image(result) -> np.ndarray:
+    """3×3 homography: a reading's row coordinates (the pixels of its maps after the deskew
+    by ``rotation_deg``, the canvas grown to fit) → the pixels of the image it was given."""
     from ecgscan_cli.digitize.geometry import rotation_to_source
 
+    rotated, _ = rotation_to_source(float(getattr(result, "rotation_deg", 0.0) or 0.0), tuple(result.map_shape))
+    return np.asarray(result.to_image, np.float64) @ rotated
+
+
+def _row_in_image(result, k: int) -> tuple[float, float]:
+    """Image pixels (x, y) of the middle of ``result``'s row ``k`` on its baseline."""
     row = result.rows[k]
-    rotated, _ = rotation_to_source(float(result.rotation_deg or 0.0), tuple(result.map_shape))
-    p = np.asarray(result.to_image, np.float64) @ rotated @ np.array([(row["x0"] + row["x1"]) / 2, row["y"], 1.0])
+    p = rows_to_image(result) @ np.array([(row["x0"] + row["x1"]) / 2, row["y"], 1.0])
     return float(p[0] / p[2]), float(p[1] / p[2])
 
 
