@@ -207,7 +207,8 @@ def train_restorer_command(
             signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
             val_folds=tuple(parse_folds(val_folds, "--val-folds")), pages=pages or 1200, val_pages=val_pages,
             mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX), dpi=_dpi_range(dpi),
-            weights=None if weights is None else str(weights.resolve()), steps=steps or RestorerTrainConfig.steps, batch_size=batch_size,
+            weights=None if weights is None else str(weights.resolve()),
+            steps=steps or RestorerTrainConfig.steps, batch_size=batch_size,
             length=length, lr=lr, width=width or 16, eval_every=eval_every, seed=seed, max_minutes=max_minutes)
     if weights is not None:
         from ecgscan_cli.digitize.image import weights_path

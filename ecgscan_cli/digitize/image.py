@@ -173,15 +173,11 @@ def _doubtful(result) -> bool:
     """A reading that may be of a page upside down: refused, pulses on fewer than half its
     rows, or leads far from the limb relations (upright pages read ≤ 1.3 but for blurred
     photos, upside-down ones 1.6–4; 48 fold-8 pages)."""
-    from ecgscan_cli.digitize.consistency import lead_relation_residual
-
     if isinstance(result, Exception):
         return True
     if 2 * _pulses(result) < len(result.rows):
         return True
-    if result.lead_residual is None:
-        result.lead_residual = lead_relation_residual(result.signal)
-    return result.lead_residual > _DOUBTFUL_RESIDUAL
+    return _residual(result) > _DOUBTFUL_RESIDUAL
 
 
 def _clearly_better(half, as_is, strict: bool = False) -> bool:
@@ -191,7 +187,7 @@ def _clearly_better(half, as_is, strict: bool = False) -> bool:
     (``strict``: two more pulses and better relations).
     On 96 fold-8 pages (12 records, four conditions, each upright and upside down) the
     polarity's change was ≥ 3.3 mV where the page was upside down, < 0 where it was not."""
-    from ecgscan_cli.digitize.consistency import lead_relation_residual, upright_polarity
+    from ecgscan_cli.digitize.consistency import upright_polarity
 
     if isinstance(half, Exception):
         return False
@@ -201,7 +197,7 @@ def _clearly_better(half, as_is, strict: bool = False) -> bool:
     if not gain > _POLARITY_GAIN_MV:
         return False
     more = _pulses(half) - _pulses(as_is)
-    better = lead_relation_residual(half.signal) < lead_relation_residual(as_is.signal)
+    better = _residual(half) < _residual(as_is)
     # ``strict`` (a page that came upright): every cue must agree, as some hearts point
     # the other way (5 % of PTB-XL by this measure)
     return (more >= 2 and better) if strict else (more >= 0 or better)
@@ -273,14 +269,9 @@ def _perspective_undone(working, rectified) -> bool:
     where its rows converge (:mod:`.rectify`); deskewed alone, such a page's columns stay
     slanted and its rows' time axes unequal, which the relations, read within a column,
     hardly see (a fold-7 photo page: working 0.666 vs rectified 0.677, -0.65 vs 5.99 dB)."""
-    from ecgscan_cli.digitize.consistency import lead_relation_residual
-
     if isinstance(working, Exception) or isinstance(rectified, Exception) or working.layout != rectified.layout:
         return False
-    for r in (working, rectified):
-        if r.lead_residual is None:
-            r.lead_residual = lead_relation_residual(r.signal)
-    return rectified.lead_residual < _RECTIFIED_TRUST * working.lead_residual
+    return _residual(rectified) < _RECTIFIED_TRUST * _residual(working)
 
 
 def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect, printout=None):
@@ -366,8 +357,6 @@ def _lost_first_row(plain, four) -> bool:
 def _best(readings: list):
     """The reading that breaks the limb-lead relations least (the only one, if one); a
     plain 3x4 reading that lost a 3x4 + rhythm strip page's first row is not one."""
-    from ecgscan_cli.digitize.consistency import lead_relation_residual
-
     done = [r for r in readings if r is not None and not isinstance(r, Exception)]
     four = [r for r in done if r.layout == "3x4+1" and "refined" not in r.reading]
     if four:
@@ -379,7 +368,13 @@ def _best(readings: list):
         done = [r for r in done if r.layout != "3x4" or not _lost_first_row(r, four[0])]
     if len(done) <= 1:
         return done[0] if done else None
-    for r in done:
-        if r.lead_residual is None:
-            r.lead_residual = lead_relation_residual(r.signal)
-    return min(done, key=lambda r: r.lead_residual)
+    return min(done, key=_residual)
+
+
+def _residual(result) -> float:
+    """``result``'s :func:`~.consistency.lead_relation_residual`, computed once and kept on it."""
+    from ecgscan_cli.digitize.consistency import lead_relation_residual
+
+    if result.lead_residual is None:
+        result.lead_residual = lead_relation_residual(result.signal)
+    return result.lead_residual

@@ -74,12 +74,15 @@ def find_row_baselines(trace: np.ndarray, min_gap_px: float) -> np.ndarray:
     proj = gaussian_filter1d(ink.sum(axis=1).astype(np.float64), sigma=max(min_gap_px / 16.0, 1.0))
     if proj.max() <= 0:
         return np.zeros(0)
-    # a row's trace covers most of the page's width: text and stray marks cover little
-    peaks, _ = find_peaks(proj, distance=max(int(min_gap_px), 1), height=0.3 * proj.max(),
-                          prominence=0.15 * proj.max())
-    if peaks.size == 3:
-        peaks = _fourth_row(ink, proj, peaks, min_gap_px)
-    return peaks.astype(np.float64)
+    # a row's trace covers most of the page's width: text and stray marks cover little.
+    # (A peak is never dropped for a lower one nearby, so the weak peaks' search also
+    # gives the rows: those at least 0.3 of the strongest.)
+    peaks, props = find_peaks(proj, distance=max(int(min_gap_px), 1), height=_WEAK_ROW * proj.max(),
+                              prominence=0.15 * proj.max())
+    rows = peaks[props["peak_heights"] >= 0.3 * proj.max()]
+    if rows.size == 3:
+        rows = _fourth_row(ink, rows, peaks, props["peak_heights"])
+    return rows.astype(np.float64)
 
 
 # Three rows found are most often a 3x4 + rhythm strip page whose fourth row the projection
@@ -89,16 +92,13 @@ def find_row_baselines(trace: np.ndarray, min_gap_px: float) -> np.ndarray:
 # where its ink runs along the page as the rows' does: a header line above a plain 3x4
 # page's first row (as far above it as a row, on renders) covers a tenth of the columns
 # the rows cover.
-_WEAK_ROW = 0.15            # of the strongest row's projection (height and prominence)
+_WEAK_ROW = 0.15            # of the strongest row's projection
 _ROW_SPACING_SLACK = 0.15   # how far from one spacing (relative) the weak row may lie
 _ROW_COVER = 0.5            # of the columns the found rows' bands cover, at least
 
 
-def _fourth_row(ink: np.ndarray, proj: np.ndarray, rows: np.ndarray, min_gap_px: float) -> np.ndarray:
-    from scipy.signal import find_peaks
-
-    weak, props = find_peaks(proj, distance=max(int(min_gap_px), 1), height=_WEAK_ROW * proj.max(),
-                             prominence=_WEAK_ROW * proj.max())
+def _fourth_row(ink: np.ndarray, rows: np.ndarray, weak: np.ndarray, heights: np.ndarray) -> np.ndarray:
+    """``rows`` and the weak peak (of ``weak`` at ``heights``) that is their fourth, if one."""
     spacing = float(np.median(np.diff(rows)))
 
     def columns(y: float) -> np.ndarray:     # columns with ink within 0.3 spacing of y
@@ -109,7 +109,7 @@ def _fourth_row(ink: np.ndarray, proj: np.ndarray, rows: np.ndarray, min_gap_px:
     lo, hi = span[0], span[-1] + 1
     cover = float(np.median([c[lo:hi].mean() for c in found]))
     beyond = []     # (height, y) of weak peaks one spacing above the first row or below the last
-    for y, height in zip(weak, props["peak_heights"]):
+    for y, height in zip(weak, heights):
         gap = rows[0] - y if y < rows[0] else y - rows[-1]
         if (gap > 0 and abs(gap / spacing - 1.0) <= _ROW_SPACING_SLACK
                 and columns(y)[lo:hi].mean() >= _ROW_COVER * cover):
