@@ -16,6 +16,7 @@ SNR, pages refused, pages where the refined reading won, and the median seconds 
     python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --limit 20
     python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --layout 6x2 --methods net
     python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --speed 50 --conditions clean,paper
+    python benchmarks/bench_digitize.py --signals ptbxl_sample.h5 --limit 44 --seed 1000 --methods net
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--folds", default="8", help="held-out folds to read, e.g. '8' or '9-10'")
     ap.add_argument("--limit", type=int, default=20, help="records per condition")
     ap.add_argument("--start", type=int, default=0, help="skip this many records of the folds first")
+    ap.add_argument("--seed", type=int, default=0, help="augmentation seed of the first record (record k "
+                    "gets seed + k): another seed draws other pages of the same records")
     ap.add_argument("--weights", default=None, help="TraceNet weights (default: the shipped ones)")
     ap.add_argument("--conditions", default="clean,paper,heavy,photo",
                     help="clean, augmentation presets (paper, heavy, photo, phone) or augmentation config files")
@@ -68,7 +71,7 @@ def main() -> None:
     for dpi in (float(d) for d in args.dpi.split(",")):
         for method in args.methods.split(","):
             scores = evaluate_digitizer(args.signals, folds=parse_folds(args.folds), limit=args.limit,
-                                        start=args.start, conditions=tuple(args.conditions.split(",")),
+                                        start=args.start, seed=args.seed, conditions=tuple(args.conditions.split(",")),
                                         method=method if method in ("classical", "exact") else "net",
                                         refine=method in ("net", "net-raw"), net=net, dpi=dpi, layout=args.layout,
                                         speed_mm_s=args.speed, restorer=None if method == "net-raw" else restorer,
