@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import h5py
 import numpy as np
@@ -17,6 +17,7 @@ from ecgscan_cli.errors import EcgscanError
 FORMAT_ATTR = "ecgscan_format"
 FORMAT_VERSION = 1
 STR_DTYPE = h5py.string_dtype("utf-8")
+_Reader = TypeVar("_Reader", bound="H5Reader")
 
 
 def format_tag(kind: str) -> str:
@@ -288,6 +289,48 @@ def h5_output(path: str | os.PathLike, *, overwrite: bool, kind: str) -> Iterato
         except BaseException:
             discard_h5(f)
             raise
+
+
+class H5Reader:
+    """What the lazily opened readers (``SignalsFile``, ``ImagesFile``) share: a subclass
+    reads its metadata in ``__init__`` and sets ``path``, ``n`` and ``ids``; the HDF5 handle
+    is opened on first use and again in each process, and never pickled, so a reader is
+    safe to pass to DataLoader workers."""
+
+    path: Path
+    n: int
+    ids: list[str]
+    _f: h5py.File | None = None
+    _pid: int | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _handle(self) -> h5py.File:
+        if self._f is None or self._pid != os.getpid():
+            self._f = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._f
+
+    def index_of(self) -> dict[str, int]:
+        return {rid: i for i, rid in enumerate(self.ids)}
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_f"] = None
+        state["_pid"] = None
+        return state
+
+    def __enter__(self: _Reader) -> _Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class AtomicH5Writer:

@@ -21,12 +21,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import numpy as np
 
 from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, open_checked, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, H5Reader, open_checked, read_strings, write_header
 from ecgscan_cli.formats.common import dataset, read_labels_folds
 from ecgscan_cli.formats.signals import (check_signal_dataset, create_label_fold_datasets, create_signal_dataset,
                                          mv_to_int16, stored_to_mv)
@@ -137,7 +136,7 @@ class ImagesWriter(AtomicH5Writer):
         return self._commit()
 
 
-class ImagesFile:
+class ImagesFile(H5Reader):
     """Read an images file: metadata at once, images/signals one at a time.
 
     Safe to pass to DataLoader workers: the HDF5 handle is reopened in each process.
@@ -177,17 +176,6 @@ class ImagesFile:
             else:
                 self.fs, self.n_samples = canonical.FS, 0
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        self._f = None
-        self._pid = None
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _handle(self) -> h5py.File:
-        if self._f is None or self._pid != os.getpid():
-            self._f = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._f
 
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` as uint8 ``H × W × 3`` (float or RGBA images converted)."""
@@ -203,25 +191,3 @@ class ImagesFile:
         """Layout metadata of image ``i`` (see docs/render.md)."""
         raw = self._handle()["layout"][int(i)]
         return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-
-    def index_of(self) -> dict[str, int]:
-        return {rid: i for i, rid in enumerate(self.ids)}
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_f"] = None
-        state["_pid"] = None
-        return state
-
-    def __enter__(self) -> "ImagesFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-

@@ -29,7 +29,7 @@ import numpy as np
 
 from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, decode_strings, open_checked, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, H5Reader, decode_strings, open_checked, read_strings, write_header
 from ecgscan_cli.formats.common import dataset, read_labels_folds, read_sampling_rate, signal_scale
 from ecgscan_cli.leads import LEADS
 
@@ -343,7 +343,7 @@ def write_signals(
     return Path(path)
 
 
-class SignalsFile:
+class SignalsFile(H5Reader):
     """Read a signals file. Metadata is loaded at once; signals one record at a time.
 
     Safe to pass to DataLoader workers: the HDF5 handle is reopened in each process.
@@ -382,17 +382,6 @@ class SignalsFile:
             self.reports = read_strings(f, "report", self.n, self.path)
             self.labels, self.classes, self.folds = read_labels_folds(f, self.n, self.path)
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        self._f = None
-        self._pid = None
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _handle(self) -> h5py.File:
-        if self._f is None or self._pid != os.getpid():
-            self._f = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._f
 
     def signal(self, i: int) -> np.ndarray:
         """Record ``i`` as float32 mV ``[12, T]`` (NaN where absent)."""
@@ -408,22 +397,3 @@ class SignalsFile:
             out[j] = stored_to_mv(ds[int(i)], self._scale)
         return out
 
-    def index_of(self) -> dict[str, int]:
-        return {rid: i for i, rid in enumerate(self.ids)}
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_f"] = None
-        state["_pid"] = None
-        return state
-
-    def __enter__(self) -> "SignalsFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
