@@ -449,12 +449,12 @@ def test_a_rectified_reading_replaces_the_working_one_unless_the_relations_clear
     assert not _perspective_undone(ValueError("no ECG trace found"), reading("3x4+1", 0.5))
 
 
-@pytest.mark.parametrize("rid,seed,reading_was,db_was", [("00346", 1028, "working", -0.65), ("00088", 6, "3x4", 0.29)])
+@pytest.mark.parametrize("rid,seed,db_was", [("00346", 1028, -0.65), ("00088", 6, 0.29)])
 def test_photos_whose_working_reading_misled_are_read_through_their_rectified_geometry(ptbxl_record, rid, seed,
-                                                                                       reading_was, db_was):
+                                                                                       db_was):
     """Two fold-7 photo pages: a working reading that kept the limb relations as well as the
     rectified one (0.666 vs 0.677) but read its rows' time wrong; and a page whose working
-    maps lost the rhythm strip's row (a plain 3x4 reading: every lead wrong)."""
+    maps lost the first row (a plain 3x4 reading: every lead wrong)."""
     from ecgscan_cli.digitize.evaluate import render_condition
     from ecgscan_cli.digitize.image import digitize_image
 

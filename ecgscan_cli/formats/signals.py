@@ -29,7 +29,8 @@ import numpy as np
 
 from ecgscan_cli import canonical
 from ecgscan_cli.errors import EcgscanError
-from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, H5Reader, decode_strings, open_checked, read_strings, write_header
+from ecgscan_cli.formats.common import STR_DTYPE, AtomicH5Writer, H5Reader, decode_strings, open_checked
+from ecgscan_cli.formats.common import read_strings, write_header
 from ecgscan_cli.formats.common import dataset, read_labels_folds, read_sampling_rate, signal_scale
 from ecgscan_cli.leads import LEADS
 
@@ -396,4 +397,3 @@ class SignalsFile(H5Reader):
         for j, i in enumerate(indices):
             out[j] = stored_to_mv(ds[int(i)], self._scale)
         return out
-
