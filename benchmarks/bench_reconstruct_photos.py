@@ -52,12 +52,17 @@ def _run(folder: Path, out: Path, pythonpath: str | None) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def photo_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every photo benchmark takes: the records, how many photos, their size, repeats."""
     ap.add_argument("--signals", required=True, help="signals file (ecgscan import) with folds")
     ap.add_argument("--photos", type=int, default=12)
     ap.add_argument("--width", type=int, default=4000, help="photo width in px (4000: ~12 MP)")
     ap.add_argument("--repeats", type=int, default=2)
+    return ap
+
+
+def main() -> None:
+    ap = photo_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--pythonpath", action="append", default=[],
                     help="run the ecgscan found here instead (repeat to compare checkouts side by side)")
     args = ap.parse_args()

@@ -204,6 +204,43 @@ def test_a_blurred_pages_refined_map_weighs_the_stroke_above_its_blur(ptbxl_reco
         assert refine._SCORE_POWER == 2.0 and scores[2.0] > scores[1.0] + 0.5, (rid, scores)
 
 
+def test_the_paper_colour_is_read_at_the_gated_pixels_as_a_full_size_resize_gives_it():
+    """refine._at samples the 1/4-scale paper map where PIL's bilinear upscale puts it, so
+    scoring only the gated pixels gives the map a full-image computation gives."""
+    from scipy.ndimage import maximum_filter
+
+    from ecgscan_cli.digitize import refine
+
+    rng = np.random.default_rng(3)
+    for h, w in ((37, 53), (1, 9), (463, 600)):
+        small = rng.random((h, w, 3)).astype(np.float32)
+        shape = (4 * h + 2, 4 * w - 1)
+        full = np.stack([refine._resize(small[..., k], shape) for k in range(3)], -1)   # PIL's bilinear
+        ys, xs = np.nonzero(rng.random(shape) < 0.2)
+        assert np.abs(refine._at(small, shape, ys, xs) - full[ys, xs]).max() < 1e-5, (h, w)
+
+    # a shaded page with red grid lines and a dark trace: the finer map, computed in full
+    h, w = 400, 520
+    yy, xx = np.mgrid[:h, :w]
+    rgb = np.full((h, w, 3), 235.0) * (0.75 + 0.25 * xx / w)[..., None]
+    grid_lines = (yy % 20 < 2) | (xx % 20 < 2)
+    rgb[grid_lines] *= np.array([1.0, 0.6, 0.6])
+    trace_px = np.abs(yy - (200 + 60 * np.sin(xx / 30.0))) < 2.5
+    rgb[trace_px] = 40.0
+    image = rgb.astype(np.uint8)
+    trace, grid = (refine._resize(m.astype(np.float32), (160, 208)) for m in (trace_px, grid_lines))
+    fine, grid_up = refine.refine_maps(image, trace, grid)
+    trace_up, grid_full = refine._resize(trace, (h, w)), refine._resize(grid, (h, w))
+    paper = np.clip(refine._resize(refine._paper(image), (h, w)), 0.05, 1.0)
+    dark = 1.0 - np.clip(image.astype(np.float32) / 255.0 / paper, 0.0, 1.0)
+    v = refine._ink_direction(dark.reshape(-1, 3), trace_up.ravel(), grid_full.ravel()).astype(np.float32)
+    gate = np.clip((maximum_filter(trace_up, size=5) - 0.1) / 0.3, 0.0, 1.0)
+    expected = np.clip(dark @ v, 0.0, 1.0) ** 2 * gate
+    assert np.array_equal(grid_up, grid_full)
+    assert np.abs(fine - expected).max() < 1e-4
+    assert fine[trace_px].mean() > 0.8 and fine[grid_lines & ~trace_px].max() < 0.1
+
+
 def test_overlay_points_of_a_rectified_reading_land_on_the_image():
     """to_page_pixels undoes the deskew in the reading's own map, then its homography."""
     from ecgscan_cli.reconstruct import to_page_pixels

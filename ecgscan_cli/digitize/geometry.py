@@ -137,13 +137,15 @@ def deskew(trace: np.ndarray, grid: np.ndarray | None, *, min_deg: float = 0.03,
            max_deg: float = MAX_ROTATION_DEG) -> tuple[np.ndarray, np.ndarray | None, float]:
     """(trace, grid, angle): both maps straightened; the angle comes from the grid when it has ink."""
     angle = estimate_rotation(grid, max_deg) if grid is not None and has_grid(grid) else None
-    own = estimate_rotation(trace, max_deg)
     # the grid's angle is the more precise; but where its fine lines blur into a carpet (a
     # photo at ~90 dpi, a textured background) the image's own frame wins its search (its
     # edges, a network's padding, a letterbox): a grid level to 0.05° while the rows tilt
-    # by more than 0.3° is that frame, and the rows' own angle is taken
-    if angle is None or (own is not None and abs(angle) < 0.05 and abs(own) > 0.3):
-        angle = own
+    # by more than 0.3° is that frame, and the rows' own angle is taken. (The rows' search
+    # costs as much as the grid's: it runs only where its answer can count.)
+    if angle is None or abs(angle) < 0.05:
+        own = estimate_rotation(trace, max_deg)
+        if angle is None or (own is not None and abs(own) > 0.3):
+            angle = own
     if angle is None or abs(angle) < min_deg:
         return trace, grid, 0.0
     return rotate_map(trace, angle, order=3), (None if grid is None else rotate_map(grid, angle)), float(angle)

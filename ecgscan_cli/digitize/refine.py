@@ -46,15 +46,34 @@ def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _paper(rgb: np.ndarray) -> np.ndarray:
-    """The local paper colour (H×W×3 in [0, 1]): brightest within a few mm, smoothed."""
+    """The local paper colour at 1/4 scale (h/4 × w/4 × 3 in [0, 1]) of an H×W×3 uint8
+    image: brightest within a few mm, smoothed. :func:`_at` reads it at full-scale pixels."""
     from scipy import ndimage
 
     h, w = rgb.shape[:2]
-    small = rgb[::4, ::4]
+    small = rgb[::4, ::4].astype(np.float32) / 255.0
     size = max(3, int(round(max(h, w) / 440.0)) | 1)     # ~1 % of the long side, at 1/4 scale
     bright = np.stack([ndimage.maximum_filter(small[..., k], size=size) for k in range(3)], -1)
-    bright = ndimage.uniform_filter(bright, size=(5, 5, 1))
-    return np.clip(_resize(bright, (h, w)), 0.05, 1.0)
+    return ndimage.uniform_filter(bright, size=(5, 5, 1))
+
+
+def _at(small: np.ndarray, shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``small`` (h×w×C) resized bilinearly to ``shape`` (pixel centres aligned, edges
+    clamped, as PIL's upscaling does), at the pixels (ys, xs) only: the colour score is
+    needed on the few percent of pixels near the trace, and a full-size copy of a smooth
+    map costs more than the rest of the refinement (0.15 s on a 12-megapixel photo)."""
+    h, w = small.shape[:2]
+
+    def axis(i, n_in, n_out):
+        u = np.clip((i + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
+        i0 = np.minimum(u.astype(np.int64), n_in - 2) if n_in > 1 else np.zeros(u.shape, np.int64)
+        return i0, np.minimum(i0 + 1, n_in - 1), (u - i0).astype(np.float32)[:, None]
+
+    y0, y1, fy = axis(ys, h, shape[0])
+    x0, x1, fx = axis(xs, w, shape[1])
+    top = small[y0, x0] * (1 - fx) + small[y0, x1] * fx
+    bottom = small[y1, x0] * (1 - fx) + small[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def _ink_direction(dark: np.ndarray, trace: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
@@ -102,16 +121,22 @@ def refine_maps(image: np.ndarray, trace: np.ndarray, grid: np.ndarray,
         canvas = (int(round(trace.shape[0] * k)), int(round(trace.shape[1] * k)))
         to_image = np.diag([1.0 / sx, 1.0 / sy, 1.0]) @ to_maps @ np.diag([1.0 / k, 1.0 / k, 1.0])
         rgb = warp(image, to_image, canvas)
-    rgb = rgb.astype(np.float32) / 255.0
     h, w = rgb.shape[:2]
     trace_up, grid_up = _resize(trace, (h, w)), _resize(grid, (h, w))
-    dark = 1.0 - np.clip(rgb / _paper(rgb), 0.0, 1.0)
-    v = _ink_direction(dark, trace_up, grid_up)
-    if v is None:
-        return None
     from scipy import ndimage
 
-    score = np.clip(dark @ v.astype(np.float32), 0.0, 1.0) ** _SCORE_POWER
     gate = ndimage.maximum_filter(trace_up, size=2 * _GATE_PX + 1)
     gate = np.clip((gate - _GATE_FROM) / (_GATE_TO - _GATE_FROM), 0.0, 1.0)
-    return (score * gate).astype(np.float32), grid_up.astype(np.float32)
+    # the colours are read only where they count: inside the gate (it holds the sure ink)
+    # and on the sure grid
+    sure_grid = (grid_up > 0.7) & (trace_up < 0.1)
+    ys, xs = np.nonzero((gate > 0) | sure_grid)
+    paper = np.clip(_at(_paper(rgb), (h, w), ys, xs), 0.05, 1.0)
+    dark = 1.0 - np.clip((rgb[ys, xs].astype(np.float32) / 255.0) / paper, 0.0, 1.0)
+    v = _ink_direction(dark, trace_up[ys, xs], grid_up[ys, xs])
+    if v is None:
+        return None
+    score = np.clip(dark @ v.astype(np.float32), 0.0, 1.0) ** _SCORE_POWER
+    out = np.zeros((h, w), np.float32)
+    out[ys, xs] = score * gate[ys, xs]
+    return out, grid_up.astype(np.float32)
