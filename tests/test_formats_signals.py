@@ -107,3 +107,25 @@ def test_per_record_values_are_stored_in_record_order_and_checked(tmp_path):
         assert f["digitizer/lead_residual"].attrs["note"] == "x"
         assert [x.decode() for x in f["digitizer/quality"][()]] == ["good", "unknown", "poor"]
         assert "digitizer/other" not in f
+
+
+def test_writers_refuse_a_label_row_of_the_wrong_length_and_leave_no_file(tmp_path):
+    from ecgscan_cli.formats.images import ImagesFile, ImagesWriter
+
+    with SignalsWriter(tmp_path / "s.h5", classes=["X", "Y"]) as w:
+        w.append("a", np.zeros((12, 5000)), label=[0, 1], fold=3)
+        w.append("b", np.zeros((12, 5000)))                      # no labels given: zeros
+    f = SignalsFile(tmp_path / "s.h5")
+    assert f.labels.tolist() == [[0, 1], [0, 0]] and f.folds.tolist() == [3, -1]
+    page = np.zeros((20, 30, 3), np.uint8)
+    with ImagesWriter(tmp_path / "i.h5", height=20, width=30, with_signals=False, classes=["X"]) as w:
+        w.append("a", page, {}, label=[1], fold=2)
+    images = ImagesFile(tmp_path / "i.h5")
+    assert images.labels.tolist() == [[1]] and images.folds.tolist() == [2]
+    for make, row in ((lambda: SignalsWriter(tmp_path / "bad.h5", classes=["X", "Y"]), (np.zeros((12, 5000)),)),
+                      (lambda: ImagesWriter(tmp_path / "bad.h5", height=20, width=30, with_signals=False,
+                                            classes=["X", "Y"]), (page, {}))):
+        with pytest.raises(EcgscanError, match="3 labels for 2 classes"):
+            with make() as w:
+                w.append("a", *row, label=[1, 0, 1])
+        assert not (tmp_path / "bad.h5").exists()

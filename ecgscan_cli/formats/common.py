@@ -365,6 +365,23 @@ class AtomicH5Writer:
             ds = self._datasets[name] = self._f[name]
         return ds
 
+    def _room_for(self, row: int, names, minimum: int) -> None:
+        """Grow the datasets ``names`` (doubling, at least ``minimum`` rows) to hold ``row``."""
+        for name in names:
+            ds = self._dataset(name)
+            if ds.shape[0] <= row:
+                ds.resize(max(2 * ds.shape[0], minimum), axis=0)
+
+    def _write_label_fold(self, row: int, record_id: str, classes, label, fold: int) -> None:
+        """Row ``row`` of the ``label`` (0/1 per class of ``classes``, zeros when None; only
+        where the file has classes) and ``fold`` datasets."""
+        if classes:
+            label = np.zeros(len(classes), np.uint8) if label is None else np.asarray(label, np.uint8)
+            if label.shape != (len(classes),):
+                raise EcgscanError(f"record {record_id!r}: {label.size} labels for {len(classes)} classes")
+            self._dataset("label")[row] = label
+        self._dataset("fold")[row] = int(fold)
+
     def _commit(self) -> Path:
         try:
             self._f.flush()

@@ -106,20 +106,12 @@ class ImagesWriter(AtomicH5Writer):
         if record_id in self._ids:
             raise EcgscanError(f"duplicate record id {record_id!r}: ids must be unique within a file")
         i = self.count
-        for name in self._names:
-            ds = self._dataset(name)
-            if ds.shape[0] <= i:
-                ds.resize(max(2 * ds.shape[0], 64), axis=0)
+        self._room_for(i, self._names, 64)
         self._dataset("image")[i] = image
         self._dataset("id")[i] = record_id
         self._dataset("layout")[i] = json.dumps(layout, separators=(",", ":"))
         self._dataset("report")[i] = report or ""
-        if self.classes:
-            label = np.zeros(len(self.classes), np.uint8) if label is None else np.asarray(label, np.uint8)
-            if label.shape != (len(self.classes),):
-                raise EcgscanError(f"record {record_id!r}: {label.size} labels for {len(self.classes)} classes")
-            self._dataset("label")[i] = label
-        self._dataset("fold")[i] = int(fold)
+        self._write_label_fold(i, record_id, self.classes, label, fold)
         if self.with_signals:
             if signal is None:
                 raise EcgscanError(f"record {record_id!r}: this images file stores signals; none given")

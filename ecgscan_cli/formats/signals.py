@@ -208,19 +208,11 @@ class SignalsWriter(AtomicH5Writer):
             raise EcgscanError(f"record {record_id!r}: signal shape {signal.shape}, expected (12, {self.n_samples})")
         raw = mv_to_int16(signal, record_id)
         i = self.count
-        for name in ("signal", "id", "report", "label", "fold"):
-            ds = self._dataset(name)
-            if ds.shape[0] <= i:
-                ds.resize(max(2 * ds.shape[0], 256), axis=0)
+        self._room_for(i, ("signal", "id", "report", "label", "fold"), 256)
         self._dataset("signal")[i] = raw
         self._dataset("id")[i] = str(record_id)
         self._dataset("report")[i] = report or ""
-        if self.classes:
-            label = np.zeros(len(self.classes), np.uint8) if label is None else np.asarray(label, np.uint8)
-            if label.shape != (len(self.classes),):
-                raise EcgscanError(f"record {record_id!r}: {label.size} labels for {len(self.classes)} classes")
-            self._dataset("label")[i] = label
-        self._dataset("fold")[i] = int(fold)
+        self._write_label_fold(i, record_id, self.classes, label, fold)
         self.count += 1
 
     # Faster path for big imports: signals pre-encoded elsewhere, stored at any row in any
