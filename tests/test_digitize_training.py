@@ -251,6 +251,19 @@ def test_init_fine_tunes_given_weights_and_records_where_they_came_from(signals_
     assert prov["init"]["provenance"]["step"] == 4 and prov["augment_at"] == "page"
 
 
+def _trained_like_batchnorm(net) -> None:
+    """BatchNorm statistics and affine weights that are not the defaults, as trained weights have."""
+    import torch
+
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+
 def test_widened_tracenet_computes_the_same_maps_and_then_learns_with_its_new_channels():
     import torch
 
@@ -258,13 +271,7 @@ def test_widened_tracenet_computes_the_same_maps_and_then_learns_with_its_new_ch
 
     torch.manual_seed(0)
     net = TraceNet(TraceNetConfig(widths=(4, 6, 8)))
-    with torch.no_grad():       # BatchNorm statistics that are not the defaults, as trained weights have
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+    _trained_like_batchnorm(net)
     x = torch.rand(3, 3, 32, 48)
     for widths in [(4, 6, 8), (6, 6, 8), (4, 10, 16), (5, 9, 13)]:
         wide = widen_tracenet(net.eval(), widths)
@@ -282,6 +289,30 @@ def test_widened_tracenet_computes_the_same_maps_and_then_learns_with_its_new_ch
     for widths in [(4, 6), (4, 6, 8, 8), (4, 5, 8)]:
         with pytest.raises(EcgscanError, match="cannot widen"):
             widen_tracenet(net, widths)
+
+
+def test_folded_tracenet_computes_the_same_maps_as_the_trained_one():
+    import torch
+
+    from ecgscan_cli.digitize.image import load_digitizer, shipped_weights
+    from ecgscan_cli.digitize.model import FoldedTraceNet, TraceNet, TraceNetConfig, load_tracenet
+
+    torch.manual_seed(1)
+    for widths in [(4, 6), (4, 6, 8), (3, 5, 7, 9, 11)]:
+        net = TraceNet(TraceNetConfig(widths=widths))
+        _trained_like_batchnorm(net)
+        net.eval()
+        folded = FoldedTraceNet(net)
+        assert folded.multiple == net.multiple and folded.config == net.config
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        x = torch.rand(2, 3, 2 * net.multiple, 3 * net.multiple)
+        with torch.no_grad():
+            assert torch.allclose(folded(x), net(x), atol=1e-5), widths
+    # what reconstruct loads: the shipped weights, folded and channels-last, on a page-like input
+    shipped = load_tracenet(shipped_weights())
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(torch.sigmoid(load_digitizer()(x)), torch.sigmoid(shipped(x)), atol=1e-5)
 
 
 def test_init_with_wider_widths_grows_the_weights(signals_with_folds, tmp_path, one_thread):

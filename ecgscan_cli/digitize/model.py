@@ -62,15 +62,75 @@ class TraceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B,3,H,W] in [0,1], H and W multiples of :attr:`multiple` → logits [B,C,H,W]."""
-        x = (x - 0.5) / 0.25
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
+        skips = _encode(self.down, x)
+        x = skips[-1]
         for block, skip in zip(self.up, reversed(skips[:-1])):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
         return self.head(x)
+
+
+class FoldedTraceNet(nn.Module):
+    """A trained :class:`TraceNet` for inference only: the same maps (to ~2e-6) ~15 %
+    sooner on a CPU core (0.33 → 0.28 s a 1024×800 page). Each BatchNorm is folded into
+    the convolution before it (its running statistics are constants now), and each decoder
+    convolution over ``cat(upsampled, skip)`` is split into one over each, summed:
+    concatenating the full-resolution features cost a fifth of the pass."""
+
+    def __init__(self, net: TraceNet):
+        super().__init__()
+        self.config = net.config
+        w = list(net.config.widths)
+        self.down = nn.ModuleList(_folded(block) for block in net.down)
+        self.up_from, self.up_skip = nn.ModuleList(), nn.ModuleList()
+        for k, block in enumerate(net.up):
+            conv = _folded(block)[0]            # (conv with the BN folded in, ReLU)
+            c = w[len(w) - 1 - k]               # channels coming up; the skip's follow
+            like = {"device": conv.weight.device, "dtype": conv.weight.dtype}   # where the trained net lives
+            from_below = nn.Conv2d(c, conv.out_channels, 3, padding=1, bias=True, **like)
+            from_skip = nn.Conv2d(conv.in_channels - c, conv.out_channels, 3, padding=1, bias=False, **like)
+            with torch.no_grad():
+                from_below.weight.copy_(conv.weight[:, :c])
+                from_below.bias.copy_(conv.bias)
+                from_skip.weight.copy_(conv.weight[:, c:])
+            self.up_from.append(from_below)
+            self.up_skip.append(from_skip)
+        self.head = net.head
+        self.eval()
+
+    multiple = TraceNet.multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """As :meth:`TraceNet.forward`."""
+        skips = _encode(self.down, x)
+        x = skips[-1]
+        for from_below, from_skip, skip in zip(self.up_from, self.up_skip, reversed(skips[:-1])):
+            x = from_below(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False))
+            x = F.relu(x.add_(from_skip(skip)), inplace=True)
+        return self.head(x)
+
+
+def _encode(down: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """The encoder's features at each level, the input's first (normalised) and the deepest last."""
+    x = (x - 0.5) / 0.25
+    skips = []
+    for i, block in enumerate(down):
+        x = block(x if i == 0 else F.max_pool2d(x, 2))
+        skips.append(x)
+    return skips
+
+
+def _folded(block: nn.Sequential) -> nn.Sequential:
+    """``block`` (conv, BN, ReLU, ...) with each BN folded into its conv (eval statistics)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    layers, out = list(block), []
+    for layer in layers:
+        if isinstance(layer, nn.BatchNorm2d) and out and isinstance(out[-1], nn.Conv2d):
+            out[-1] = fuse_conv_bn_eval(out[-1].eval(), layer.eval())
+        else:
+            out.append(layer)
+    return nn.Sequential(*out)
 
 
 def widen_tracenet(net: TraceNet, widths: tuple[int, ...]) -> TraceNet:
