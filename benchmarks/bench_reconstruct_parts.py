@@ -60,7 +60,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
 
-    from ecgscan_cli import reconstruct
+    from ecgscan_cli import imageio, reconstruct
     from ecgscan_cli.digitize.image import load_digitizer
     from ecgscan_cli.digitize.restore import load_restorer
 
@@ -70,8 +70,6 @@ def main() -> None:
         for name in names:
             if hasattr(module, name):
                 _timed(module, name, seconds, calls)
-    from ecgscan_cli import imageio
-
     net, restorer = load_digitizer(), load_restorer()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -79,8 +77,7 @@ def main() -> None:
         files = sorted(folder.iterdir())
         reconstruct.digitize_page(imageio.load_image(files[0], reconstruct.DIGITIZE_MAX_SIDE), net,
                                   restorer=restorer)      # warm-up: lazy imports, first allocations
-        totals = []
-        runs = {}
+        totals, runs = [], {}
         for r in range(args.repeats):
             seconds.clear()
             calls.clear()
