@@ -40,15 +40,13 @@ def weights_path(weights: str | Path | None) -> Path:
 def load_digitizer(weights: str | Path | None = None, device="cpu"):
     """TraceNet from ``weights`` (a .safetensors file or a train-digitizer run folder) or the
     shipped ones, folded for inference (:class:`~.model.FoldedTraceNet`)."""
-    from ecgscan_cli.digitize.model import load_tracenet
+    from ecgscan_cli.digitize.model import FoldedTraceNet, load_tracenet
 
     path = weights_path(weights)
     if weights is None and not path.is_file():
         raise EcgscanError("this installation has no digitiser weights (ecgscan_cli/digitize/weights); "
                            "pass --weights RUN/tracenet.safetensors from `ecgscan train-digitizer`")
     import torch
-
-    from ecgscan_cli.digitize.model import FoldedTraceNet
 
     # channels-last convolutions run the U-Net ~1.7× faster on a CPU core (measured:
     # 0.38 vs 0.67 s a 1024×800 page, same maps to 1e-5), and the folded copy ~15 % more;

@@ -343,6 +343,7 @@ class AtomicH5Writer:
     """
 
     path: Path
+    classes: list[str]
     _f: h5py.File | None = None
 
     def _open(self, path: str | os.PathLike, overwrite: bool, kind: str | None = None) -> h5py.File:
@@ -372,9 +373,10 @@ class AtomicH5Writer:
             if ds.shape[0] <= row:
                 ds.resize(max(2 * ds.shape[0], minimum), axis=0)
 
-    def _write_label_fold(self, row: int, record_id: str, classes, label, fold: int) -> None:
-        """Row ``row`` of the ``label`` (0/1 per class of ``classes``, zeros when None; only
-        where the file has classes) and ``fold`` datasets."""
+    def _write_label_fold(self, row: int, record_id: str, label, fold: int) -> None:
+        """Row ``row`` of the ``label`` (0/1 per class of the writer's ``classes``, zeros
+        when None; only where the file has classes) and ``fold`` datasets."""
+        classes = self.classes
         if classes:
             label = np.zeros(len(classes), np.uint8) if label is None else np.asarray(label, np.uint8)
             if label.shape != (len(classes),):

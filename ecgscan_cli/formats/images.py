@@ -111,7 +111,7 @@ class ImagesWriter(AtomicH5Writer):
         self._dataset("id")[i] = record_id
         self._dataset("layout")[i] = json.dumps(layout, separators=(",", ":"))
         self._dataset("report")[i] = report or ""
-        self._write_label_fold(i, record_id, self.classes, label, fold)
+        self._write_label_fold(i, record_id, label, fold)
         if self.with_signals:
             if signal is None:
                 raise EcgscanError(f"record {record_id!r}: this images file stores signals; none given")

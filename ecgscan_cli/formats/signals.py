@@ -212,7 +212,7 @@ class SignalsWriter(AtomicH5Writer):
         self._dataset("signal")[i] = raw
         self._dataset("id")[i] = str(record_id)
         self._dataset("report")[i] = report or ""
-        self._write_label_fold(i, record_id, self.classes, label, fold)
+        self._write_label_fold(i, record_id, label, fold)
         self.count += 1
 
     # Faster path for big imports: signals pre-encoded elsewhere, stored at any row in any
