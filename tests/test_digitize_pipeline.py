@@ -354,6 +354,34 @@ def test_unevenly_stretched_pages_follow_the_grid(signals):
     assert np.ptp(geometry.grid_shift(grid, 600, 760, 100 / 25.4)[100:1000]) < 2.0
 
 
+def test_the_grid_hidden_under_a_blurred_trace_does_not_move_its_lines(signals):
+    """A blurred page's trace is thick and hides the grid around every QRS; read as gaps
+    in the grid, those columns wobbled a straight page's line phase by 0.15-0.5 mm (enough
+    to bend the rows, past FOLLOW_MM). Read only where the grid can show (``seen``), the
+    phase stays within 0.1 mm of the unhidden page's."""
+    from scipy.ndimage import maximum_filter
+
+    from ecgscan_cli.digitize.pipeline import FOLLOW_MM, _grid_seen
+
+    ppm = 100 / 25.4
+    trace, grid = page_targets(signals[0], 500.0, LayoutOptions(), 100.0)
+    thick = np.where(maximum_filter(trace, size=9) > 0.3, 1.0, trace)      # a stroke ~2 mm wide
+    hidden = np.where(thick > 0.3, 0.0, grid)                               # no grid under it
+    seen = _grid_seen(thick)
+    unmasked = []
+    for y in layout.find_row_baselines(trace, 8 * ppm)[:3]:
+        top, bottom = int(y - 15 * ppm), int(y + 15 * ppm)
+        for read in (geometry.grid_shift, geometry.grid_lift):
+            assert np.ptp(read(grid, top, bottom, ppm)[100:1000]) / ppm < 0.05       # the straight page
+            unmasked.append(np.ptp(read(hidden, top, bottom, ppm)[100:1000]) / ppm)
+            assert np.ptp(read(hidden, top, bottom, ppm, seen)[100:1000]) / ppm < 0.1, read.__name__
+    assert max(unmasked) > FOLLOW_MM / 2, unmasked
+    # where everything is seen, the weights change nothing
+    everywhere = np.ones(grid.shape, bool)
+    for read in (geometry.grid_shift, geometry.grid_lift):
+        np.testing.assert_allclose(read(hidden, 600, 760, ppm, everywhere), read(hidden, 600, 760, ppm), atol=1e-9)
+
+
 def test_a_crumpled_page_is_read_through_the_grid_displacement_over_the_whole_band(signals, monkeypatch):
     """Wrinkles shear a row differently at every height: the field read over the band
     moves each trace point with the paper around it (this page, exact maps: 4.8 dB

@@ -159,11 +159,17 @@ def has_grid(grid: np.ndarray | None) -> bool:
 
 # ---------------------------------------------------------------- grid pitch
 
-def _detrended(profile: np.ndarray) -> np.ndarray:
+def _detrended(profile: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """``profile`` less its running mean (over a quarter of it, 9-129 samples), weighted by
+    ``weight`` where given (samples of weight 0 do not count)."""
     from scipy.ndimage import uniform_filter1d
 
     p = np.asarray(profile, np.float64)
-    return p - uniform_filter1d(p, size=max(9, min(p.size // 4, 129)), mode="nearest")
+    size = max(9, min(p.size // 4, 129))
+    if weight is None:
+        return p - uniform_filter1d(p, size=size, mode="nearest")
+    return p - uniform_filter1d(p * weight, size=size, mode="nearest") / np.maximum(
+        uniform_filter1d(np.asarray(weight, np.float64), size=size, mode="nearest"), 1e-9)
 
 
 def _spectrum_peak(p: np.ndarray, period: float, span: float = 0.04) -> tuple[float, float]:
@@ -281,7 +287,8 @@ def grid_px_per_mm(grid: np.ndarray | None) -> tuple[float | None, float | None]
 
 # ---------------------------------------------------------------- local x scale
 
-def grid_shift(grid: np.ndarray | None, top: int, bottom: int, ppm_x: float) -> np.ndarray | None:
+def grid_shift(grid: np.ndarray | None, top: int, bottom: int, ppm_x: float,
+               seen: np.ndarray | None = None) -> np.ndarray | None:
     """Per column, how far (px) the grid's vertical lines in rows top..bottom lie right of
     where an even pitch of ``ppm_x`` puts them; None where the grid is too faint to say.
 
@@ -289,55 +296,82 @@ def grid_shift(grid: np.ndarray | None, top: int, bottom: int, ppm_x: float) -> 
     a single px/mm misplaces the samples by up to a few mm. The 5 mm lines' phase, read by
     complex demodulation of the band's grid profile at their global period, follows the
     stretch: ``x - (shift(x) - shift(x0))`` is where ``x`` would lie on an even grid.
+
+    ``seen`` (bool, the grid's shape): where the grid can show, not under the trace. Each
+    column then counts by the share of its pixels seen (normalised convolution), so the
+    grid hidden under a QRS does not read as a gap between lines; unmasked, that moved a
+    blurred page's phase by up to 2 mm along a row and set off the band's warp field.
     """
 
     if not has_grid(grid):
         return None
-    p = grid[max(top, 0):max(bottom, top + 1)].sum(axis=0).astype(np.float64)
-    p = _detrended(p)
+    band, weight = _seen_band(grid, top, bottom, seen)
+    p = band.sum(axis=0) / np.maximum(weight, 1e-9) * (weight > 0)      # as if the whole column were seen
+    p = _detrended(p, weight) * weight
     period = MM_PER_MAJOR * ppm_x
     x = np.arange(p.size, dtype=np.float64)
-    found = _line_phase(p * np.exp(-2j * np.pi * x / period), period)
+    found = _line_phase(p * np.exp(-2j * np.pi * x / period), period, weight)
     if found is None:
         return None
     ok, phase = found
     return np.interp(x, x[ok], -phase * period / (2 * np.pi))
 
 
-def _line_phase(z: np.ndarray, period: float):
-    """Complex demodulation of the grid lines: ``z`` (signal × e^(−2πi·t/period)) smoothed over
-    two periods; (where the lines are clear enough, their unwrapped phase there) or None."""
+_MIN_SEEN = 0.3     # of a column's pixels in the band: less seen tells nothing of the grid there
+
+
+def _seen_band(grid: np.ndarray, top: int, bottom: int, seen: np.ndarray | None):
+    """(the band's grid, unseen pixels zeroed; per column the share of its pixels seen,
+    0 below :data:`_MIN_SEEN`); all ones without ``seen``."""
+    band = grid[max(top, 0):max(bottom, top + 1)].astype(np.float64)
+    if seen is None:
+        return band, np.ones(band.shape[1])
+    s = seen[max(top, 0):max(bottom, top + 1)]
+    share = s.mean(axis=0)
+    return np.where(s, band, 0.0), np.where(share >= _MIN_SEEN, share, 0.0)
+
+
+def _line_phase(z: np.ndarray, period: float, weight: np.ndarray):
+    """Complex demodulation of the grid lines: ``z`` (signal × e^(−2πi·t/period), each sample
+    already multiplied by its ``weight``) smoothed over two periods, divided by the smoothed
+    weight; (where the lines are clear enough, their unwrapped phase there) or None."""
     from scipy.ndimage import gaussian_filter1d
 
     sigma = 2.0 * period
+    ws = gaussian_filter1d(np.asarray(weight, np.float64), sigma)
+    known = ws > 0.2
     zs = gaussian_filter1d(z.real, sigma) + 1j * gaussian_filter1d(z.imag, sigma)
+    zs = np.where(known, zs / np.maximum(ws, 1e-9), 0.0)
     mag = np.abs(zs)
-    ok = mag > 0.25 * np.median(mag[mag > 0]) if np.any(mag > 0) else np.zeros(z.size, bool)
+    ok = (mag > 0.25 * np.median(mag[mag > 0])) & known if np.any(mag > 0) else np.zeros(z.size, bool)
     if np.count_nonzero(ok) < 0.5 * z.size:
         return None
     return ok, np.unwrap(np.angle(zs[ok]))
 
 
-def grid_lift(grid: np.ndarray | None, top: int, bottom: int, ppm_y: float) -> np.ndarray | None:
+def grid_lift(grid: np.ndarray | None, top: int, bottom: int, ppm_y: float,
+              seen: np.ndarray | None = None) -> np.ndarray | None:
     """Per column, how far (px, down) the grid's horizontal lines in rows top..bottom lie
     from where they lie on average; None where the grid is too faint to say.
 
-    The vertical counterpart of :func:`grid_shift`: a row of a tilted, keystoned or curled
-    page has a slanted or bent baseline, which this follows (the 5 mm lines' phase per
-    column, smoothed along the row).
+    The vertical counterpart of :func:`grid_shift` (``seen`` as there): a row of a tilted,
+    keystoned or curled page has a slanted or bent baseline, which this follows (the 5 mm
+    lines' phase per column, smoothed along the row).
     """
 
     if not has_grid(grid):
         return None
-    band = grid[max(top, 0):max(bottom, top + 1)].astype(np.float64)
+    band, weight = _seen_band(grid, top, bottom, seen)
     if band.shape[0] < 8:
         return None
-    band = band - band.mean(axis=0, keepdims=True)
+    shown = np.ones(band.shape, bool) if seen is None else seen[max(top, 0):max(bottom, top + 1)]
+    mean = band.sum(axis=0) / np.maximum(shown.sum(axis=0), 1)
+    band = np.where(shown, band - mean[None, :], 0.0)
     period = MM_PER_MAJOR * ppm_y
     y = np.arange(band.shape[0], dtype=np.float64)
     w = np.exp(-2j * np.pi * y / period)
-    z = w @ band                                   # per column
-    found = _line_phase(z, period)
+    z = (w @ band) * (weight > 0)                  # per column
+    found = _line_phase(z, period, weight)
     if found is None:
         return None
     ok, phase = found

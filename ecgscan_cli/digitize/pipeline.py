@@ -212,7 +212,7 @@ def _pitch_checked(grid: np.ndarray, guess: float, ppm_x: float, ppm_y: float,
 
 
 def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None,
-                 ppm_y: float) -> tuple[np.ndarray, np.ndarray]:
+                 ppm_y: float, grid_seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Trace points (page px) moved to where they lie on an evenly pitched grid.
 
     A page seen at an angle, curled or warped stretches a row unevenly and slants or bends
@@ -224,6 +224,8 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
     displacement is read over the whole band (:mod:`.warp_field`) and each point, a QRS
     peak too, moves with the paper around it; on a straight page that field's own noise
     (0.3–1 px where the trace hides the grid) would cost more than it corrects.
+    ``grid_seen``: where the trace does not hide the grid (:func:`_grid_seen`); the row's
+    stretch and baseline are read there only.
     """
     if grid is None:
         return x, y
@@ -231,8 +233,8 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
     seen = (cols >= row.x0) & (cols <= row.x1)
     if not seen.any():
         return x, y
-    lift = grid_lift(grid, row.top, row.bottom, ppm_y)
-    shift = grid_shift(grid, row.top, row.bottom, row.ppm_x)
+    lift = grid_lift(grid, row.top, row.bottom, ppm_y, grid_seen)
+    shift = grid_shift(grid, row.top, row.bottom, row.ppm_x, grid_seen)
     moves = [np.ptp(f[seen]) / ppm if f is not None else 0.0 for f, ppm in ((lift, ppm_y), (shift, row.ppm_x))]
     if max(moves) > WARPED_MM:
         warp = band_warp(grid, row.top, row.bottom, (row.ppm_x, ppm_y))
@@ -245,15 +247,26 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
     return x, y
 
 
+_HIDES_GRID = 0.15      # trace probability (within a pixel) above which the grid cannot show
+
+
+def _grid_seen(trace: np.ndarray) -> np.ndarray:
+    """Where the trace leaves the grid to be seen: not on its ink or the pixel beside it."""
+    from scipy.ndimage import maximum_filter
+
+    return maximum_filter(trace, size=3) < _HIDES_GRID
+
+
 def _trace_rows(trace: np.ndarray, rows: list[Row], ppm_y: float,
                 grid: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per row: its trace as (x on an evenly pitched grid, px; mV), whatever leads it shows."""
     traced = []
+    seen = None if grid is None else _grid_seen(trace)
     for row in rows:
         band = trace[row.top:row.bottom]
         c0, c1 = int(np.floor(row.x0)), int(np.ceil(row.x1))
         top, bottom = track_row(band, row.y - row.top, c0, c1, max_jump=3.0 * ppm_y)
         x, y = centreline(top, bottom, c0)
-        x, y = _follow_grid(x, y + row.top, row, grid, ppm_y)
+        x, y = _follow_grid(x, y + row.top, row, grid, ppm_y, seen)
         traced.append((x, (row.y - y) / row.px_per_mv))
     return traced
