@@ -358,10 +358,12 @@ def test_the_grid_hidden_under_a_blurred_trace_does_not_move_its_lines(signals):
     """A blurred page's trace is thick and hides the grid around every QRS; read as gaps
     in the grid, those columns wobbled a straight page's line phase by 0.15-0.5 mm (enough
     to bend the rows, past FOLLOW_MM). Read only where the grid can show (``seen``), the
-    phase stays within 0.1 mm of the unhidden page's."""
+    phase stays within 0.1 mm of the unhidden page's, and the band's displacement field
+    within 0.3 mm."""
     from scipy.ndimage import maximum_filter
 
-    from ecgscan_cli.digitize.pipeline import FOLLOW_MM, _grid_seen
+    from ecgscan_cli.digitize import warp_field
+    from ecgscan_cli.digitize.pipeline import FOLLOW_MM, WARPED_MM, _grid_seen
 
     ppm = 100 / 25.4
     trace, grid = page_targets(signals[0], 500.0, LayoutOptions(), 100.0)
@@ -375,6 +377,16 @@ def test_the_grid_hidden_under_a_blurred_trace_does_not_move_its_lines(signals):
             assert np.ptp(read(grid, top, bottom, ppm)[100:1000]) / ppm < 0.05       # the straight page
             unmasked.append(np.ptp(read(hidden, top, bottom, ppm)[100:1000]) / ppm)
             assert np.ptp(read(hidden, top, bottom, ppm, seen)[100:1000]) / ppm < 0.1, read.__name__
+        # the band's displacement field, sampled along the trace where the grid is hidden
+        xs = np.linspace(100, 1000, 200)
+        ys = np.full_like(xs, y)
+        for shown, limit in ((None, None), (seen, 0.3)):
+            warp = warp_field.band_warp(hidden, top, bottom, (ppm, ppm), shown)
+            moves = [np.ptp(warp._at(f, xs, ys)) / ppm for f in (warp.shift, warp.lift)]
+            if limit is None:
+                assert max(moves) > 2 * WARPED_MM, moves       # unmasked: 0.7-1 mm along, 4 mm across
+            else:
+                assert max(moves) < limit, moves
     assert max(unmasked) > FOLLOW_MM / 2, unmasked
     # where everything is seen, the weights change nothing
     everywhere = np.ones(grid.shape, bool)

@@ -225,7 +225,7 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
     peak too, moves with the paper around it; on a straight page that field's own noise
     (0.3–1 px where the trace hides the grid) would cost more than it corrects.
     ``grid_seen``: where the trace does not hide the grid (:func:`_grid_seen`); the row's
-    stretch and baseline are read there only.
+    stretch, baseline and displacement field are read there only.
     """
     if grid is None:
         return x, y
@@ -237,7 +237,7 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
     shift = grid_shift(grid, row.top, row.bottom, row.ppm_x, grid_seen)
     moves = [np.ptp(f[seen]) / ppm if f is not None else 0.0 for f, ppm in ((lift, ppm_y), (shift, row.ppm_x))]
     if max(moves) > WARPED_MM:
-        warp = band_warp(grid, row.top, row.bottom, (row.ppm_x, ppm_y))
+        warp = band_warp(grid, row.top, row.bottom, (row.ppm_x, ppm_y), grid_seen)
         if warp is not None:
             return warp.to_even(x, y, row.x0, row.y)
     if moves[0] > FOLLOW_MM:

@@ -60,52 +60,84 @@ class BandWarp:
         return out[0], out[1]
 
 
-def band_warp(grid: np.ndarray | None, top: int, bottom: int, ppm: tuple[float, float]) -> BandWarp | None:
+def band_warp(grid: np.ndarray | None, top: int, bottom: int, ppm: tuple[float, float],
+              seen: np.ndarray | None = None) -> BandWarp | None:
     """The displacement fields of the grid in rows ``top..bottom`` (``ppm``: the page's
     global px/mm, x and y); None without a grid. The grid two periods above and below the
-    band is read too, so the filters see lines, not an edge, at the band's ends."""
+    band is read too, so the filters see lines, not an edge, at the band's ends.
+
+    ``seen`` (bool, the grid's shape): where the grid can show, not under the trace. The
+    lines are then demodulated there only (their local mean taken out first, each filter
+    divided by the share seen): the trace runs exactly where the field is sampled, and a
+    blurred trace hiding the grid there wobbled a straight band's field by 0.7-1 mm along
+    the row and 4 mm across it."""
     if not has_grid(grid):
         return None
     px, py = MM_PER_MAJOR * ppm[0], MM_PER_MAJOR * ppm[1]
     pad = int(np.ceil(2 * max(px, py)))
     lo, hi = max(top - pad, 0), min(max(bottom, top + 1) + pad, grid.shape[0])
     band = grid[lo:hi].astype(np.float32)
+    shown = None if seen is None else seen[lo:hi].astype(np.float32)
     # the field is smooth over many periods: ~10 px a period is resolution enough
     f = max(1, int(min(px, py) // 10))
     if f > 1:
-        h, w = (band.shape[0] // f) * f, (band.shape[1] // f) * f
-        band = band[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+        band = _block_mean(band, f)
+        shown = None if shown is None else _block_mean(shown, f)
     if band.shape[0] < 8:
         return None
     step = max(1, int(min(px, py) / f // 4))
     fields = []
     for period, axis in ((px / f, 1), (py / f, 0)):
-        phase = _phase_field(band, period, axis, step)
+        phase = _phase_field(band, period, axis, step, shown)
         fields.append(None if phase is None else -phase * period * f / (2 * np.pi))
     if fields[0] is None and fields[1] is None:
         return None
     return BandWarp(lo + (f - 1) / 2, float(step * f), *fields, left=(f - 1) / 2)
 
 
-def _phase_field(band: np.ndarray, period: float, axis: int, step: int) -> np.ndarray | None:
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    h, w = (a.shape[0] // f) * f, (a.shape[1] // f) * f
+    return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+
+
+def _box(p: np.ndarray, size: int, step: int = 1) -> np.ndarray:
+    """Two box filters of ``size`` along the rows, the lattice's columns kept, then two down
+    them (separable: the same numbers, a quarter less filtering)."""
+    from scipy.ndimage import uniform_filter1d
+
+    p = uniform_filter1d(uniform_filter1d(p, size, axis=1, mode="nearest"), size, axis=1, mode="nearest")
+    p = p[:, ::step]
+    return uniform_filter1d(uniform_filter1d(p, size, axis=0, mode="nearest"), size, axis=0, mode="nearest")
+
+
+_MIN_SHOWN = 0.3    # share of a lattice point's surroundings seen: less tells nothing of the grid there
+
+
+def _phase_field(band: np.ndarray, period: float, axis: int, step: int,
+                 shown: np.ndarray | None = None) -> np.ndarray | None:
     """Phase of the lines across ``axis`` (1: vertical lines, 0: horizontal) on the lattice
-    ``[::step, ::step]``, or None where the grid is too faint."""
-    from scipy.ndimage import gaussian_filter, uniform_filter1d
+    ``[::step, ::step]``, or None where the grid is too faint. ``shown``: the share of each
+    pixel where the grid can show (:func:`band_warp`)."""
+    from scipy.ndimage import gaussian_filter
 
     t = np.arange(band.shape[axis], dtype=np.float64)
     carrier = np.exp(-2j * np.pi * t / period).astype(np.complex64)
-    z = band * (carrier[None, :] if axis == 1 else carrier[:, None])
+    carrier = carrier[None, :] if axis == 1 else carrier[:, None]
     size = max(3, int(round(period)))
-    parts = []
-    for p in (z.real, z.imag):
-        # the box filters are separable: along the rows first, then down only the columns
-        # the lattice keeps (the same numbers, a quarter less filtering)
-        p = uniform_filter1d(uniform_filter1d(p, size, axis=1, mode="nearest"), size, axis=1, mode="nearest")
-        p = p[:, ::step]
-        p = uniform_filter1d(uniform_filter1d(p, size, axis=0, mode="nearest"), size, axis=0, mode="nearest")
-        parts.append(gaussian_filter(p[::step], period / step, mode="nearest"))
+    if shown is None:
+        z, weights = band * carrier, None
+    else:
+        # a box one period long nulls the lines' mean only where it sees all of a period
+        local = _box(band * shown, size) / np.maximum(_box(shown, size), 1e-3)
+        z, weights = (band - local) * shown * carrier, shown
+    parts = [gaussian_filter(_box(p, size, step)[::step], period / step, mode="nearest")
+             for p in ((z.real, z.imag) if weights is None else (z.real, z.imag, weights))]
     zs = parts[0] + 1j * parts[1]
-    mean = zs.mean(axis=0)                                   # the band's, per column
+    if weights is None:
+        mean = zs.mean(axis=0)                                   # the band's, per column
+    else:
+        mean = zs.sum(axis=0) / np.maximum(parts[2].sum(axis=0), 1e-3)
+        zs = np.where(parts[2] > _MIN_SHOWN, zs / np.maximum(parts[2], 1e-3), 0.0)
     mag = np.abs(mean)
     if not np.any(mag > 0):
         return None
