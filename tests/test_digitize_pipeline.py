@@ -370,6 +370,10 @@ def test_the_grid_hidden_under_a_blurred_trace_does_not_move_its_lines(signals):
     thick = np.where(maximum_filter(trace, size=9) > 0.3, 1.0, trace)      # a stroke ~2 mm wide
     hidden = np.where(thick > 0.3, 0.0, grid)                               # no grid under it
     seen = _grid_seen(thick)
+    assert np.array_equal(seen, maximum_filter(thick, size=3) < 0.15)      # off the ink and the pixel beside it
+    h, w = (grid.shape[0] // 3) * 3, (grid.shape[1] // 3) * 3
+    np.testing.assert_allclose(warp_field._block_mean(grid, 3),
+                               grid[:h, :w].reshape(h // 3, 3, w // 3, 3).mean(axis=(1, 3)), atol=1e-6)
     unmasked = []
     for y in layout.find_row_baselines(trace, 8 * ppm)[:3]:
         top, bottom = int(y - 15 * ppm), int(y + 15 * ppm)

@@ -78,8 +78,9 @@ def band_warp(grid: np.ndarray | None, top: int, bottom: int, ppm: tuple[float, 
     lo, hi = max(top - pad, 0), min(max(bottom, top + 1) + pad, grid.shape[0])
     band = grid[lo:hi].astype(np.float32)
     shown = None if seen is None else seen[lo:hi].astype(np.float32)
-    # the field is smooth over many periods: ~10 px a period is resolution enough
-    f = max(1, int(min(px, py) // 10))
+    # the field is smooth over many periods: ~10 px a period is resolution enough (8 where
+    # the grid is read where seen: five filters more, as fast as the plain field at 10)
+    f = max(1, int(min(px, py) // (10 if seen is None else 8)))
     if f > 1:
         band = _block_mean(band, f)
         shown = None if shown is None else _block_mean(shown, f)
@@ -96,8 +97,17 @@ def band_warp(grid: np.ndarray | None, top: int, bottom: int, ppm: tuple[float, 
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Means of ``a``'s f×f blocks (the last partial ones dropped). Strided sums: 13× faster
+    than a mean over a 4-D view's axes 1 and 3."""
     h, w = (a.shape[0] // f) * f, (a.shape[1] // f) * f
-    return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    a = a[:h, :w]
+    cols = a[:, 0::f].copy()
+    for i in range(1, f):
+        cols += a[:, i::f]
+    out = cols[0::f].copy()
+    for i in range(1, f):
+        out += cols[i::f]
+    return out / (f * f)
 
 
 def _box(p: np.ndarray, size: int, step: int = 1) -> np.ndarray:
@@ -108,6 +118,13 @@ def _box(p: np.ndarray, size: int, step: int = 1) -> np.ndarray:
     p = uniform_filter1d(uniform_filter1d(p, size, axis=1, mode="nearest"), size, axis=1, mode="nearest")
     p = p[:, ::step]
     return uniform_filter1d(uniform_filter1d(p, size, axis=0, mode="nearest"), size, axis=0, mode="nearest")
+
+
+def _box1(p: np.ndarray, size: int) -> np.ndarray:
+    """One box filter of ``size`` along each axis."""
+    from scipy.ndimage import uniform_filter1d
+
+    return uniform_filter1d(uniform_filter1d(p, size, axis=1, mode="nearest"), size, axis=0, mode="nearest")
 
 
 _MIN_SHOWN = 0.3    # share of a lattice point's surroundings seen: less tells nothing of the grid there
@@ -128,7 +145,7 @@ def _phase_field(band: np.ndarray, period: float, axis: int, step: int,
         z, weights = band * carrier, None
     else:
         # a box one period long nulls the lines' mean only where it sees all of a period
-        local = _box(band * shown, size) / np.maximum(_box(shown, size), 1e-3)
+        local = _box1(band * shown, size) / np.maximum(_box1(shown, size), 1e-3)
         z, weights = (band - local) * shown * carrier, shown
     parts = [gaussian_filter(_box(p, size, step)[::step], period / step, mode="nearest")
              for p in ((z.real, z.imag) if weights is None else (z.real, z.imag, weights))]
