@@ -223,7 +223,8 @@ def _follow_grid(x: np.ndarray, y: np.ndarray, row: Row, grid: np.ndarray | None
     or curled, not just tilted, and shears differently at every height, so the
     displacement is read over the whole band (:mod:`.warp_field`) and each point, a QRS
     peak too, moves with the paper around it; on a straight page that field's own noise
-    (0.3–1 px where the trace hides the grid) would cost more than it corrects.
+    would cost more than it corrects (the gate was set while the field was read under the
+    trace too, 0.3–1 px of wobble there; re-tuned since on fold 7, it gained nothing).
     ``grid_seen``: where the trace does not hide the grid (:func:`_grid_seen`); the row's
     stretch, baseline and displacement field are read there only.
     """
