@@ -305,7 +305,7 @@ def grid_shift(grid: np.ndarray | None, top: int, bottom: int, ppm_x: float,
 
     if not has_grid(grid):
         return None
-    band, weight = _seen_band(grid, top, bottom, seen)
+    band, _, weight = _seen_band(grid, top, bottom, seen)
     p = band.sum(axis=0) / np.maximum(weight, 1e-9) * (weight > 0)      # as if the whole column were seen
     p = _detrended(p, weight) * weight
     period = MM_PER_MAJOR * ppm_x
@@ -321,14 +321,14 @@ _MIN_SEEN = 0.3     # of a column's pixels in the band: less seen tells nothing 
 
 
 def _seen_band(grid: np.ndarray, top: int, bottom: int, seen: np.ndarray | None):
-    """(the band's grid, unseen pixels zeroed; per column the share of its pixels seen,
-    0 below :data:`_MIN_SEEN`); all ones without ``seen``."""
+    """(the band's grid, unseen pixels zeroed; the band's mask of pixels seen; per column
+    the share of its pixels seen, 0 below :data:`_MIN_SEEN`): everything seen without ``seen``."""
     band = grid[max(top, 0):max(bottom, top + 1)].astype(np.float64)
     if seen is None:
-        return band, np.ones(band.shape[1])
+        return band, np.ones(band.shape, bool), np.ones(band.shape[1])
     s = seen[max(top, 0):max(bottom, top + 1)]
     share = s.mean(axis=0)
-    return np.where(s, band, 0.0), np.where(share >= _MIN_SEEN, share, 0.0)
+    return np.where(s, band, 0.0), s, np.where(share >= _MIN_SEEN, share, 0.0)
 
 
 def _line_phase(z: np.ndarray, period: float, weight: np.ndarray):
@@ -361,10 +361,9 @@ def grid_lift(grid: np.ndarray | None, top: int, bottom: int, ppm_y: float,
 
     if not has_grid(grid):
         return None
-    band, weight = _seen_band(grid, top, bottom, seen)
+    band, shown, weight = _seen_band(grid, top, bottom, seen)
     if band.shape[0] < 8:
         return None
-    shown = np.ones(band.shape, bool) if seen is None else seen[max(top, 0):max(bottom, top + 1)]
     mean = band.sum(axis=0) / np.maximum(shown.sum(axis=0), 1)
     band = np.where(shown, band - mean[None, :], 0.0)
     period = MM_PER_MAJOR * ppm_y
