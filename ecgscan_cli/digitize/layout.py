@@ -60,9 +60,9 @@ def _thin(trace: np.ndarray, max_px: float) -> np.ndarray:
     """``trace`` less whatever is thicker than ``max_px`` vertically (a white top-hat): a
     shadow, a dark background or a smudge that a map marks as ink is no row, and its mass
     would swamp the rows' projection peaks."""
-    from scipy.ndimage import grey_opening
+    from ecgscan_cli.digitize.filters import vertical_opening
 
-    return trace - grey_opening(trace, size=(max(int(round(max_px)), 3), 1))
+    return trace - vertical_opening(trace, max(int(round(max_px)), 3))
 
 
 def find_row_baselines(trace: np.ndarray, min_gap_px: float) -> np.ndarray:

@@ -252,16 +252,10 @@ _HIDES_GRID = 0.15      # trace probability (within a pixel) above which the gri
 
 
 def _grid_seen(trace: np.ndarray) -> np.ndarray:
-    """Where the trace leaves the grid to be seen: not on its ink or the pixel beside it
-    (a 3×3 maximum filter, as shifted ORs: 5× faster on a page's map)."""
-    ink = trace >= _HIDES_GRID
-    near = ink.copy()
-    near[1:] |= ink[:-1]
-    near[:-1] |= ink[1:]
-    hidden = near.copy()
-    hidden[:, 1:] |= near[:, :-1]
-    hidden[:, :-1] |= near[:, 1:]
-    return ~hidden
+    """Where the trace leaves the grid to be seen: not on its ink or the pixel beside it."""
+    from ecgscan_cli.digitize.filters import square_max
+
+    return ~square_max(trace >= _HIDES_GRID, 1)
 
 
 def _trace_rows(trace: np.ndarray, rows: list[Row], ppm_y: float,

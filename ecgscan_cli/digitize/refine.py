@@ -50,10 +50,12 @@ def _paper(rgb: np.ndarray) -> np.ndarray:
     image: brightest within a few mm, smoothed. :func:`_at` reads it at full-scale pixels."""
     from scipy import ndimage
 
+    from ecgscan_cli.digitize.filters import square_max
+
     h, w = rgb.shape[:2]
     small = rgb[::4, ::4].astype(np.float32) / 255.0
     size = max(3, int(round(max(h, w) / 440.0)) | 1)     # ~1 % of the long side, at 1/4 scale
-    bright = np.stack([ndimage.maximum_filter(small[..., k], size=size) for k in range(3)], -1)
+    bright = square_max(small, size // 2)
     return ndimage.uniform_filter(bright, size=(5, 5, 1))
 
 
@@ -123,9 +125,9 @@ def refine_maps(image: np.ndarray, trace: np.ndarray, grid: np.ndarray,
         rgb = warp(image, to_image, canvas)
     h, w = rgb.shape[:2]
     trace_up, grid_up = _resize(trace, (h, w)), _resize(grid, (h, w))
-    from scipy import ndimage
+    from ecgscan_cli.digitize.filters import square_max
 
-    gate = ndimage.maximum_filter(trace_up, size=2 * _GATE_PX + 1)
+    gate = square_max(trace_up, _GATE_PX)
     gate = np.clip((gate - _GATE_FROM) / (_GATE_TO - _GATE_FROM), 0.0, 1.0)
     # the colours are read only where they count: inside the gate (it holds the sure ink)
     # and on the sure grid
