@@ -42,6 +42,10 @@ METHODS = ("digitizer", "classical", "decoder")
 # (digitize.refine.REFINE_LONG_SIDE: a 200-dpi letter page whole): a 20-megapixel photo is
 # shrunk while decoding (memory bounded, and the decode itself is 4× faster).
 DIGITIZE_MAX_SIDE = 2400
+# `--max-side`: a 300-dpi letter scan (3,300 px) is read whole at 3,400 (docs/reconstruct.md);
+# below the network's working size nothing is left to read finer, and past 6,000 px (a
+# 550-dpi page) the time and memory grow with no resolution the pipeline was tried at
+MAX_SIDE_RANGE = (1024, 6000)
 # the digitiser's second readings (digitize.image.digitize_image), as logs and overlays name them
 READING_NAMES = {"refined": "read at the image's resolution", "rectified": "perspective undone",
                  "rectified+refined": "perspective undone, read at the image's resolution"}
@@ -297,13 +301,14 @@ def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
 
 
 def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool = False, printout=None,
-                  restorer=None):
+                  restorer=None, max_side: int = DIGITIZE_MAX_SIDE):
     """One page → ``(signal [12, N_SAMPLES] float32 mV at canonical.FS, NaN where not shown, Digitized)``.
 
     ``quick``: only the network's reading at the working resolution (no perspective-undone
     or image-resolution reading competing; see :func:`ecgscan_cli.digitize.image.digitize_image`);
     ``printout``: the paper speed and fallback gain (:class:`ecgscan_cli.digitize.pipeline.Printout`);
-    ``restorer``: run on the reading (:mod:`ecgscan_cli.digitize.restore`; the digitiser only).
+    ``restorer``: run on the reading (:mod:`ecgscan_cli.digitize.restore`; the digitiser only);
+    ``max_side``: the long side (px) of the image-resolution reading, at most.
 
     Raises :class:`EcgscanError` (a one-line reason) when the page cannot be read: too
     small, no grid, unknown layout, no trace found."""
@@ -313,7 +318,7 @@ def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool 
     if min(h, w) < MIN_PAGE_SIDE:
         raise EcgscanError(f"image of {w}×{h} px is too small to show an ECG (at least {MIN_PAGE_SIDE} px a side)")
     d = digitize_image(np.ascontiguousarray(page, np.uint8), net, method="net" if method == "digitizer" else "classical",
-                       refine=not quick, printout=printout, restorer=restorer)
+                       refine=not quick, printout=printout, restorer=restorer, refine_side=max_side)
     sig = np.asarray(d.signal, np.float32)
     fs = float(d.fs)
     if sig.ndim != 2 or sig.shape[0] != canonical.N_LEADS or abs(fs - canonical.FS) > 1e-6:
@@ -331,13 +336,15 @@ def digitize_page(page: np.ndarray, net, method: str = "digitizer", quick: bool 
 
 
 def digitize_source(source, method: str = "digitizer", net=None, progress=None, keep_pictures: int = 0,
-                    quick: bool = False, readings: dict | None = None, printout=None, restorer=None):
+                    quick: bool = False, readings: dict | None = None, printout=None, restorer=None,
+                    max_side: int = DIGITIZE_MAX_SIDE):
     """Digitise every page of ``source`` → (row indices, ids, signals [n, 12, N_SAMPLES], pictures).
 
     ``readings``: a dict counting which reading won per page (``working``, ``refined``,
     ``rectified``, ``rectified+refined``), the pages read turned (``turned 90°``, ``180°``,
     ``270°``: counter-clockwise) and the pages per layout (``layout 3x4+1``, ``layout 6x2``...),
-    filled in place; ``quick`` and ``restorer``: see :func:`digitize_page`.
+    filled in place; ``quick`` and ``restorer``: see :func:`digitize_page`; ``max_side``: the
+    long side (px) each image is decoded to, at most, and read at.
 
     ``net``: TraceNet from :func:`ecgscan_cli.digitize.image.load_digitizer` (the shipped
     weights when None and ``method`` is ``digitizer``). Pages that cannot be read are
@@ -349,9 +356,9 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
 
         net = load_digitizer()
     rows, ids, sigs, pictures = [], [], [], {}
-    for i, rid, page in source.pages(DIGITIZE_MAX_SIDE):
+    for i, rid, page in source.pages(max_side):
         try:
-            sig, d = digitize_page(page, net, method, quick, printout, restorer)
+            sig, d = digitize_page(page, net, method, quick, printout, restorer, max_side)
         except EcgscanError as e:
             source.skip(i, f"{source.name(i)}: {e}")
             continue
@@ -439,7 +446,7 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
                         overlay_dir=None, reference=None, max_overlays: int = 8, batch_size: int = 16,
                         device="auto", overwrite: bool = False, progress_factory=None, quick: bool = False,
                         speed_mm_s: float = 25.0, gain_mm_mv: float = 10.0, restore: bool = True,
-                        restorer=None):
+                        restorer=None, max_side: int = DIGITIZE_MAX_SIDE):
     """Write the reconstruction signals file (+ WFDB / overlays). Returns (path, source, summary dict).
 
     ``quick``: the digitiser reads each page once (see :func:`digitize_page`); the summary's
@@ -450,7 +457,9 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     ``method`` defaults to ``decoder`` when ``checkpoint`` is given, else ``digitizer``
     (``weights``: a safetensors file, default the weights shipped in the package). ``restore``:
     the digitiser's readings go through the restorer (:mod:`ecgscan_cli.digitize.restore`;
-    ``restorer``: its weights, default the shipped ones)."""
+    ``restorer``: its weights, default the shipped ones). ``max_side``: the digitisers decode
+    each image to at most this long side and read it at that resolution (a 300-dpi scan is
+    read whole at 3,400 px; :data:`MAX_SIDE_RANGE`)."""
     from ecgscan_cli.atomic import atomic_output, check_output_path
     from ecgscan_cli.digitize.consistency import FAIR_BELOW, GOOD_BELOW, QUALITIES
     from ecgscan_cli.digitize.pipeline import Printout
@@ -466,6 +475,10 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
     restore = restore and method == "digitizer"
     if quick and method == "decoder":
         raise EcgscanError("--quick is the digitiser's (one reading per page); the decoder reads each image once anyway")
+    if not MAX_SIDE_RANGE[0] <= max_side <= MAX_SIDE_RANGE[1]:
+        raise EcgscanError(f"--max-side {max_side}: give {MAX_SIDE_RANGE[0]}-{MAX_SIDE_RANGE[1]} px")
+    if max_side != DIGITIZE_MAX_SIDE and method == "decoder":
+        raise EcgscanError("--max-side is the digitisers'; the decoder reads every image at its own input size")
     printout = printout_settings(speed_mm_s, gain_mm_mv, method)
     check_output_path(out, overwrite, kind="signals")
     for d, kind in ((wfdb_dir, "wfdb"), (overlay_dir, "overlays")):
@@ -499,7 +512,7 @@ def reconstruct_to_file(checkpoint, input_path, out, *, method: str | None = Non
                 pictures = {}
             else:
                 rows, ids, sig, pictures = digitize_source(source, method, engine, advance, keep, quick, readings,
-                                                           printout, fixer)
+                                                           printout, fixer, max_side)
         if not ids:
             first = f"; {source.skipped[0][1]}" if source.skipped else ""
             raise EcgscanError(f"{input_path}: no usable image ({len(source.skipped)} skipped{first})")

@@ -164,6 +164,31 @@ def test_the_image_resolution_reading_wins_on_a_sharp_200dpi_page(truth, exact_n
     assert full.lead_residual < lead_relation_residual(quick.signal)
 
 
+def test_the_image_resolution_reading_is_made_at_refine_side_at_most(truth, exact_network, monkeypatch):
+    """A 300-dpi page (3,300 px) is read finer at 2,400 px by default, whole at refine_side=3400,
+    and not finer at all where refine_side leaves nothing to gain over the working maps."""
+    from ecgscan_cli.digitize import refine
+    from ecgscan_cli.digitize.image import digitize_image
+
+    sides = []
+    real = refine.refine_maps
+    monkeypatch.setattr(refine, "refine_maps", lambda *a, **k: sides.append(a[3]) or real(*a, **k))
+    page, _ = render_page(truth[0], dpi=300)
+    exact_network["maps"] = page_targets(truth[0], dpi=300)
+    digitize_image(page, "NET")
+    assert set(sides) == {refine.REFINE_LONG_SIDE} and refine.REFINE_LONG_SIDE == 2400
+    sides.clear()
+    whole = digitize_image(page, "NET", refine_side=3400)
+    assert set(sides) == {3400} and whole.reading == "refined" and whole.map_shape == page.shape[:2]
+    sides.clear()
+    working = digitize_image(page, "NET", refine_side=1100)     # 1.07× the working maps: none made
+    assert set(sides) == {1100} and working.reading == "working"
+    assert aligned_db(truth[0], whole.signal) > aligned_db(truth[0], working.signal) + 2.0
+    sides.clear()
+    digitize_image(page, "NET", refine=False, refine_side=3400)
+    assert sides == []
+
+
 def test_refined_reading_on_real_records(ptbxl_record, exact_network):
     """Same on real PTB-XL records (their QRS are sharper than the synthetic ones)."""
     from ecgscan_cli.digitize.image import digitize_image

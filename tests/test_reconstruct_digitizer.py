@@ -39,7 +39,7 @@ class FakeDigitizeError(EcgscanError):
 BLUE, GREEN, RED = (0, 0, 255), (0, 255, 0), (255, 0, 0)   # corner markers: unknown layout, a bug, Ctrl-C
 
 
-def fake_digitize(image, net=None, *, method="net", refine=True, printout=None, restorer=None):
+def fake_digitize(image, net=None, *, method="net", refine=True, printout=None, restorer=None, refine_side=None):
     """3×4 + II layout: lead k shows its 2.5-s column, II the whole 10 s; every shown sample
     is (dark-pixel fraction) × (k + 1) mV. Rows in render-sidecar form (pixels of ``image``)."""
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
@@ -47,6 +47,7 @@ def fake_digitize(image, net=None, *, method="net", refine=True, printout=None, 
     fake_digitize.refine.append(refine)
     fake_digitize.printouts.append(printout)
     fake_digitize.restorers.append(restorer)
+    fake_digitize.refine_sides.append(refine_side)
     corner = tuple(int(v) for v in image[0, 0])
     if corner == BLUE:
         raise FakeDigitizeError("unknown layout (6 rows of traces)")
@@ -93,6 +94,7 @@ def fake(monkeypatch):
     fake_digitize.refine = []
     fake_digitize.printouts = []
     fake_digitize.restorers = []
+    fake_digitize.refine_sides = []
     monkeypatch.setitem(sys.modules, "ecgscan_cli.digitize.image", mod)
     return types.SimpleNamespace(loaded=loaded, calls=fake_digitize.calls)
 
@@ -186,6 +188,24 @@ def test_large_photo_reaches_the_digitizer_shrunk(fake, tmp_path):
     np.testing.assert_allclose(SignalsFile(tmp_path / "p.h5").signal(0)[1], 0.2 * 2, atol=0.01)
 
 
+def test_max_side_decodes_and_reads_a_large_image_finer(fake, tmp_path):
+    from ecgscan_cli.reconstruct import DIGITIZE_MAX_SIDE
+
+    img = np.full((2550, 3300, 3), 255, np.uint8)        # a 300-dpi letter scan
+    img[:500] = 0
+    _save(tmp_path / "scan.png", img)
+    r = run("reconstruct", tmp_path / "scan.png", "-o", tmp_path / "a.h5", "-q")
+    assert r.exit_code == 0, r.output
+    r = run("reconstruct", tmp_path / "scan.png", "-o", tmp_path / "b.h5", "-q", "--max-side", "3400")
+    assert r.exit_code == 0, r.output
+    assert [c[0] for c in fake.calls] == [(1855, DIGITIZE_MAX_SIDE, 3), (2550, 3300, 3)]
+    assert fake_digitize.refine_sides == [DIGITIZE_MAX_SIDE, 3400]
+    for bad in ("500", "9000"):
+        r = run("reconstruct", tmp_path / "scan.png", "-o", tmp_path / "c.h5", "--max-side", bad)
+        assert r.exit_code == 2 and "--max-side" in r.stderr and "Traceback" not in r.output
+    assert not (tmp_path / "c.h5").exists()
+
+
 def test_images_file_input_scores_against_its_signals(fake, tmp_path):
     from ecgscan_cli.formats.images import ImagesWriter
 
@@ -232,7 +252,7 @@ def test_each_page_is_told_how_far_its_limb_leads_agree(monkeypatch, tmp_path):
     flat = np.where(np.isnan(shown), np.nan, 0.5).astype(np.float32)   # nothing to check
     by_level = {10: shown, 30: misread, 50: flat}
 
-    def digitize(image, net=None, *, method="net", refine=True, printout=None, restorer=None):
+    def digitize(image, net=None, *, method="net", refine=True, printout=None, restorer=None, refine_side=None):
         sig = by_level[int(round(100 * (image.mean(-1) < 100).mean()))]
         return types.SimpleNamespace(signal=sig, fs=500.0, layout="3x4+II", px_per_mm=(1.0, 1.0),
                                      rotation_deg=0.0, rows=[], reading="working")

@@ -103,7 +103,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: bool = True, printout=None,
-                   restorer=None):
+                   restorer=None, refine_side: int | None = None):
     """The 12-lead signal on a page image (uint8 H×W×3 RGB, any size).
 
     Returns a :class:`~ecgscan_cli.digitize.pipeline.Digitized` whose ``rows`` are in the
@@ -112,7 +112,10 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     resolution), ``rectified`` (the same with the page's perspective undone,
     :mod:`.rectify`), ``refined`` or ``rectified+refined`` (:mod:`.refine`: at the image's
     resolution, ``method="net"`` only). With ``refine`` the others are tried and the one
-    that breaks the limb-lead relations least is kept (:mod:`.consistency`).
+    that breaks the limb-lead relations least is kept (:mod:`.consistency`). ``refine_side``:
+    the long side (px) the image-resolution reading is made at, at most (default
+    :data:`~.refine.REFINE_LONG_SIDE`, a 200-dpi letter page whole; a larger image is
+    shrunk to it).
 
     A page turned by a quarter or half turn (a landscape printout photographed in
     portrait, a scan fed upside down) is read upright: rows running up and down the image
@@ -129,7 +132,10 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     """
     if method not in METHODS:
         raise EcgscanError(f"unknown digitiser method {method!r} (choose from {', '.join(METHODS)})")
-    result = _read_image(image, net, method, refine, printout)
+    from ecgscan_cli.digitize.refine import REFINE_LONG_SIDE
+
+    fine = (REFINE_LONG_SIDE if refine_side is None else int(refine_side)) if refine else 0
+    result = _read_image(image, net, method, fine, printout)
     if restorer is not None and method == "net":
         from ecgscan_cli.digitize.restore import already_sharp, restore_reading
 
@@ -138,8 +144,9 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     return result
 
 
-def _read_image(image: np.ndarray, net, method: str, refine: bool, printout):
-    """:func:`digitize_image` before the restorer."""
+def _read_image(image: np.ndarray, net, method: str, fine: int, printout):
+    """:func:`digitize_image` before the restorer; ``fine``: the second readings' long side
+    (px), 0 for none."""
     from ecgscan_cli.digitize.geometry import rows_run_sideways
 
     image = check_image(image)
@@ -150,7 +157,7 @@ def _read_image(image: np.ndarray, net, method: str, refine: bool, printout):
     if rows_run_sideways(maps[0]):
         quarter = 1
         maps = _maps(np.rot90(image, quarter), net, method)
-    first, as_is = _read_turned(image, quarter, maps, method, refine, printout=printout)
+    first, as_is = _read_turned(image, quarter, maps, method, fine, printout=printout)
     # a page seen sideways is as likely turned one way as the other; an upright one is
     # turned over only when its reading is doubtful and the half turn clearly better
     if quarter == 0 and not _doubtful(first):
@@ -162,7 +169,7 @@ def _read_image(image: np.ndarray, net, method: str, refine: bool, printout):
     half = _reading("working", np.rot90(image, quarter + 2), np.rot90(maps[0], 2).copy(),
                     np.rot90(maps[1], 2).copy(), printout=printout, faint_pulses=method == "net")
     if _clearly_better(half, as_is, strict=quarter == 0):
-        flipped, _ = _read_turned(image, quarter + 2, None, method, refine, net, printout=printout)
+        flipped, _ = _read_turned(image, quarter + 2, None, method, fine, net, printout=printout)
         if not isinstance(flipped, Exception):
             return flipped
     if isinstance(first, Exception):
@@ -217,7 +224,7 @@ def _pulses(result) -> int:
     return -1 if isinstance(result, Exception) else sum(bool(r.get("calibration")) for r in result.rows)
 
 
-def _read_turned(image: np.ndarray, quarter: int, maps, method: str, refine: bool, net=None, printout=None):
+def _read_turned(image: np.ndarray, quarter: int, maps, method: str, fine: int, net=None, printout=None):
     """(the best reading of ``image`` turned ``quarter`` × 90° counter-clockwise, or the
     error; its working reading): the best one's ``to_image`` maps back to the unturned
     image's pixels."""
@@ -225,7 +232,7 @@ def _read_turned(image: np.ndarray, quarter: int, maps, method: str, refine: boo
     turned = np.ascontiguousarray(np.rot90(image, quarter))
     if maps is None:
         maps = _maps(turned, net, method)
-    result, working = _read_page(turned, *maps, method, refine, printout)
+    result, working = _read_page(turned, *maps, method, fine, printout)
     if not isinstance(result, Exception):
         result.orientation = 90 * quarter
         result.to_image = _unturn(quarter, image.shape[:2]) @ result.to_image
@@ -241,13 +248,14 @@ def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:
             3: np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, h], [0.0, 0.0, 1.0]])}[quarter % 4]
 
 
-def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: str, refine: bool, printout=None):
+def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: str, fine: int, printout=None):
     """(the reading of an upright page the lead relations prefer, or the error of the
-    first; the working reading, or its error) from the page's working maps."""
+    first; the working reading, or its error) from the page's working maps; second
+    readings where ``fine`` (the image-resolution reading's long side, px) is not 0."""
     net_maps = method == "net"      # faint pulses are TraceNet's evidence, not the colour rules'
     working = _reading("working", image, trace, grid, printout=printout, faint_pulses=net_maps)
     readings = [working]
-    if refine:
+    if fine:
         # the page's geometry first (perspective undone or not), then the image's own
         # resolution on that geometry; each step keeps what the lead relations prefer
         from ecgscan_cli.digitize.rectify import rectified_maps
@@ -259,7 +267,7 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
             readings = [rectified] if _perspective_undone(working, rectified) else [working, rectified]
         base = _best(readings)
         if net_maps and base is not None:
-            readings.append(_refined_reading(image, trace, grid, base, rect, printout))
+            readings.append(_refined_reading(image, trace, grid, base, rect, fine, printout))
     best = _best(readings)
     return (next(r for r in [working, *readings] if isinstance(r, Exception)) if best is None else best), working
 
@@ -275,8 +283,10 @@ def _perspective_undone(working, rectified) -> bool:
     return _residual(rectified) < _RECTIFIED_TRUST * _residual(working)
 
 
-def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect, printout=None):
-    """The image-resolution reading (:mod:`.refine`) on ``base``'s geometry, or None.
+def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, base, rect, long_side: int,
+                     printout=None):
+    """The image-resolution reading (:mod:`.refine`, at most ``long_side`` px) on ``base``'s
+    geometry, or None.
 
     The base reading's rectification and deskew are folded into one homography that the
     image is resampled through once, so the finer maps come out level (no second deskew
@@ -291,10 +301,10 @@ def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, bas
     level_made = rectified or abs(base.rotation_deg) > 1e-6
     if level_made:
         t = warp(trace, to_maps, shape)
-        maps = refine_maps(image, t, warp(grid, to_maps, shape), to_maps=to_maps, maps_shape=trace.shape)
+        maps = refine_maps(image, t, warp(grid, to_maps, shape), long_side, to_maps=to_maps, maps_shape=trace.shape)
     else:                                                   # straight already: a plain resize
         t = trace
-        maps = refine_maps(image, trace, grid)
+        maps = refine_maps(image, trace, grid, long_side)
     if maps is None:
         return None
     finer = np.diag([t.shape[1] / maps[0].shape[1], t.shape[0] / maps[0].shape[0], 1.0])
