@@ -51,6 +51,14 @@ def test_an_untrained_restorer_returns_the_reading_and_panels_stay_apart():
     other[1, 2000:] += 1.0
     b = restore_reading(other, net, 500.0)
     np.testing.assert_array_equal(a[0], b[0])
+    # a lead turned over is restored to the same reading turned over (the restorer made odd)
+    np.testing.assert_allclose(restore_reading(-reading, net, 500.0), -a, atol=1e-6)
+    one = torch.as_tensor(reading[0, :1250], dtype=torch.float32)[None]
+    with torch.no_grad():
+        plain = net(one)[0].numpy()
+    odd = 0.5 * (plain - net(-one)[0].detach().numpy())
+    np.testing.assert_allclose(a[0, :1250], odd, atol=1e-5)
+    assert np.abs(plain - odd).max() > 1e-4          # not odd by itself: the mean is what makes it so
     with pytest.raises(EcgscanError, match="250 Hz"):
         restore_reading(reading, net, 250.0)
 
