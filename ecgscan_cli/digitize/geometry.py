@@ -110,19 +110,14 @@ def rotate_map(m: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
     the sub-pixel phase (0.025 mm at the working resolution), and fold 7's pages read the
     same to ±0.03 dB (docs/digitize.md). Its bilinear is scipy's to 1e-6.
     """
-    from PIL import Image
+    from ecgscan_cli.digitize.rectify import warp
 
     if abs(angle_deg) < 1e-6:
         return m
-    to_source, (h, w) = rotation_to_source(angle_deg, m.shape)
+    to_source, shape = rotation_to_source(angle_deg, m.shape)
     # PIL samples the source at (x + 0.5, y + 0.5) → H → less 0.5: pixel centres, not corners
     half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    coeffs = (half @ to_source @ np.linalg.inv(half))[:2].ravel()
-    resample = Image.Resampling.BICUBIC if order > 1 else Image.Resampling.BILINEAR
-    out = Image.fromarray(np.asarray(m, np.float32), mode="F").transform(
-        (w, h), Image.Transform.AFFINE, tuple(coeffs), resample, fillcolor=0.0)
-    out = np.array(out, np.float32)
-    return np.clip(out, 0.0, 1.0, out=out)
+    return np.clip(warp(m, half @ to_source @ np.linalg.inv(half), shape, cubic=order > 1), 0.0, 1.0)
 
 
 def rotation_to_source(angle_deg: float, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
