@@ -786,3 +786,19 @@ def test_a_pitch_that_agrees_with_the_rows_is_kept(signals, monkeypatch):
     monkeypatch.setattr(pipeline, "grid_pitch_near", lambda *a, **k: calls.append(a) or None)
     d = digitize_maps(trace, grid)
     assert not calls and d.grid_found and d.px_per_mm[0] == pytest.approx(read[0] * 1.2)
+
+
+def test_the_reading_measures_the_traces_line_width_and_blur_widens_it(signals):
+    """``Digitized.line_mm`` (what the restorer is told of the page): the printed line's
+    width on exact maps, at any resolution, and wider once the page is blurred."""
+    widths = {}
+    for dpi in (100.0, 200.0):
+        for line in (0.2, 0.5):
+            trace, grid = page_targets(signals[0], 500.0, LayoutOptions(line_width_mm=line), dpi)
+            widths[dpi, line] = digitize_maps(trace, grid).line_mm
+            # one pixel's rounding either way (a pixel is 0.13-0.25 mm here)
+            assert abs(widths[dpi, line] - line) < 25.4 / dpi, widths
+        assert widths[dpi, 0.5] > widths[dpi, 0.2] + 0.15, widths
+    trace, grid = page_targets(signals[0], 500.0, LayoutOptions(line_width_mm=0.2), 200.0)
+    blurred = np.clip(ndimage.gaussian_filter(trace, 3.0) * 4.0, 0.0, 1.0)
+    assert digitize_maps(blurred, grid).line_mm > widths[200.0, 0.2] + 0.3

@@ -91,6 +91,40 @@ def test_restorer_round_trip_and_refusals(tmp_path):
         load_restorer(tmp_path / "none.safetensors")
 
 
+def test_a_restorer_told_the_page_starts_as_the_one_it_grew_from_and_then_depends_on_it():
+    import torch
+
+    from ecgscan_cli.digitize.restore import Restorer, grown, page_features, restore_reading
+
+    torch.manual_seed(0)
+    plain = Restorer().eval()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    told = grown(plain).eval()
+    assert told.config.page_features == 2
+    rng = np.random.default_rng(0)
+    reading = np.full((12, 5000), np.nan, np.float32)
+    reading[0, :1250] = np.cumsum(rng.normal(0, 0.05, 1250))
+    default_page = page_features(0.3, 200 / 25.4)        # a 0.3 mm line at 200 dpi: both features 0
+    np.testing.assert_allclose(default_page, [np.log(0.3) + 1, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(page_features(None, 200 / 25.4), default_page)     # none measured
+    np.testing.assert_array_equal(page_features(float("nan"), 200 / 25.4), default_page)
+    np.testing.assert_allclose(restore_reading(reading, told, 500.0, default_page),
+                               restore_reading(reading, plain, 500.0), atol=1e-6)
+    with pytest.raises(EcgscanError, match="page's features"):
+        restore_reading(reading, told, 500.0)
+    with torch.no_grad():
+        for lin in told.page:
+            lin.weight.normal_(0, 0.3)
+    thin, thick = (restore_reading(reading, told, 500.0, page_features(w, 300 / 25.4)) for w in (0.2, 0.9))
+    assert np.abs(thin[0, :1250] - thick[0, :1250]).max() > 1e-3
+    # still odd, and still one stretch at a time
+    np.testing.assert_allclose(restore_reading(-reading, told, 500.0, page_features(0.9, 300 / 25.4)), -thick,
+                               atol=1e-6)
+    assert np.isnan(thick[1:]).all() and np.isnan(thick[0, 1250:]).all()
+
+
 def test_the_loss_is_the_benchmarks_snr_and_stretches_are_aligned_as_it_aligns():
     import torch
 
@@ -104,8 +138,8 @@ def test_the_loss_is_the_benchmarks_snr_and_stretches_are_aligned_as_it_aligns()
     # read 7 samples late and 0.3 mV high: the benchmark forgives both, so must the stretches
     reading = np.stack([shift_samples(lead, 7) for lead in (truth + noise)[0]])[None] + 0.3
     pairs = aligned_stretches(truth, reading)
-    assert len(pairs) == 12 and all(len(y) == 1250 for y, _ in pairs)
-    y, x = pairs[0]
+    assert len(pairs) == 12 and all(len(y) == 1250 and f.shape == (0,) for y, _, f in pairs)
+    y, x, _ = pairs[0]
     np.testing.assert_allclose(y, x + noise[0, 0, :1250], atol=3e-3)    # less the noise's mean
     # −loss of one stretch is the benchmark's SNR of that lead
     want = reconstruction_snr(truth[0], reading[0], 500.0, align=True)[0]
@@ -138,7 +172,7 @@ def test_the_shipped_restorer_reads_held_out_records_better(sample500, one_threa
     `heavy` page, and costs a clean page (read to ~26 dB) less than 2 dB."""
     from ecgscan_cli.digitize.evaluate import render_condition, score_page
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
-    from ecgscan_cli.digitize.restore import load_restorer, restore_reading
+    from ecgscan_cli.digitize.restore import load_restorer, page_features, restore_reading
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.render.layout import as_shown
 
@@ -153,8 +187,9 @@ def test_the_shipped_restorer_reads_held_out_records_better(sample500, one_threa
         for k, i in enumerate(rows):
             full = np.nan_to_num(sf.signal(i).astype(np.float64))
             ref = as_shown(full, fs=sf.fs)
-            reading = digitize_image(render_condition(full, sf.fs, condition, k), net).signal
-            restored = restore_reading(reading, restorer, 500.0)
+            read = digitize_image(render_condition(full, sf.fs, condition, k), net)
+            reading = read.signal
+            restored = restore_reading(reading, restorer, 500.0, page_features(read.line_mm, read.px_per_mm[1]))
             sharp[condition].append(already_sharp(reading))
             gains[condition].append(score_page(ref, restored, sf.fs)[0] - score_page(ref, reading, sf.fs)[0])
     assert min(gains["paper"]) > 0.1 and np.mean(gains["paper"]) > 0.4, gains
@@ -209,6 +244,11 @@ def test_train_restorer_reads_pages_trains_resumes_and_rereads_the_same_pages(sy
     assert summary["steps"] == 3 and summary["pages"] >= 1 and summary["stopped_by"] == "steps"
     chunk = np.load(run / "readings" / "train-0000.npz")
     assert chunk["signal"].shape[1:] == (12, 5000) and len(chunk["page"]) + int(chunk["refused"]) == 3
+    # each page keeps what the restorer is told of it: its line width and the px/mm of the
+    # maps read (a 90-110 dpi page, read at TraceNet's working size or at its own)
+    ppm = chunk["features"][:, 1]
+    assert chunk["features"].shape == (len(chunk["page"]), 2) and np.isfinite(chunk["features"]).all()
+    assert np.all((ppm > np.log(75 / 200)) & (ppm < np.log(115 / 200))), chunk["features"]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["step"] == 0 and np.isfinite(metrics[0]["val_aligned_db"])   # the reading as read
     # the weights kept never validate worse than no restorer
@@ -216,7 +256,7 @@ def test_train_restorer_reads_pages_trains_resumes_and_rereads_the_same_pages(sy
     from ecgscan_cli.digitize.restore import load_restorer
     from ecgscan_cli.digitize.model import tracenet_provenance
 
-    load_restorer(run)
+    assert load_restorer(run).config.page_features == 2
     prov = tracenet_provenance(run / "restorer.safetensors")
     assert prov["trained_by"] == "ecgscan train-restorer" and prov["train_folds"] == [1, 2, 3, 4]
     assert prov["read_by"]["weights"] == "shipped"
@@ -230,8 +270,31 @@ def test_train_restorer_reads_pages_trains_resumes_and_rereads_the_same_pages(sy
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["steps"] == 5
     again = np.load(run / "readings" / "train-0000.npz")
-    for key in ("page", "signal", "reading", "preset"):
+    for key in ("page", "signal", "reading", "preset", "features"):
         np.testing.assert_array_equal(again[key], chunk[key])
+
+
+def test_train_restorer_from_the_shipped_restorer_grows_it_and_starts_where_it_reads(synth_signals_file, tmp_path):
+    from ecgscan_cli.digitize.model import tracenet_provenance
+    from ecgscan_cli.digitize.restore import load_restorer, shipped_restorer
+
+    run = tmp_path / "run"
+    r = _train([synth_signals_file, "-o", run, "--pages", 2, "--val-pages", 1, "--train-folds", "1-4",
+                "--val-folds", "5", "--batch-size", 2, "--length", 256, "--eval-every", 1, "--mix", "paper=1",
+                "--dpi", "90-110", "--steps", 1, "--init", "shipped", "--lr", "1e-7"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    net = load_restorer(run / "last")
+    assert net.config.page_features == 2 and net.config.width == load_restorer().config.width
+    # grown from the shipped weights: their convolutions, and a step at a tiny rate keeps
+    # the validation where it began
+    shipped = load_restorer(shipped_restorer())
+    import torch
+
+    assert torch.allclose(net.inp.weight, shipped.inp.weight, atol=1e-5)
+    vals = [m["val_aligned_db"] for m in metrics if "val_aligned_db" in m]
+    assert len(vals) == 2 and abs(vals[1] - vals[0]) < 0.01, vals
+    assert tracenet_provenance(run / "restorer.safetensors")["init"]["weights"] == "shipped"
 
 
 def test_train_restorer_refusals_are_one_line_and_leave_nothing(random_signals_file, tmp_path):
@@ -243,6 +306,8 @@ def test_train_restorer_refusals_are_one_line_and_leave_nothing(random_signals_f
              ([random_signals_file, "-o", tmp_path / "r", "--mix", "paper=1,glossy=1"], "glossy"),
              ([random_signals_file, "-o", tmp_path / "r", "--train-folds", "1-5", "--val-folds", "5"], "overlap"),
              ([random_signals_file, "-o", tmp_path / "r", "--dpi", "5-900"], "dpi range"),
+             ([random_signals_file, "-o", tmp_path / "r", "--init", tmp_path / "none.safetensors"],
+              "no restorer weights"),
              ([random_signals_file, "-o", tmp_path / "r", "--resume"], "run.json")]
     for args, words in cases:
         r = _train(args, tmp_path)

@@ -135,6 +135,16 @@ def train_digitizer_command(
     typer.echo(json.dumps(summary))
 
 
+def _restorer_init(init: str | None) -> str | None:
+    """``--init``: 'shipped' or an existing weights file or run folder (absolute), else one line."""
+    if init is None or init == "shipped":
+        return init
+    path = Path(init)
+    if not (path.is_file() or (path / "restorer.safetensors").is_file()):
+        raise EcgscanError(f"--init {init}: no restorer weights there ('shipped', a .safetensors file or a run folder)")
+    return str(path.resolve())
+
+
 @command
 def train_restorer_command(
     signals: Annotated[Path, typer.Argument(help="Signals file of real ECGs at 500 Hz with folds (ecgscan import "
@@ -163,6 +173,11 @@ def train_restorer_command(
     width: Annotated[Optional[int], typer.Option("--width", min=1, max=1024, show_default=False,
                                                  help="The restorer's channels [default: 16; with --resume: the "
                                                  "run's own, and a new one only before training has begun]")] = None,
+    init: Annotated[Optional[str], typer.Option(
+        "--init", help="Start from these restorer weights: 'shipped', a .safetensors file or a train-restorer "
+        "run folder (grown to be told the page's features where they were not).", show_default=False)] = None,
+    page_features: Annotated[bool, typer.Option(
+        "--page-features/--no-page-features", help="Tell the restorer each page's line width and px/mm.")] = True,
     train_folds: Annotated[str, typer.Option("--train-folds", help="Folds to train on, e.g. '1-6'.")] = "1-6",
     val_folds: Annotated[str, typer.Option("--val-folds", help="Folds to validate on.")] = "7",
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validate and save every N steps.")] = 250,
@@ -209,7 +224,8 @@ def train_restorer_command(
             mix=_mix(mix) if mix is not None else dict(DEFAULT_MIX), dpi=_dpi_range(dpi),
             weights=None if weights is None else str(weights.resolve()),
             steps=steps or RestorerTrainConfig.steps, batch_size=batch_size,
-            length=length, lr=lr, width=width or 16, eval_every=eval_every, seed=seed, max_minutes=max_minutes)
+            length=length, lr=lr, width=width or 16, eval_every=eval_every, seed=seed, max_minutes=max_minutes,
+            page_features=page_features, init=_restorer_init(init))
     if weights is not None:
         from ecgscan_cli.digitize.image import weights_path
 

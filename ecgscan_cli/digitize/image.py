@@ -137,10 +137,11 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     fine = (REFINE_LONG_SIDE if refine_side is None else int(refine_side)) if refine else 0
     result = _read_image(image, net, method, fine, printout)
     if restorer is not None and method == "net":
-        from ecgscan_cli.digitize.restore import already_sharp, restore_reading
+        from ecgscan_cli.digitize.restore import already_sharp, page_features, restore_reading
 
         if not already_sharp(result.signal):
-            result.signal = restore_reading(result.signal, restorer, result.fs)
+            result.signal = restore_reading(result.signal, restorer, result.fs,
+                                            page_features(result.line_mm, result.px_per_mm[1]))
     return result
 
 

@@ -26,7 +26,7 @@ from ecgscan_cli.digitize.jitter import calm_jitter
 from ecgscan_cli.digitize.layout import (SIX_ROW_LAYOUTS, DigitizeError, Row, read_rows, row_seconds,
                                         time_from_traced_pulses)
 from ecgscan_cli.digitize.panels import assemble, choose_six_row_layout, name_rhythm_strips
-from ecgscan_cli.digitize.vectorize import centreline, track_row
+from ecgscan_cli.digitize.vectorize import centreline, line_width, track_row
 from ecgscan_cli.digitize.warp_field import band_warp
 from ecgscan_cli.leads import LEAD_INDEX
 
@@ -72,6 +72,7 @@ class Digitized:
     to_image: np.ndarray | None = None      # 3×3 homography
     lead_residual: float | None = None      # consistency.lead_relation_residual, when compared
     orientation: int = 0                    # degrees counter-clockwise the image was turned to read it
+    line_mm: float | None = None            # the trace's line width (mm), median over rows: blur thickens it
 
 
 def _check_map(m, name: str, shape=None) -> np.ndarray:
@@ -180,8 +181,8 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         # where a pulse is 200 ms wide; the rows are then traced again from their time 0).
         # TraceNet's maps only, as for faint pulses: on the finer colour-score maps it let
         # a poorer reading win the lead relations (docs/digitize.md)
-        time_from_traced_pulses(layout, rows, _trace_rows(trace, rows, ppm_y), ppm_x, speed_mm_s)
-    traced = _trace_rows(trace, rows, ppm_y, grid if grid_found else None)
+        time_from_traced_pulses(layout, rows, _trace_rows(trace, rows, ppm_y)[0], ppm_x, speed_mm_s)
+    traced, widths = _trace_rows(trace, rows, ppm_y, grid if grid_found else None)
     if layout in SIX_ROW_LAYOUTS:
         layout = choose_six_row_layout(rows, traced, layout, speed_mm_s)
     else:
@@ -190,8 +191,10 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
     if not np.isfinite(signal).any():
         raise DigitizeError("no ECG trace found")
     signal = calm_jitter(signal, FS)
+    widths = [w for w in widths if np.isfinite(w)]
     return Digitized(signal, FS, layout, (float(ppm_x), float(ppm_y)), float(angle),
-                     [r.as_dict() for r in rows], grid_found)
+                     [r.as_dict() for r in rows], grid_found,
+                     line_mm=float(np.median(widths)) / ppm_y if widths else None)
 
 
 def _pitch_checked(grid: np.ndarray, guess: float, ppm_x: float, ppm_y: float,
@@ -259,15 +262,17 @@ def _grid_seen(trace: np.ndarray) -> np.ndarray:
 
 
 def _trace_rows(trace: np.ndarray, rows: list[Row], ppm_y: float,
-                grid: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per row: its trace as (x on an evenly pitched grid, px; mV), whatever leads it shows."""
-    traced = []
+                grid: np.ndarray | None = None) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
+    """Per row: its trace as (x on an evenly pitched grid, px; mV), whatever leads it shows;
+    and per row its line width (px, :func:`~.vectorize.line_width`)."""
+    traced, widths = [], []
     seen = None if grid is None else _grid_seen(trace)
     for row in rows:
         band = trace[row.top:row.bottom]
         c0, c1 = int(np.floor(row.x0)), int(np.ceil(row.x1))
         top, bottom = track_row(band, row.y - row.top, c0, c1, max_jump=3.0 * ppm_y)
+        widths.append(line_width(top, bottom))
         x, y = centreline(top, bottom, c0)
         x, y = _follow_grid(x, y + row.top, row, grid, ppm_y, seen)
         traced.append((x, (row.y - y) / row.px_per_mv))
-    return traced
+    return traced, widths

@@ -6,7 +6,8 @@ Two stages in one run folder, both resumable:
    set of the validation folds) are printed with random page options at a random
    resolution, augmented with a preset drawn from ``mix``, and read by TraceNet
    (``digitize_image``, the reading ``reconstruct`` makes). Each page keeps the signal
-   as printed (``as_shown``) and its reading, in chunks of ``CHUNK`` pages; a chunk's
+   as printed (``as_shown``), its reading and what the restorer is told of the page
+   (:func:`~.restore.page_features`), in chunks of ``CHUNK`` pages; a chunk's
    pages follow from the run's seed and its number alone, so an interrupted stage goes
    on where it stopped, and on several processes (``workers``) gives the same pages.
    This stage is the slow one (a few seconds a page).
@@ -57,6 +58,8 @@ class RestorerTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     width: int = 16                   # the restorer's channels (32 read no better and cost 4× the time)
+    page_features: bool = True        # told the page's line width and px/mm (heavy, photo +0.2 dB)
+    init: str | None = None           # restorer weights to start from ("shipped", a file or run folder)
     eval_every: int = 250
     log_every: int = 50
     seed: int = 0
@@ -111,12 +114,13 @@ _SIGNALS: dict = {}
 
 
 def read_page(job: tuple):
-    """One page of :func:`page_jobs`: ``(page number, signal as printed, reading, preset)``;
-    the reading is None when the digitiser refused the page."""
+    """One page of :func:`page_jobs`: ``(page number, signal as printed, reading, preset,
+    page features)``; the reading is None when the digitiser refused the page."""
     from ecgscan_cli.digitize.data import random_options
     from ecgscan_cli.digitize.evaluate import render_condition
     from ecgscan_cli.digitize.image import digitize_image, load_digitizer
     from ecgscan_cli.digitize.pipeline import Printout
+    from ecgscan_cli.digitize.restore import page_features
     from ecgscan_cli.formats.signals import SignalsFile
     from ecgscan_cli.render.layout import as_shown
 
@@ -130,10 +134,11 @@ def read_page(job: tuple):
     page = render_condition(signal, FS, "clean" if preset == "none" else preset, seed, dpi=dpi, options=options)
     shown = as_shown(signal, options, fs=FS).astype(np.float32)
     try:
-        reading = digitize_image(page, _NETS[weights], printout=Printout(speed_mm_s=options.speed)).signal
+        read = digitize_image(page, _NETS[weights], printout=Printout(speed_mm_s=options.speed))
     except EcgscanError:
-        return k, shown, None, preset
-    return k, shown, np.asarray(reading, np.float32), preset
+        return k, shown, None, preset, None
+    return (k, shown, np.asarray(read.signal, np.float32), preset,
+            page_features(read.line_mm, read.px_per_mm[1]))
 
 
 def _chunk_path(folder: Path, stream: str, c: int) -> Path:
@@ -212,68 +217,80 @@ def _write_chunk(path: Path, got: list) -> None:
             np.savez(f, page=np.array([g[0] for g in ok], np.int64),
                      signal=np.array([g[1] for g in ok], np.float16).reshape(shape),
                      reading=np.array([g[2] for g in ok], np.float16).reshape(shape),
-                     preset=np.array([g[3] for g in ok]), refused=np.int64(len(got) - len(ok)))
+                     preset=np.array([g[3] for g in ok]), refused=np.int64(len(got) - len(ok)),
+                     features=np.array([g[4] for g in ok], np.float32).reshape(len(ok), -1))
         tmp.replace(path)       # a chunk on disk is complete: --resume reads only the missing ones
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def load_readings(out: Path, stream: str, pages: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(signals [n, 12, T], readings [n, 12, T], presets [n]) of one stream, float64: its
-    first ``pages`` pages (rounded up to whole chunks; None: all on disk)."""
+def load_readings(out: Path, stream: str, pages: int | None = None) -> tuple[np.ndarray, ...]:
+    """(signals [n, 12, T], readings [n, 12, T], presets [n], page features [n, F]) of one
+    stream, float64: its first ``pages`` pages (rounded up to whole chunks; None: all on
+    disk). Readings made before the page's features were recorded have none (F = 0)."""
     files = sorted(glob.glob(str(out / "readings" / f"{stream}-*.npz")))
     if pages is not None:
         files = [f for f in files if int(Path(f).stem.split("-")[1]) < math.ceil(pages / CHUNK)]
     parts = [np.load(f) for f in files]
     parts = [p for p in parts if len(p["page"])]
     if not parts:
-        return np.zeros((0, 12, 0)), np.zeros((0, 12, 0)), np.zeros(0, str)
+        return np.zeros((0, 12, 0)), np.zeros((0, 12, 0)), np.zeros(0, str), np.zeros((0, 0))
+    told = all("features" in p for p in parts)
     return (np.concatenate([p["signal"] for p in parts]).astype(np.float64),
             np.concatenate([p["reading"] for p in parts]).astype(np.float64),
-            np.concatenate([p["preset"] for p in parts]))
+            np.concatenate([p["preset"] for p in parts]),
+            np.concatenate([p["features"] for p in parts]).astype(np.float64) if told
+            else np.zeros((sum(len(p["page"]) for p in parts), 0)))
 
 
 # ------------------------------------------------------------------ stage 2: training
 
-def aligned_stretches(signals: np.ndarray, readings: np.ndarray, min_len: int = 200) -> list[tuple]:
-    """Every shown stretch of every lead as ``(reading, signal)``, the reading moved by the
-    benchmark's own best shift and offset (:func:`ecgscan_cli.snr.best_alignment`)."""
+def aligned_stretches(signals: np.ndarray, readings: np.ndarray, min_len: int = 200,
+                      features: np.ndarray | None = None) -> list[tuple]:
+    """Every shown stretch of every lead as ``(reading, signal, page features)``, the
+    reading moved by the benchmark's own best shift and offset
+    (:func:`ecgscan_cli.snr.best_alignment`); features ``[n, F]`` (None: F = 0)."""
     from ecgscan_cli.digitize.restore import shown_runs
     from ecgscan_cli.snr import MAX_OFFSET_MV, MAX_SHIFT_S, best_alignment, shift_samples
 
     out = []
-    for x, y in zip(signals, readings):
+    features = np.zeros((len(signals), 0)) if features is None else features
+    for x, y, f in zip(signals, readings, features):
+        f = np.asarray(f, np.float32)
         for j, (s, c) in enumerate(best_alignment(x, y, FS, MAX_SHIFT_S, MAX_OFFSET_MV)):
             moved = shift_samples(y[j], s) + c
             both = np.where(np.isfinite(x[j]), moved, np.nan)
             for run in shown_runs(both, min_len):
-                out.append((moved[run].astype(np.float32), x[j, run].astype(np.float32)))
+                out.append((moved[run].astype(np.float32), x[j, run].astype(np.float32), f))
     return out
 
 
 def stretch_batch(stretches: list[tuple], n: int, length: int, rng: np.random.Generator):
     """``n`` random windows of ``length`` samples (shorter stretches padded with their ends),
-    each turned upside down at random (blur and pixels treat both directions alike)."""
+    each turned upside down at random (blur and pixels treat both directions alike):
+    (readings, signals, their pages' features)."""
     ys, xs = np.empty((n, length), np.float32), np.empty((n, length), np.float32)
+    fs = np.empty((n, len(stretches[0][2])), np.float32)
     for i in range(n):
-        y, x = stretches[rng.integers(len(stretches))]
+        y, x, fs[i] = stretches[rng.integers(len(stretches))]
         a = int(rng.integers(0, len(y) - length + 1)) if len(y) > length else 0
         y, x = y[a:a + length], x[a:a + length]
         if len(y) < length:
             y, x = np.pad(y, (0, length - len(y)), mode="edge"), np.pad(x, (0, length - len(x)), mode="edge")
         sign = -1.0 if rng.random() < 0.5 else 1.0
         ys[i], xs[i] = sign * y, sign * x
-    return torch.from_numpy(ys), torch.from_numpy(xs)
+    return torch.from_numpy(ys), torch.from_numpy(xs), torch.from_numpy(fs)
 
 
-def validation_db(net, signals: np.ndarray, readings: np.ndarray) -> float:
+def validation_db(net, signals: np.ndarray, readings: np.ndarray, features: np.ndarray | None = None) -> float:
     """Mean aligned dB over the validation pages, each reading restored (the benchmark's score)."""
     from ecgscan_cli.digitize.restore import restore_reading
     from ecgscan_cli.snr import reconstruction_snr
 
     net.eval()
-    scores = [np.nanmean(reconstruction_snr(x, restore_reading(y, net, FS), FS, align=True))
-              for x, y in zip(signals, readings)]
+    features = [None] * len(signals) if features is None or net.page is None else features
+    scores = [np.nanmean(reconstruction_snr(x, restore_reading(y, net, FS, f), FS, align=True))
+              for x, y, f in zip(signals, readings, features)]
     net.train()
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -302,7 +319,41 @@ def _provenance(cfg: RestorerTrainConfig, step: int, val_db) -> dict:
     return {"trained_by": "ecgscan train-restorer", "command": " ".join(sys.argv), "step": step,
             "val_aligned_db": val_db, "signals": str(cfg.signals), "train_folds": list(cfg.train_folds),
             "val_folds": list(cfg.val_folds), "pages": cfg.pages, "augment_mix": cfg.mix, "dpi": list(cfg.dpi),
+            "init": _init_provenance(cfg.init),
             "read_by": {"weights": cfg.weights or "shipped", "provenance": reader}}
+
+
+def _init_provenance(init: str | None):
+    """The provenance of the restorer a run started from (None: from scratch)."""
+    if init is None:
+        return None
+    from ecgscan_cli.digitize.model import tracenet_provenance
+    from ecgscan_cli.digitize.restore import shipped_restorer
+
+    path = shipped_restorer() if init == "shipped" else Path(init)
+    path = path / "restorer.safetensors" if path.is_dir() else path
+    try:
+        return {"weights": init, "provenance": tracenet_provenance(path)}
+    except (EcgscanError, OSError):
+        return {"weights": init}
+
+
+def _first_restorer(cfg: RestorerTrainConfig):
+    """The restorer a run begins with: new, or ``cfg.init``'s (grown to be told the page's
+    features where the run uses them and it was not)."""
+    from ecgscan_cli.digitize.restore import N_PAGE_FEATURES, Restorer, RestorerConfig, grown, load_restorer
+
+    if cfg.init is None:
+        return Restorer(RestorerConfig(width=cfg.width, fs=FS,
+                                       page_features=N_PAGE_FEATURES if cfg.page_features else 0))
+    net = load_restorer(None if cfg.init == "shipped" else cfg.init)
+    if abs(net.config.fs - FS) > 1e-6:
+        raise EcgscanError(f"--init {cfg.init}: a restorer of readings at {net.config.fs:g} Hz, not {FS:g}")
+    if cfg.page_features and not net.config.page_features:
+        net = grown(net)
+    elif net.config.page_features and not cfg.page_features:
+        raise EcgscanError(f"--init {cfg.init}: that restorer is told the page's features; drop --no-page-features")
+    return net.train()
 
 
 def load_run_config(out: Path) -> RestorerTrainConfig:
@@ -311,6 +362,7 @@ def load_run_config(out: Path) -> RestorerTrainConfig:
     except (OSError, ValueError, KeyError):
         raise EcgscanError(f"{out}: not a train-restorer run folder (no readable run.json)") from None
     raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    raw.setdefault("page_features", False)      # a run begun before restorers were told the page's features
     return RestorerTrainConfig(**raw)
 
 
@@ -322,7 +374,7 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
     perhaps with other ``steps``, ``max_minutes`` or ``pages``: more pages are read, fewer
     use the first ones). ``progress(kind, value)``: ``("pages", n)`` pages read,
     ``("step", metrics)`` when a step is logged."""
-    from ecgscan_cli.digitize.restore import Restorer, RestorerConfig, save_restorer
+    from ecgscan_cli.digitize.restore import save_restorer
     from ecgscan_cli.digitize.trainer import _fresh_run_folder
     from ecgscan_cli.training.interrupts import finish_step_first
 
@@ -346,14 +398,19 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
     summary = {"run": str(out), "pages": 0, "steps": 0, "stopped_by": "max-minutes", "best_val_db": None}
     if not done:
         return summary | {"minutes": round((time.monotonic() - started) / 60, 2)}
-    signals, readings, _ = load_readings(out, "train", cfg.pages)
-    val_signals, val_readings, _ = load_readings(out, "val", cfg.val_pages)
-    stretches = aligned_stretches(signals, readings)
+    signals, readings, _, features = load_readings(out, "train", cfg.pages)
+    val_signals, val_readings, _, val_features = load_readings(out, "val", cfg.val_pages)
+    if cfg.page_features and (features.shape[1] == 0 or (len(val_signals) and val_features.shape[1] == 0)):
+        raise EcgscanError(f"{out}: its readings were made without the page's features; read them again "
+                           "(a new run folder) or train with --no-page-features")
+    if not cfg.page_features:
+        features, val_features = features[:, :0], val_features[:, :0]
+    stretches = aligned_stretches(signals, readings, features=features)
     if not stretches:
         raise EcgscanError(f"{out}: the digitiser read none of the training pages")
     summary["pages"] = len(signals)
     torch.manual_seed(cfg.seed)
-    net = Restorer(RestorerConfig(width=cfg.width, fs=FS))
+    net = _first_restorer(cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 2])
     step, best = 0, -math.inf
@@ -374,7 +431,7 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
     saved_step, losses, t_log = step, [], time.monotonic()
     if step == 0 and len(val_signals):
         # an untrained restorer returns the reading: the weights kept never validate worse
-        best = validation_db(net, val_signals, val_readings)
+        best = validation_db(net, val_signals, val_readings, val_features)
         metrics.write(json.dumps({"step": 0, "val_aligned_db": best}) + "\n")
         save_restorer(net, out / "restorer.safetensors", _provenance(cfg, 0, best))
     stopped = "steps"
@@ -386,8 +443,8 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
             with finish_step_first(step):
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-                y, x = stretch_batch(stretches, cfg.batch_size, cfg.length, rng)
-                loss = loss_fn(net(y), x)
+                y, x, f = stretch_batch(stretches, cfg.batch_size, cfg.length, rng)
+                loss = loss_fn(net(y, f if net.page is not None else None), x)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -403,7 +460,7 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
                     if progress:
                         progress("step", rec)
                 if step % cfg.eval_every == 0 or step == cfg.steps:
-                    val_db = validation_db(net, val_signals, val_readings) if len(val_signals) else None
+                    val_db = validation_db(net, val_signals, val_readings, val_features) if len(val_signals) else None
                     if val_db is not None:
                         metrics.write(json.dumps({"step": step, "val_aligned_db": val_db}) + "\n")
                         metrics.flush()

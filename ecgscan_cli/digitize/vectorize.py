@@ -293,6 +293,13 @@ def _outline_filled(lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, width: float
     return out_lo, out_hi
 
 
+def line_width(top: np.ndarray, bottom: np.ndarray) -> float:
+    """The trace's line width in px: the 20th percentile of the columns' spans (most
+    columns are nearly flat); NaN for fewer than two columns with ink."""
+    ok = np.isfinite(top) & np.isfinite(bottom)
+    return float(np.percentile((bottom - top)[ok], 20)) if np.count_nonzero(ok) >= 2 else float("nan")
+
+
 def centreline(top: np.ndarray, bottom: np.ndarray, c0: int, tol: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Points (continuous x, y) of the trace's centre line from each column's ink edges.
 
@@ -305,7 +312,7 @@ def centreline(top: np.ndarray, bottom: np.ndarray, c0: int, tol: float = 0.3) -
     ok = np.isfinite(top) & np.isfinite(bottom)
     if np.count_nonzero(ok) < 2:
         return np.zeros(0), np.zeros(0)
-    width = float(np.percentile((bottom - top)[ok], 20))
+    width = line_width(top, bottom)
     lo = top + width / 2.0
     hi = bottom - width / 2.0
     mid = (lo + hi) / 2.0
