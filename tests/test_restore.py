@@ -308,6 +308,7 @@ def test_train_restorer_refusals_are_one_line_and_leave_nothing(random_signals_f
              ([random_signals_file, "-o", tmp_path / "r", "--dpi", "5-900"], "dpi range"),
              ([random_signals_file, "-o", tmp_path / "r", "--init", tmp_path / "none.safetensors"],
               "no restorer weights"),
+             ([random_signals_file, "-o", tmp_path / "r", "--init", "shipped", "--width", 8], "keeps its own width"),
              ([random_signals_file, "-o", tmp_path / "r", "--resume"], "run.json")]
     for args, words in cases:
         r = _train(args, tmp_path)

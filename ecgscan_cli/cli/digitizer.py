@@ -218,6 +218,8 @@ def train_restorer_command(
                 raise EcgscanError(f"--width: {output} has begun training with width {cfg.width}; it cannot change")
             cfg.width = width
     else:
+        if init is not None and width is not None:
+            raise EcgscanError("--width: a restorer started from --init keeps its own width")
         cfg = RestorerTrainConfig(
             signals=str(signals.resolve()), train_folds=tuple(parse_folds(train_folds, "--train-folds")),
             val_folds=tuple(parse_folds(val_folds, "--val-folds")), pages=pages or 1200, val_pages=val_pages,
