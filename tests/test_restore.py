@@ -110,6 +110,9 @@ def test_a_restorer_told_the_page_starts_as_the_one_it_grew_from_and_then_depend
     np.testing.assert_allclose(default_page, [np.log(0.3) + 1, 0.0], atol=1e-6)
     np.testing.assert_array_equal(page_features(None, 200 / 25.4), default_page)     # none measured
     np.testing.assert_array_equal(page_features(float("nan"), 200 / 25.4), default_page)
+    # beyond what training pages span, the nearest value they span (no linear extrapolation)
+    np.testing.assert_array_equal(page_features(5.0, 30.0), page_features(1.6, 9.0))
+    np.testing.assert_array_equal(page_features(0.01, 0.5), page_features(0.15, 1.6))
     np.testing.assert_allclose(restore_reading(reading, told, 500.0, default_page),
                                restore_reading(reading, plain, 500.0), atol=1e-6)
     with pytest.raises(EcgscanError, match="page's features"):

@@ -44,6 +44,13 @@ MIN_RUN = 16             # samples: a shorter stretch is left as read
 SHARP_RESIDUAL = 0.005
 N_PAGE_FEATURES = 2      # the trace's line width (mm) and the reading's px/mm: page_features()
 _LINE_MM_UNKNOWN = 0.3   # a reading that measured no line width (the renderer's default line)
+# What train-restorer's pages span (100-300 dpi pages read at TraceNet's working size or at
+# their own; printed lines 0.15-0.5 mm, blurred up to ~1.6): the 600 pages the shipped
+# restorer learnt from read 0.18-1.59 mm and 1.6-8.8 px/mm. A page beyond is told the
+# nearest value it learnt from, not a value its linear maps would extrapolate to (a
+# 6000-px scan reads at ~20 px/mm).
+LINE_MM_RANGE = (0.15, 1.6)
+PX_PER_MM_RANGE = (1.6, 9.0)
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,11 @@ class Restorer(nn.Module):
 def page_features(line_mm: float | None, px_per_mm: float) -> np.ndarray:
     """What a restorer is told about the page: log of the trace's line width (mm; the
     vectoriser's, ``Digitized.line_mm``) and of the reading's px/mm, both about 0 on a
-    default 200-dpi page."""
+    default 200-dpi page, each held within what training pages span (``LINE_MM_RANGE``,
+    ``PX_PER_MM_RANGE``)."""
     line = _LINE_MM_UNKNOWN if line_mm is None or not np.isfinite(line_mm) else float(line_mm)
-    return np.array([np.log(np.clip(line, 0.05, 3.0)) + 1.0, np.log(float(px_per_mm) / (200 / 25.4))], np.float32)
+    line, ppm = np.clip(line, *LINE_MM_RANGE), np.clip(float(px_per_mm), *PX_PER_MM_RANGE)
+    return np.array([np.log(line) + 1.0, np.log(ppm / (200 / 25.4))], np.float32)
 
 
 def grown(net: Restorer) -> Restorer:
