@@ -303,6 +303,9 @@ def test_train_restorer_from_the_shipped_restorer_grows_it_and_starts_where_it_r
 def test_train_restorer_refusals_are_one_line_and_leave_nothing(random_signals_file, tmp_path):
     from ecgscan_cli.formats import write_signals
 
+    from ecgscan_cli.digitize.image import shipped_weights
+
+    tracenet = shipped_weights()          # a TraceNet file given as the restorer to start from
     slow = tmp_path / "100hz.h5"
     write_signals(slow, np.zeros((2, 12, 1000), np.float32), ["a", "b"], folds=[1, 7], fs=100.0)
     cases = [([slow, "-o", tmp_path / "r"], "500 Hz"),
@@ -312,6 +315,7 @@ def test_train_restorer_refusals_are_one_line_and_leave_nothing(random_signals_f
              ([random_signals_file, "-o", tmp_path / "r", "--init", tmp_path / "none.safetensors"],
               "no restorer weights"),
              ([random_signals_file, "-o", tmp_path / "r", "--init", "shipped", "--width", 8], "keeps its own width"),
+             ([random_signals_file, "-o", tmp_path / "r", "--init", tracenet], "not ecgscan restorer weights"),
              ([random_signals_file, "-o", tmp_path / "r", "--resume"], "run.json")]
     for args, words in cases:
         r = _train(args, tmp_path)

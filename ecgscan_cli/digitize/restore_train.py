@@ -381,6 +381,11 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
     out = Path(out)
     started = time.monotonic()
     cfg.check()
+    torch.manual_seed(cfg.seed)
+    last = out / "last"
+    # a bad --init is refused before hours of reading pages; a run that has begun training
+    # goes on from its own weights (its --init may have moved since)
+    net = None if resume and (last / "state.json").is_file() else _first_restorer(cfg)
     deadline = None if cfg.max_minutes is None else started + 60 * cfg.max_minutes
     if resume:      # the settings it runs with now (--width may change before training begins)
         run = json.loads((out / "run.json").read_text())
@@ -409,13 +414,11 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
     if not stretches:
         raise EcgscanError(f"{out}: the digitiser read none of the training pages")
     summary["pages"] = len(signals)
-    torch.manual_seed(cfg.seed)
-    net = _first_restorer(cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 2])
     step, best = 0, -math.inf
-    last = out / "last"
-    if (last / "state.json").is_file():
+    if net is not None:
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
         from ecgscan_cli.digitize.restore import load_restorer
 
         state = json.loads((last / "state.json").read_text())
