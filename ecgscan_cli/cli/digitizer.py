@@ -137,12 +137,13 @@ def train_digitizer_command(
 
 def _restorer_init(init: str | None) -> str | None:
     """``--init``: 'shipped' or an existing weights file or run folder (absolute), else one line."""
+    from ecgscan_cli.digitize.restore import restorer_file
+
     if init is None or init == "shipped":
         return init
-    path = Path(init)
-    if not (path.is_file() or (path / "restorer.safetensors").is_file()):
+    if not restorer_file(init).is_file():
         raise EcgscanError(f"--init {init}: no restorer weights there ('shipped', a .safetensors file or a run folder)")
-    return str(path.resolve())
+    return str(Path(init).resolve())
 
 
 @command

@@ -90,7 +90,8 @@ class Restorer(nn.Module):
 
     def forward(self, reading: torch.Tensor, page: torch.Tensor | None = None) -> torch.Tensor:
         """``reading`` [B, T] mV → restored [B, T] mV; ``page`` [B, page_features]
-        (:func:`page_features`), required when the restorer was built to be told them."""
+        (:func:`page_features`), required when the restorer was built to be told them and
+        ignored otherwise."""
         if self.page is not None and page is None:
             raise EcgscanError("this restorer needs the page's features (its line width and px/mm)")
         # the slope, scaled to about the reading's range: steep strokes are where it errs
@@ -151,11 +152,8 @@ def restore_reading(signal: np.ndarray, net: Restorer, fs: float, page: np.ndarr
     x = np.asarray(signal)
     out = np.array(x, dtype=np.float64)
     device = next(net.parameters()).device
-    told = None
-    if net.page is not None:
-        if page is None:
-            raise EcgscanError("this restorer needs the page's features (its line width and px/mm)")
-        told = torch.as_tensor(np.asarray(page, np.float32), device=device)[None].expand(2, -1)
+    # (a restorer told the page refuses to run without it: Restorer.forward)
+    told = None if page is None else torch.as_tensor(np.asarray(page, np.float32), device=device)[None].expand(2, -1)
     with torch.inference_mode():
         for j in range(x.shape[0]):
             for run in shown_runs(out[j]):
@@ -180,12 +178,18 @@ def save_restorer(net: Restorer, path: str | Path, extra: dict | None = None) ->
     save_weights(net, path, FORMAT, extra)
 
 
+def restorer_file(path: str | Path | None) -> Path:
+    """The weights file ``path`` names: a .safetensors file, a train-restorer run folder's
+    weights, or (None or "shipped") the shipped ones."""
+    if path is None or str(path) == "shipped":
+        return shipped_restorer()
+    path = Path(path)
+    return path / "restorer.safetensors" if path.is_dir() else path
+
+
 def load_restorer(path: str | Path | None = None, device="cpu") -> Restorer:
     """A :class:`Restorer` from ``path`` (a .safetensors file or a train-restorer run folder),
-    or the shipped one."""
+    or (None or "shipped") the shipped one."""
     from ecgscan_cli.digitize.model import load_weights
 
-    path = shipped_restorer() if path is None else Path(path)
-    if path.is_dir():
-        path = path / "restorer.safetensors"
-    return load_weights(path, FORMAT, "restorer", RestorerConfig, Restorer, device)
+    return load_weights(restorer_file(path), FORMAT, "restorer", RestorerConfig, Restorer, device)

@@ -288,7 +288,7 @@ def validation_db(net, signals: np.ndarray, readings: np.ndarray, features: np.n
     from ecgscan_cli.snr import reconstruction_snr
 
     net.eval()
-    features = [None] * len(signals) if features is None or net.page is None else features
+    features = [None] * len(signals) if features is None else features
     scores = [np.nanmean(reconstruction_snr(x, restore_reading(y, net, FS, f), FS, align=True))
               for x, y, f in zip(signals, readings, features)]
     net.train()
@@ -328,12 +328,10 @@ def _init_provenance(init: str | None):
     if init is None:
         return None
     from ecgscan_cli.digitize.model import tracenet_provenance
-    from ecgscan_cli.digitize.restore import shipped_restorer
+    from ecgscan_cli.digitize.restore import restorer_file
 
-    path = shipped_restorer() if init == "shipped" else Path(init)
-    path = path / "restorer.safetensors" if path.is_dir() else path
     try:
-        return {"weights": init, "provenance": tracenet_provenance(path)}
+        return {"weights": init, "provenance": tracenet_provenance(restorer_file(init))}
     except (EcgscanError, OSError):
         return {"weights": init}
 
@@ -346,7 +344,7 @@ def _first_restorer(cfg: RestorerTrainConfig):
     if cfg.init is None:
         return Restorer(RestorerConfig(width=cfg.width, fs=FS,
                                        page_features=N_PAGE_FEATURES if cfg.page_features else 0))
-    net = load_restorer(None if cfg.init == "shipped" else cfg.init)
+    net = load_restorer(cfg.init)
     if abs(net.config.fs - FS) > 1e-6:
         raise EcgscanError(f"--init {cfg.init}: a restorer of readings at {net.config.fs:g} Hz, not {FS:g}")
     if cfg.page_features and not net.config.page_features:
@@ -447,7 +445,7 @@ def train_restorer(cfg: RestorerTrainConfig, out: str | Path, *, resume: bool = 
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
                 y, x, f = stretch_batch(stretches, cfg.batch_size, cfg.length, rng)
-                loss = loss_fn(net(y, f if net.page is not None else None), x)
+                loss = loss_fn(net(y, f), x)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
