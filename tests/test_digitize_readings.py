@@ -229,6 +229,40 @@ def test_a_blurred_pages_refined_map_weighs_the_stroke_above_its_blur(ptbxl_reco
         assert refine._SCORE_POWER == 2.0 and scores[2.0] > scores[1.0] + 0.5, (rid, scores)
 
 
+def test_a_reading_finer_than_a_blurred_image_does_not_compete(ptbxl_record, exact_network, monkeypatch):
+    """Blur beyond the working resolution widens the stroke the image-resolution reading
+    sees past the working one's (image._blurred_beyond), and that reading reads worse: it
+    does not compete. A sharp page's finer stroke is thinner, and its reading wins."""
+    from scipy.ndimage import gaussian_filter
+
+    import ecgscan_cli.digitize.image as image_mod
+
+    pairs = []
+    judge = image_mod._blurred_beyond
+    monkeypatch.setattr(image_mod, "_blurred_beyond", lambda finer, base: pairs.append((finer, base)) or judge(finer, base))
+    for rid in ("00001", "00148"):
+        sig = ptbxl_record(rid)
+        page, _ = render_page(sig, dpi=200)
+        exact_network["maps"] = page_targets(sig, dpi=200)
+        for sigma in (0.0, 3.0):
+            img = page if sigma == 0 else np.clip(gaussian_filter(page.astype(np.float64), (sigma, sigma, 0)) + 0.5,
+                                                  0, 255).astype(np.uint8)
+            pairs.clear()
+            kept = image_mod.digitize_image(img, "NET")
+            (finer, base), = pairs
+            ratio = finer.line_mm / base.line_mm
+            gain = aligned_db(sig, finer.signal) - aligned_db(sig, base.signal)
+            if sigma == 0:      # measured 0.82-0.87, +12 to +16 dB
+                assert ratio < 0.95 and gain > 8.0 and kept.reading == "refined", (rid, ratio, gain)
+            else:               # measured 1.33-2.16, -3.7 to -4.3 dB
+                assert ratio > 1.2 and gain < -1.0 and kept.reading == "working", (rid, ratio, gain)
+                assert judge(finer, base)
+    reading = types.SimpleNamespace
+    assert not judge(reading(line_mm=0.93), reading(line_mm=1.0))           # a sharp 1 mm pen (TraceNet's maps)
+    assert judge(reading(line_mm=1.4), reading(line_mm=1.0))
+    assert not judge(reading(line_mm=None), reading(line_mm=0.5)) and not judge(None, reading(line_mm=0.5))
+
+
 def test_the_paper_colour_is_read_at_the_gated_pixels_as_a_full_size_resize_gives_it():
     """refine._at samples the 1/4-scale paper map where PIL's bilinear upscale puts it, so
     scoring only the gated pixels gives the map a full-image computation gives."""

@@ -23,6 +23,9 @@ _DOUBTFUL_RESIDUAL = 1.0
 _POLARITY_GAIN_MV = 2.0
 # a rectified reading within this factor of the working one's residual replaces it (_perspective_undone)
 _RECTIFIED_TRUST = 2.0
+# an image-resolution reading whose stroke is this much wider (mm) than the working one's does
+# not compete (_blurred_beyond): sharp pages read 0.52-0.93 (pens of 0.3-1 mm), blurred ones ~1.4
+_FINER_WIDER = 1.1
 
 
 def shipped_weights() -> Path:
@@ -112,7 +115,9 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     resolution), ``rectified`` (the same with the page's perspective undone,
     :mod:`.rectify`), ``refined`` or ``rectified+refined`` (:mod:`.refine`: at the image's
     resolution, ``method="net"`` only). With ``refine`` the others are tried and the one
-    that breaks the limb-lead relations least is kept (:mod:`.consistency`). ``refine_side``:
+    that breaks the limb-lead relations least is kept (:mod:`.consistency`); the
+    image-resolution one competes only where the image is sharper than the working maps
+    (:func:`_blurred_beyond`). ``refine_side``:
     the long side (px) the image-resolution reading is made at, at most (default
     :data:`~.refine.REFINE_LONG_SIDE`, a 200-dpi letter page whole; a larger image is
     shrunk to it).
@@ -268,9 +273,28 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
             readings = [rectified] if _perspective_undone(working, rectified) else [working, rectified]
         base = _best(readings)
         if net_maps and base is not None:
-            readings.append(_refined_reading(image, trace, grid, base, rect, fine, printout))
+            finer = _refined_reading(image, trace, grid, base, rect, fine, printout)
+            if not _blurred_beyond(finer, base):
+                readings.append(finer)
     best = _best(readings)
     return (next(r for r in [working, *readings] if isinstance(r, Exception)) if best is None else best), working
+
+
+def _blurred_beyond(finer, base) -> bool:
+    """Whether the image-resolution reading saw a stroke more than :data:`_FINER_WIDER`
+    times as wide (in mm) as the reading at the working resolution did: the image is then
+    blurred beyond what the working resolution resolves and its finer maps hold nothing
+    more (their colour score spreads with the blur), so that reading does not compete. A
+    sharp image's finer reading sees a thinner stroke (ratio 0.52–0.59 on clean 200-dpi
+    pages with a 0.3 mm pen, 0.76–0.84 with 0.6 mm, 0.90–0.93 with 1 mm); on blurred heavy
+    and photo pages it is wider (median 1.4–1.5), and the lead relations there kept the
+    finer reading on pages it read 1–3 dB worse (docs/digitize.md)."""
+    if finer is None or isinstance(finer, Exception) or isinstance(base, Exception):
+        return False
+    wide, thin = finer.line_mm, base.line_mm
+    if wide is None or thin is None or not (np.isfinite(wide) and np.isfinite(thin)):
+        return False
+    return wide > _FINER_WIDER * thin
 
 
 def _perspective_undone(working, rectified) -> bool:
