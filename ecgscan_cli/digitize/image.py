@@ -23,9 +23,11 @@ _DOUBTFUL_RESIDUAL = 1.0
 _POLARITY_GAIN_MV = 2.0
 # a rectified reading within this factor of the working one's residual replaces it (_perspective_undone)
 _RECTIFIED_TRUST = 2.0
-# an image-resolution reading whose stroke is this much wider (mm) than the working one's does
-# not compete (_blurred_beyond): sharp pages read 0.52-0.93 (pens of 0.3-1 mm), blurred ones ~1.4
-_FINER_WIDER = 1.1
+# the image-resolution reading's stroke width (mm) over the one it refines (_finer_standing):
+# sharp pages read 0.52-0.93 (pens of 0.3-1 mm), blurred ones ~1.4
+_FINER_WIDER = 1.1       # above: blurred beyond the working resolution, the finer reading dropped
+_FINER_SHARP = 0.9       # at most: a sharp image, the finer reading kept ...
+_FINER_FORGIVEN = 10.0   # ... unless its lead-relation residual is this many times the other's (and not good)
 
 
 def shipped_weights() -> Path:
@@ -116,8 +118,8 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     :mod:`.rectify`), ``refined`` or ``rectified+refined`` (:mod:`.refine`: at the image's
     resolution, ``method="net"`` only). With ``refine`` the others are tried and the one
     that breaks the limb-lead relations least is kept (:mod:`.consistency`); the
-    image-resolution one competes only where the image is sharper than the working maps
-    (:func:`_blurred_beyond`). ``refine_side``:
+    image-resolution one is dropped, kept or made to compete by how sharp the image is
+    (:func:`_finer_standing`). ``refine_side``:
     the long side (px) the image-resolution reading is made at, at most (default
     :data:`~.refine.REFINE_LONG_SIDE`, a 200-dpi letter page whole; a larger image is
     shrunk to it).
@@ -274,27 +276,49 @@ def _read_page(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, method: s
         base = _best(readings)
         if net_maps and base is not None:
             finer = _refined_reading(image, trace, grid, base, rect, fine, printout)
-            if not _blurred_beyond(finer, base):
+            standing = _finer_standing(finer, base)
+            if standing == "kept":
+                readings = [finer]
+            elif standing == "competes":
                 readings.append(finer)
     best = _best(readings)
     return (next(r for r in [working, *readings] if isinstance(r, Exception)) if best is None else best), working
 
 
-def _blurred_beyond(finer, base) -> bool:
-    """Whether the image-resolution reading saw a stroke more than :data:`_FINER_WIDER`
-    times as wide (in mm) as the reading at the working resolution did: the image is then
-    blurred beyond what the working resolution resolves and its finer maps hold nothing
-    more (their colour score spreads with the blur), so that reading does not compete. A
-    sharp image's finer reading sees a thinner stroke (ratio 0.52–0.59 on clean 200-dpi
-    pages with a 0.3 mm pen, 0.76–0.84 with 0.6 mm, 0.90–0.93 with 1 mm); on blurred heavy
-    and photo pages it is wider (median 1.4–1.5), and the lead relations there kept the
-    finer reading on pages it read 1–3 dB worse (docs/digitize.md)."""
-    if finer is None or isinstance(finer, Exception) or isinstance(base, Exception):
-        return False
+def _finer_standing(finer, base) -> str:
+    """How the image-resolution reading ``finer`` stands against ``base``, the reading it
+    refines, judged by the stroke width each saw (``line_mm``) and by the lead relations:
+
+    * ``dropped``: its stroke is more than :data:`_FINER_WIDER` times as wide as the base's
+      (or it failed): the image is blurred beyond what the working resolution resolves, and
+      its colours hold nothing finer (their score spreads with the blur);
+    * ``kept``: its stroke is at most :data:`_FINER_SHARP` times as wide: the image is
+      sharper than the working maps and the finer reading resolves its strokes; it is kept
+      unless it breaks the lead relations badly (a residual beyond the ``good`` band and
+      :data:`_FINER_FORGIVEN` times the base's: a row lost or misplaced), as on clean pages
+      both readings keep the relations so well that which keeps them better says little;
+    * ``competes``: in between, or where a width is unknown, the layouts differ or it found
+      no calibration pulse where the base found some (its rows' time 0 then comes from
+      their first ink, which a rotated page's finer reading misplaces; one pulse sets every
+      row's): the lead relations decide (:func:`_best`).
+
+    Sharp pages' finer strokes are 0.52–0.59 of the working one's with a 0.3 mm pen,
+    0.76–0.84 with 0.6 mm and 0.90–0.93 with 1 mm; blurred heavy and photo pages' about
+    1.4. Fold-7 pages, measured per reading with the truth (docs/digitize.md)."""
+    from ecgscan_cli.digitize.consistency import GOOD_BELOW
+
+    if finer is None or isinstance(finer, Exception):
+        return "dropped"
     wide, thin = finer.line_mm, base.line_mm
-    if wide is None or thin is None or not (np.isfinite(wide) and np.isfinite(thin)):
-        return False
-    return wide > _FINER_WIDER * thin
+    if wide is None or thin is None or not (np.isfinite(wide) and np.isfinite(thin) and thin > 0):
+        return "competes"
+    if wide > _FINER_WIDER * thin:
+        return "dropped"
+    timed = _pulses(finer) > 0 or _pulses(base) == 0
+    if wide <= _FINER_SHARP * thin and finer.layout == base.layout and timed:
+        worse = _residual(finer) > max(GOOD_BELOW, _FINER_FORGIVEN * _residual(base))
+        return "competes" if worse else "kept"
+    return "competes"
 
 
 def _perspective_undone(working, rectified) -> bool:
