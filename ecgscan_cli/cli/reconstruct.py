@@ -122,7 +122,7 @@ def reconstruct_command(
         log.info("pages read turned upright (counter-clockwise): %s",
                  ", ".join(f"{k.split()[1]} {v}" for k, v in turned.items()))
     if readings:
-        log.info("second readings kept (the limb-lead relations agreed better): %s",
+        log.info("second readings kept (a sharp image read finer, or the limb-lead relations agreed better): %s",
                  ", ".join(f"{READING_NAMES.get(k, k)} {v}" for k, v in sorted(readings.items())))
     if summary.get("quality"):
         log.info("reading quality (limb-lead relations, /digitizer/quality in the output): %s",
