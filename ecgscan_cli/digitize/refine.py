@@ -17,8 +17,10 @@ scores by its colour:
 The ink, grid and paper colours are read from the pixels the network is sure about, so
 no colour is assumed. Blurred, noisy or low-resolution images gain nothing from this and
 can lose; :func:`ecgscan_cli.digitize.image.digitize_image` drops this reading where it saw
-a wider stroke than the working one (the image blurred beyond the working resolution) and
-otherwise keeps whichever reading the lead relations agree with better (:mod:`.consistency`).
+a wider stroke than the working one (the image blurred beyond the working resolution),
+keeps it where it saw a clearly thinner one (a sharp image) unless it breaks the lead
+relations badly, and otherwise keeps whichever reading the lead relations agree with
+better (:mod:`.consistency`; ``image._finer_standing``).
 """
 
 from __future__ import annotations
