@@ -229,8 +229,20 @@ def test_a_blurred_pages_refined_map_weighs_the_stroke_above_its_blur(ptbxl_reco
         assert refine._SCORE_POWER == 2.0 and scores[2.0] > scores[1.0] + 0.5, (rid, scores)
 
 
+@pytest.fixture
+def finer_judged(monkeypatch):
+    """Every (finer reading, base reading, standing) ``image._finer_standing`` judges, in order."""
+    import ecgscan_cli.digitize.image as image_mod
+
+    seen = []
+    judge = image_mod._finer_standing
+    monkeypatch.setattr(image_mod, "_finer_standing",
+                        lambda finer, base: seen.append((finer, base, judge(finer, base))) or seen[-1][2])
+    return seen
+
+
 def test_a_reading_finer_than_a_blurred_image_is_dropped_and_one_of_a_sharp_image_kept(ptbxl_record, exact_network,
-                                                                                        monkeypatch):
+                                                                                        finer_judged):
     """Blur beyond the working resolution widens the stroke the image-resolution reading
     sees past the working one's, and that reading reads worse: it is dropped. A sharp
     page's finer stroke is clearly thinner, and its reading is kept
@@ -239,10 +251,6 @@ def test_a_reading_finer_than_a_blurred_image_is_dropped_and_one_of_a_sharp_imag
 
     import ecgscan_cli.digitize.image as image_mod
 
-    seen = []
-    judge = image_mod._finer_standing
-    monkeypatch.setattr(image_mod, "_finer_standing",
-                        lambda finer, base: seen.append((finer, base, judge(finer, base))) or seen[-1][2])
     for rid in ("00001", "00148"):
         sig = ptbxl_record(rid)
         page, _ = render_page(sig, dpi=200)
@@ -250,9 +258,9 @@ def test_a_reading_finer_than_a_blurred_image_is_dropped_and_one_of_a_sharp_imag
         for sigma in (0.0, 3.0):
             img = page if sigma == 0 else np.clip(gaussian_filter(page.astype(np.float64), (sigma, sigma, 0)) + 0.5,
                                                   0, 255).astype(np.uint8)
-            seen.clear()
+            finer_judged.clear()
             kept = image_mod.digitize_image(img, "NET")
-            (finer, base, standing), = seen
+            (finer, base, standing), = finer_judged
             ratio = finer.line_mm / base.line_mm
             gain = aligned_db(sig, finer.signal) - aligned_db(sig, base.signal)
             if sigma == 0:      # measured 0.82-0.87, +12 to +16 dB
@@ -262,7 +270,7 @@ def test_a_reading_finer_than_a_blurred_image_is_dropped_and_one_of_a_sharp_imag
                     (rid, ratio, gain)
 
 
-def test_a_finer_reading_that_lost_the_pulses_of_a_rotated_page_does_not_win_outright(exact_network, monkeypatch):
+def test_a_finer_reading_that_lost_the_pulses_of_a_rotated_page_does_not_win_outright(exact_network, finer_judged):
     """A 200-dpi page turned by 5°: its finer reading, made through the deskew, sees a
     thinner stroke but finds no calibration pulse (the twice-resampled thin pulse scores
     0.13-0.15 against 0.56 upright), so its rows' time 0 comes from their first ink and its
@@ -275,12 +283,8 @@ def test_a_finer_reading_that_lost_the_pulses_of_a_rotated_page_does_not_win_out
                                                      fillcolor=(255, 255, 255))).copy()
     exact_network["maps"] = [np.asarray(Image.fromarray(m).rotate(5.0, resample=Image.Resampling.BILINEAR, expand=True))
                              for m in page_targets(truth, dpi=200)]
-    seen = []
-    judge = image_mod._finer_standing
-    monkeypatch.setattr(image_mod, "_finer_standing",
-                        lambda finer, base: seen.append((finer, base, judge(finer, base))) or seen[-1][2])
     kept = image_mod.digitize_image(turned, "NET")
-    (finer, base, standing), = seen
+    (finer, base, standing), = finer_judged
     assert finer.line_mm < 0.9 * base.line_mm and image_mod._pulses(finer) == 0 < image_mod._pulses(base)
     assert standing == "competes" and kept is base
     assert aligned_db(truth, base.signal) > aligned_db(truth, finer.signal) + 2.0

@@ -153,7 +153,8 @@ def test_second_readings_are_counted_and_quick_skips_them(fake, tmp_path):
     assert r.exit_code == 0, r.output
     assert fake_digitize.refine == [True, True]
     flat = " ".join(r.stderr.split())        # the log wraps long lines
-    assert "second readings kept (a sharp image read finer, or the limb-lead relations agreed better): read at the image's resolution 1" in flat
+    assert ("second readings kept (a sharp image read finer, or the limb-lead relations agreed better): "
+            "read at the image's resolution 1") in flat
     assert "layouts: 3x4+II 2" in flat          # (the stand-in's own layout name)
     fake_digitize.refine.clear()
     r = run("reconstruct", scans, "-o", tmp_path / "quick.h5", "--device", "cpu", "--quick")
