@@ -492,6 +492,45 @@ def test_rows_whose_traces_show_their_pulses_start_after_them():
         assert [r.x0 for r in page] == [100.5, 103.5, 98.5, 100.5]
 
 
+def test_rows_whose_pulse_the_maps_miss_start_after_the_pulse_their_trace_shows():
+    """On a page where some rows' pulses were found, a row whose pulse the maps miss starts
+    3 mm after the pulse its own trace shows (its first ink where the page's left edge
+    slants), not where the other rows start; a traced 'pulse' of the wrong height at the
+    page's gain, a row with nothing traced and a row timed by its own pulse stay."""
+    from ecgscan_cli.digitize.layout import Row, time_from_own_traced_pulses
+
+    ppm = 3.0
+    starts = (100.0, 124.0, 76.0, 100.0)          # the left edge slants: rows start 8 mm apart
+    page = [Row(50.0 + 60 * k, 30.0, 130.5, 130.5 + 250 * ppm, 0, 400, k == 0, ppm, first_ink=s)
+            for k, s in enumerate(starts)]
+    traced = [None, _traced_row(ppm, start=124.0), _traced_row(ppm, start=76.0),
+              _traced_row(ppm, start=100.0, top_mv=2.0)]
+    assert time_from_own_traced_pulses("3x4+1", page, traced, ppm, 25.0) == 2
+    for row, start in zip(page[1:3], starts[1:3]):
+        fall = start + round(2.0 * ppm) + round(0.7 * ppm) + round(5.0 * ppm) + 1.0   # foot, rise, top
+        assert abs(row.x0 - (fall + 3.0 * ppm)) < 0.5 * ppm, (row.x0, start)
+        assert row.panels[0][1] == row.x0
+    assert page[0].x0 == 130.5 and page[3].x0 == 130.5
+
+
+def test_a_photos_rows_without_a_pulse_on_the_maps_are_timed_by_their_traces(ptbxl_record):
+    """A fold-7 `photo` page of the digitiser benchmark (shipped weights, a validation
+    record) whose maps show only the rhythm strip's pulse: the other rows took its start,
+    and the page's left edge, still slanted after rectification, put their leads 0.11 to
+    0.2 s off (best shifts -56 to -98 samples); the second and third rows' traces show
+    their pulses."""
+    from ecgscan_cli.digitize.evaluate import render_condition
+    from ecgscan_cli.digitize.image import digitize_image
+    from ecgscan_cli.snr import best_alignment
+
+    signal = ptbxl_record("00335")
+    d = digitize_image(render_condition(signal, 500.0, "photo", 27))
+    assert [r["calibration"] for r in d.rows] == [False, False, False, True]
+    lags = np.array([s for s, _ in best_alignment(as_shown(signal), d.signal.astype(np.float64), 500.0, 0.5, 1.0)])
+    rows_2_3 = [LEAD_INDEX[n] for n in ("aVL", "V2", "V5", "III", "aVF", "V3", "V6")]
+    assert np.all(np.abs(lags[rows_2_3]) < 20), lags
+
+
 def test_a_blurred_photos_traced_pulses_set_time_zero(ptbxl_record):
     """A `photo` page of the digitiser benchmark (fold 8, shipped weights) whose pulses no
     map shows clearly enough, not even faintly: the reading took the pulse's foot for time

@@ -6,7 +6,8 @@
   found by a matched template (it survives faded, broken or blurred lines at ~90 dpi).
   Its height gives pixels per mV, its foot the baseline and its falling edge time 0
   (3 mm to its right); without it, ``gain × px/mm``, the projection peak and the row's
-  first ink are used, and rows start together.
+  first ink are used, and rows start together (or after the pulse a row's trace shows:
+  :func:`time_from_traced_pulses`, :func:`time_from_own_traced_pulses`).
 - Layout: 4 rows = 3×4 with a lead II rhythm strip, 3 rows = 3×4, 12 rows = 12×1, 6 rows
   = 3×4 with three rhythm strips (V1, II, V5) or 6×2 (limb leads over the first 5 s,
   V1–V6 over the last; :func:`assign_layout` switches between the two, the pipeline keeps
@@ -49,6 +50,7 @@ class Row:
     calibration: bool             # scale and baseline from a calibration pulse
     ppm_x: float = 0.0            # pixels per mm along this row (perspective: rows differ)
     panels: list[tuple[str, float, float]] = field(default_factory=list)  # (lead, x from, x to)
+    first_ink: float = np.nan     # x where the row's ink begins (its pulse, where one is printed)
 
     def as_dict(self) -> dict:
         return {"y": float(self.y), "px_per_mv": float(self.px_per_mv), "x0": float(self.x0),
@@ -410,6 +412,34 @@ def time_from_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: float, 
     return True
 
 
+def time_from_own_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: float, speed_mm_s: float) -> int:
+    """Rows whose pulse the maps miss, on a page where other rows show theirs: time 0 from
+    the pulse the row's own trace shows (``traced``: per row, x in the maps' columns and mV
+    at the page's gain, traced from the row's first ink; None for a row not to move), 3 mm
+    after its falling edge, where it is 1 mV tall within 25 % (the gain is the page's now).
+    Returns how many rows moved.
+
+    Such a row otherwise starts where the rows with a pulse start: right on a level page,
+    but where the page's left edge still slants (perspective left by the rectification, a
+    curl, a misplaced side) its leads are read millimetres early or late (a fold-7 photo:
+    two rows 6.5 and 8.3 mm off, every lead of them read against the wrong beats)."""
+    moved = 0
+    for k, (row, rt) in enumerate(zip(rows, traced)):
+        if row.calibration or rt is None:
+            continue
+        found = pulse_in_trace(*rt, ppm_x, speed_mm_s)
+        if found is None or abs(np.log(found[1])) > _OWN_PULSE_MV:
+            continue
+        row.x0 = found[0] + 3.0 * ppm_x
+        row.ppm_x = _row_scale(row, ppm_x, speed_mm_s)
+        _panels(layout, row, k)
+        moved += 1
+    return moved
+
+
+_OWN_PULSE_MV = 0.25        # log ratio: a traced pulse at the page's gain reads 1 mV (blur lowers its top)
+
+
 def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float, gain_mm_mv: float,
               grid_found: bool, faint_pulses: bool = True) -> tuple[str, list[Row]]:
     """(layout name, rows) of a deskewed trace map with ``ppm`` = (x, y) pixels per mm.
@@ -475,7 +505,7 @@ def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float,
                 # 1 mm gap: placed from the pulse's falling edge, which blur does not move
                 # (the gap itself closes at ~90 dpi, and a faint foot breaks up)
                 x0 = cal.fall + 3.0 * ppm_x
-        rows.append(Row(baseline, px_per_mv, x0, extent[1], top, bottom, found))
+        rows.append(Row(baseline, px_per_mv, x0, extent[1], top, bottom, found, first_ink=first[0]))
     lost = [k for k, row in enumerate(rows) if not np.isfinite(row.x0)]
     if len(lost) == len(rows):
         raise DigitizeError(f"no ECG trace found in row {lost[0] + 1}")

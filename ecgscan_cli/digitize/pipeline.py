@@ -24,7 +24,7 @@ from ecgscan_cli import canonical
 from ecgscan_cli.digitize.geometry import deskew, grid_lift, grid_pitch_near, grid_px_per_mm, grid_shift
 from ecgscan_cli.digitize.jitter import calm_jitter
 from ecgscan_cli.digitize.layout import (SIX_ROW_LAYOUTS, DigitizeError, Row, read_rows, row_seconds,
-                                        time_from_traced_pulses)
+                                        time_from_own_traced_pulses, time_from_traced_pulses)
 from ecgscan_cli.digitize.panels import assemble, choose_six_row_layout, name_rhythm_strips
 from ecgscan_cli.digitize.vectorize import centreline, line_width, track_row
 from ecgscan_cli.digitize.warp_field import band_warp
@@ -182,6 +182,8 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
         # TraceNet's maps only, as for faint pulses: on the finer colour-score maps it let
         # a poorer reading win the lead relations (docs/digitize.md)
         time_from_traced_pulses(layout, rows, _trace_rows(trace, rows, ppm_y)[0], ppm_x, speed_mm_s)
+    elif grid_found and faint_pulses and not all(r.calibration for r in rows):
+        _time_untimed_rows(layout, rows, trace, ppm_x, ppm_y, speed_mm_s)
     traced, widths = _trace_rows(trace, rows, ppm_y, grid if grid_found else None)
     if layout in SIX_ROW_LAYOUTS:
         layout = choose_six_row_layout(rows, traced, layout, speed_mm_s)
@@ -195,6 +197,18 @@ def digitize_maps(trace: np.ndarray, grid: np.ndarray | None, *, speed_mm_s: flo
     return Digitized(signal, FS, layout, (float(ppm_x), float(ppm_y)), float(angle),
                      [r.as_dict() for r in rows], grid_found,
                      line_mm=float(np.median(widths)) / ppm_y if widths else None)
+
+
+def _time_untimed_rows(layout: str, rows: list[Row], trace: np.ndarray, ppm_x: float, ppm_y: float,
+                       speed_mm_s: float) -> None:
+    """Rows without a pulse (others have one) timed by the pulse their own trace shows
+    (:func:`~.layout.time_from_own_traced_pulses`): each traced from its first ink."""
+    from dataclasses import replace
+
+    untimed = [not r.calibration and np.isfinite(r.first_ink) for r in rows]
+    from_start = [replace(r, x0=r.first_ink + 0.5) for r, u in zip(rows, untimed) if u]
+    traced = iter(_trace_rows(trace, from_start, ppm_y)[0])
+    time_from_own_traced_pulses(layout, rows, [next(traced) if u else None for u in untimed], ppm_x, speed_mm_s)
 
 
 def _pitch_checked(grid: np.ndarray, guess: float, ppm_x: float, ppm_y: float,
