@@ -291,7 +291,8 @@ def picture_of(page: np.ndarray, digitized, signal: np.ndarray) -> Picture:
     for k, xs, ys in trace_paths(digitized, signal):
         px, py = to_page_pixels(xs, ys, digitized)
         traces.append((k, px * sx, py * sy))
-    caption = f"layout {getattr(digitized, 'layout', '?')}, rotation {float(getattr(digitized, 'rotation_deg', 0.0)):.1f}°"
+    rotation = float(getattr(digitized, "rotation_deg", 0.0)) + float(getattr(digitized, "tilt_deg", 0.0))
+    caption = f"layout {getattr(digitized, 'layout', '?')}, rotation {rotation:.1f}°"
     reading = getattr(digitized, "reading", "working")
     if reading in READING_NAMES:
         caption += ", " + READING_NAMES[reading]
@@ -342,7 +343,8 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
 
     ``readings``: a dict counting which reading won per page (``working``, ``refined``,
     ``rectified``, ``rectified+refined``), the pages read turned (``turned 90°``, ``180°``,
-    ``270°``: counter-clockwise) and the pages per layout (``layout 3x4+1``, ``layout 6x2``...),
+    ``270°``: counter-clockwise), those levelled first (``levelled first``: rows tilted
+    beyond 15°) and the pages per layout (``layout 3x4+1``, ``layout 6x2``...),
     filled in place; ``quick`` and ``restorer``: see :func:`digitize_page`; ``max_side``: the
     long side (px) each image is decoded to, at most, and read at.
 
@@ -380,6 +382,8 @@ def digitize_source(source, method: str = "digitizer", net=None, progress=None, 
             if getattr(d, "orientation", 0):
                 turn = f"turned {d.orientation}°"
                 readings[turn] = readings.get(turn, 0) + 1
+            if getattr(d, "tilt_deg", 0.0):
+                readings["levelled first"] = readings.get("levelled first", 0) + 1
         if len(pictures) < keep_pictures:
             pictures[len(ids)] = _picture_or_page(page, d, sig, source.name(i))
         rows.append(i)

@@ -597,6 +597,42 @@ def test_a_page_turned_by_quarter_or_half_turns_is_read_upright(ptbxl_record, qu
     assert abs(tx[0] - expect[0]) < 6 and abs(ty[0] - expect[1]) < 6, ((tx, ty), expect)
 
 
+def test_rows_tilted_beyond_the_deskews_reach_are_levelled_first(ptbxl_record, truth):
+    """A page photographed with the phone turned 30° (or -40°): the rows tilt beyond the
+    deskew's ±15° and were refused ("unknown layout: 14 trace rows"). The image is levelled
+    and read again; the overlay's homography still lands on the page as given. Within the
+    deskew's reach nothing is levelled."""
+    from ecgscan_cli.digitize.evaluate import render_condition
+    from ecgscan_cli.digitize.geometry import steep_tilt
+    from ecgscan_cli.digitize.image import digitize_image
+    from ecgscan_cli.reconstruct import to_page_pixels
+
+    trace, _ = page_targets(truth[0], dpi=93)
+    for angle in (10, -14, 25, -40):
+        tilted = np.asarray(Image.fromarray((trace * 255).astype(np.uint8)).rotate(angle, expand=True), np.float32) / 255
+        found = steep_tilt(tilted)
+        assert (found == 0.0) if abs(angle) <= 15 else abs(found + angle) < 0.6, (angle, found)  # rows fall left: -angle
+
+    sig = ptbxl_record("00012")
+    page = render_condition(sig, 500.0, "clean", 0)
+    upright = digitize_image(page)
+    for angle in (30, -40):
+        turned = Image.fromarray(page).rotate(angle, expand=True, fillcolor=(255, 255, 255),
+                                              resample=Image.Resampling.BICUBIC)
+        d = digitize_image(np.asarray(turned))
+        assert d.layout == "3x4+1" and aligned_db(sig, d.signal) > 14, (angle, aligned_db(sig, d.signal))
+        # the first row's start lies where the upright page's does, turned
+        r0, t0 = upright.rows[0], d.rows[0]
+        px, py = to_page_pixels(np.array([r0["x0"]]), np.array([r0["y"]]), upright)
+        tx, ty = to_page_pixels(np.array([t0["x0"]]), np.array([t0["y"]]), d)
+        h, w = page.shape[:2]
+        c, s_ = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+        W, H = turned.size
+        ex = c * (px[0] - w / 2) + s_ * (py[0] - h / 2) + W / 2        # PIL turns counter-clockwise
+        ey = -s_ * (px[0] - w / 2) + c * (py[0] - h / 2) + H / 2
+        assert abs(tx[0] - ex) < 8 and abs(ty[0] - ey) < 8, ((tx, ty), (ex, ey))
+
+
 def test_a_plain_3x4_reading_that_lost_the_first_row_is_not_kept():
     """Maps that smear one row read a 3x4 + rhythm strip page as a plain 3x4 one; where the
     row lost was the first, every lead is wrong, and the lead relations, poor either way,

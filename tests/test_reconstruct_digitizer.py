@@ -73,10 +73,11 @@ def fake_digitize(image, net=None, *, method="net", refine=True, printout=None, 
     sig[1] = level * 2
     rows.append({"lead": "II", "t_start": 0.0, "t_end": 10.0, "x_start": 0.0, "x_end": float(w),
                  "y_baseline": h * 4 / 5})
-    # a darker page "wins" the second reading at the image's resolution (for the summary line)
+    # a darker page "wins" the second reading at the image's resolution and was levelled
+    # first (for the summary lines)
     reading = "refined" if refine and level >= 0.5 else "working"
     return types.SimpleNamespace(signal=sig, fs=500.0, layout="3x4+II", px_per_mm=(w / 280, h / 200),
-                                 rotation_deg=0.0, rows=rows, reading=reading)
+                                 rotation_deg=0.0, rows=rows, reading=reading, tilt_deg=-25.0 if level >= 0.5 else 0.0)
 
 
 def expected(level: float) -> np.ndarray:
@@ -156,6 +157,7 @@ def test_second_readings_are_counted_and_quick_skips_them(fake, tmp_path):
     assert ("second readings kept (a sharp image read finer, or the limb-lead relations agreed better): "
             "read at the image's resolution 1") in flat
     assert "layouts: 3x4+II 2" in flat          # (the stand-in's own layout name)
+    assert "pages whose rows tilted beyond 15° (levelled before reading): 1" in flat
     fake_digitize.refine.clear()
     r = run("reconstruct", scans, "-o", tmp_path / "quick.h5", "--device", "cpu", "--quick")
     assert r.exit_code == 0, r.output

@@ -115,12 +115,15 @@ def reconstruct_command(
     log.info("reconstructed %d of %d image(s) with %s", summary["n"], total, METHOD_NAMES[summary["method"]])
     readings = {k: v for k, v in summary.get("readings", {}).items() if k != "working"}
     turned = {k: readings.pop(k) for k in sorted(readings) if k.startswith("turned")}
+    levelled = readings.pop("levelled first", 0)
     layouts = {k.split(" ", 1)[1]: readings.pop(k) for k in sorted(readings) if k.startswith("layout ")}
     if layouts:
         log.info("layouts: %s", ", ".join(f"{LAYOUT_NAMES.get(k, k)} {v}" for k, v in layouts.items()))
     if turned:
         log.info("pages read turned upright (counter-clockwise): %s",
                  ", ".join(f"{k.split()[1]} {v}" for k, v in turned.items()))
+    if levelled:
+        log.info("pages whose rows tilted beyond 15° (levelled before reading): %d", levelled)
     if readings:
         log.info("second readings kept (a sharp image read finer, or the limb-lead relations agreed better): %s",
                  ", ".join(f"{READING_NAMES.get(k, k)} {v}" for k, v in sorted(readings.items())))

@@ -100,6 +100,31 @@ def rows_run_sideways(trace: np.ndarray) -> bool:
     return bool(turned > _SIDEWAYS_RATIO * level)
 
 
+_STEEP_TILT_DEG = 45.0      # beyond this the rows run closer to up and down (rows_run_sideways)
+_STEEP_CLEAR = 1.3          # the steep angle's sharpness over the best within the deskew's reach
+
+
+def steep_tilt(trace: np.ndarray) -> float:
+    """Degrees (within ±45°, to 0.05°) by which the trace rows tilt beyond what :func:`deskew`
+    searches (±15°), or 0.0: a photo taken with the phone turned 20-45° (or a page placed
+    askew), where the rows' angle, searched in 1° steps, is clearly sharper than any
+    within deskew's reach. Positive: the rows fall to the right, as :func:`estimate_rotation`."""
+    pts = _ink_points(trace, _COARSE_POINTS)
+    if pts is None:
+        return 0.0
+    angles = np.arange(-_STEEP_TILT_DEG, _STEEP_TILT_DEG + 1e-9, 1.0)
+    s = _sharpness(*pts, angles, float(max(trace.shape)) / 640.0)
+    k = int(np.argmax(s))
+    within = np.abs(angles) <= MAX_ROTATION_DEG
+    if abs(angles[k]) <= MAX_ROTATION_DEG or s[k] < _STEEP_CLEAR * s[within].max():
+        return 0.0
+    # to 0.05° (bins of half a pixel's scale): a page levelled to that needs no deskew
+    # of its maps after, one resampling fewer
+    pts = _ink_points(trace, _FINE_POINTS)
+    fine = angles[k] + np.arange(-1.0, 1.0 + 1e-9, 0.05)
+    return float(fine[int(np.argmax(_sharpness(*pts, fine, max(float(max(trace.shape)) / 2560.0, 0.35))))])
+
+
 def rotate_map(m: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
     """``m`` rotated so that lines tilted by ``angle_deg`` become horizontal (canvas grown to
     fit, as :func:`rotation_to_source` says; outside the map: 0).

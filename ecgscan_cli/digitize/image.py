@@ -155,7 +155,7 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
 def _read_image(image: np.ndarray, net, method: str, fine: int, printout):
     """:func:`digitize_image` before the restorer; ``fine``: the second readings' long side
     (px), 0 for none."""
-    from ecgscan_cli.digitize.geometry import rows_run_sideways
+    from ecgscan_cli.digitize.geometry import rows_run_sideways, steep_tilt
 
     image = check_image(image)
     if method == "net" and net is None:
@@ -165,7 +165,12 @@ def _read_image(image: np.ndarray, net, method: str, fine: int, printout):
     if rows_run_sideways(maps[0]):
         quarter = 1
         maps = _maps(np.rot90(image, quarter), net, method)
-    first, as_is = _read_turned(image, quarter, maps, method, fine, printout=printout)
+    # rows tilted beyond the deskew's ±15° (a phone turned 20-45°): the image is levelled
+    # to the nearest degree and read again; the deskew takes the rest
+    tilt = steep_tilt(maps[0])
+    if tilt:
+        maps = _maps(_levelled(np.rot90(image, quarter), tilt)[0], net, method)
+    first, as_is = _read_turned(image, quarter, maps, method, fine, printout=printout, tilt=tilt)
     # a page seen sideways is as likely turned one way as the other; an upright one is
     # turned over only when its reading is doubtful and the half turn clearly better
     if quarter == 0 and not _doubtful(first):
@@ -177,7 +182,7 @@ def _read_image(image: np.ndarray, net, method: str, fine: int, printout):
     half = _reading("working", np.rot90(image, quarter + 2), np.rot90(maps[0], 2).copy(),
                     np.rot90(maps[1], 2).copy(), printout=printout, faint_pulses=method == "net")
     if _clearly_better(half, as_is, strict=quarter == 0):
-        flipped, _ = _read_turned(image, quarter + 2, None, method, fine, net, printout=printout)
+        flipped, _ = _read_turned(image, quarter + 2, None, method, fine, net, printout=printout, tilt=tilt)
         if not isinstance(flipped, Exception):
             return flipped
     if isinstance(first, Exception):
@@ -232,19 +237,44 @@ def _pulses(result) -> int:
     return -1 if isinstance(result, Exception) else sum(bool(r.get("calibration")) for r in result.rows)
 
 
-def _read_turned(image: np.ndarray, quarter: int, maps, method: str, fine: int, net=None, printout=None):
-    """(the best reading of ``image`` turned ``quarter`` × 90° counter-clockwise, or the
-    error; its working reading): the best one's ``to_image`` maps back to the unturned
-    image's pixels."""
+def _read_turned(image: np.ndarray, quarter: int, maps, method: str, fine: int, net=None, printout=None,
+                 tilt: float = 0.0):
+    """(the best reading of ``image`` turned ``quarter`` × 90° counter-clockwise and levelled
+    by ``tilt`` degrees (:func:`_levelled`), or the error; its working reading): the best
+    one's ``to_image`` maps back to the unturned image's pixels."""
     quarter %= 4
-    turned = np.ascontiguousarray(np.rot90(image, quarter))
+    turned, to_turned = _levelled(np.rot90(image, quarter), tilt)
     if maps is None:
         maps = _maps(turned, net, method)
     result, working = _read_page(turned, *maps, method, fine, printout)
     if not isinstance(result, Exception):
         result.orientation = 90 * quarter
-        result.to_image = _unturn(quarter, image.shape[:2]) @ result.to_image
+        result.tilt_deg = float(tilt)
+        result.to_image = _unturn(quarter, image.shape[:2]) @ to_turned @ result.to_image
     return result, working
+
+
+def _levelled(image: np.ndarray, tilt: float) -> tuple[np.ndarray, np.ndarray]:
+    """(``image`` turned so that lines tilted by ``tilt`` degrees run level, on a canvas
+    grown to fit; 3×3 homography from its pixels to ``image``'s). The corners it adds take
+    the colour of the image's border (a white wedge on a photo's desk would show the
+    network straight edges at the rows' angle)."""
+    from PIL import Image
+
+    from ecgscan_cli.digitize.geometry import rotation_to_source
+
+    image = np.ascontiguousarray(image)
+    if not tilt:
+        return image, np.eye(3)
+    to_source, (h, w) = rotation_to_source(tilt, image.shape[:2])
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    fill = tuple(int(v) for v in np.median(border, axis=0))
+    # PIL samples the source at (x + 0.5, y + 0.5): pixel centres on both sides
+    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    h_pil = half @ to_source @ np.linalg.inv(half)
+    out = Image.fromarray(image).transform((w, h), Image.Transform.PERSPECTIVE, tuple((h_pil / h_pil[2, 2]).ravel()[:8]),
+                                           Image.Resampling.BICUBIC, fillcolor=fill)
+    return np.asarray(out), to_source
 
 
 def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:

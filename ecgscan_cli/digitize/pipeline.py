@@ -72,6 +72,7 @@ class Digitized:
     to_image: np.ndarray | None = None      # 3×3 homography
     lead_residual: float | None = None      # consistency.lead_relation_residual, when compared
     orientation: int = 0                    # degrees counter-clockwise the image was turned to read it
+    tilt_deg: float = 0.0                   # and then levelled by (rows tilted beyond the deskew's ±15°)
     line_mm: float | None = None            # the trace's line width (mm), median over rows: blur thickens it
 
 
