@@ -165,12 +165,14 @@ def _read_image(image: np.ndarray, net, method: str, fine: int, printout):
     if rows_run_sideways(maps[0]):
         quarter = 1
         maps = _maps(np.rot90(image, quarter), net, method)
-    # rows tilted beyond the deskew's ±15° (a phone turned 20-45°): the image is levelled
-    # to the nearest degree and read again; the deskew takes the rest
-    tilt = steep_tilt(maps[0])
+    # rows tilted beyond the deskew's ±15° (a phone turned 20-45°): the image is levelled,
+    # cropped to its ink, and read again; the deskew takes the rest
+    tilt, box = steep_tilt(maps[0]), None
     if tilt:
-        maps = _maps(_levelled(np.rot90(image, quarter), tilt)[0], net, method)
-    first, as_is = _read_turned(image, quarter, maps, method, fine, printout=printout, tilt=tilt)
+        turned = np.rot90(image, quarter)
+        box = _ink_box(maps[0], turned.shape[:2], tilt)
+        maps = _maps(_levelled(turned, tilt, box)[0], net, method)
+    first, as_is = _read_turned(image, quarter, maps, method, fine, printout=printout, tilt=tilt, box=box)
     # a page seen sideways is as likely turned one way as the other; an upright one is
     # turned over only when its reading is doubtful and the half turn clearly better
     if quarter == 0 and not _doubtful(first):
@@ -182,7 +184,8 @@ def _read_image(image: np.ndarray, net, method: str, fine: int, printout):
     half = _reading("working", np.rot90(image, quarter + 2), np.rot90(maps[0], 2).copy(),
                     np.rot90(maps[1], 2).copy(), printout=printout, faint_pulses=method == "net")
     if _clearly_better(half, as_is, strict=quarter == 0):
-        flipped, _ = _read_turned(image, quarter + 2, None, method, fine, net, printout=printout, tilt=tilt)
+        flipped, _ = _read_turned(image, quarter + 2, None, method, fine, net, printout=printout, tilt=tilt,
+                                  box=_box_turned_over(box, np.rot90(image, quarter).shape[:2], tilt))
         if not isinstance(flipped, Exception):
             return flipped
     if isinstance(first, Exception):
@@ -238,12 +241,12 @@ def _pulses(result) -> int:
 
 
 def _read_turned(image: np.ndarray, quarter: int, maps, method: str, fine: int, net=None, printout=None,
-                 tilt: float = 0.0):
+                 tilt: float = 0.0, box=None):
     """(the best reading of ``image`` turned ``quarter`` × 90° counter-clockwise and levelled
-    by ``tilt`` degrees (:func:`_levelled`), or the error; its working reading): the best
-    one's ``to_image`` maps back to the unturned image's pixels."""
+    by ``tilt`` degrees, cropped to ``box`` (:func:`_levelled`), or the error; its working
+    reading): the best one's ``to_image`` maps back to the unturned image's pixels."""
     quarter %= 4
-    turned, to_turned = _levelled(np.rot90(image, quarter), tilt)
+    turned, to_turned = _levelled(np.rot90(image, quarter), tilt, box)
     if maps is None:
         maps = _maps(turned, net, method)
     result, working = _read_page(turned, *maps, method, fine, printout)
@@ -254,11 +257,12 @@ def _read_turned(image: np.ndarray, quarter: int, maps, method: str, fine: int, 
     return result, working
 
 
-def _levelled(image: np.ndarray, tilt: float) -> tuple[np.ndarray, np.ndarray]:
+def _levelled(image: np.ndarray, tilt: float, box=None) -> tuple[np.ndarray, np.ndarray]:
     """(``image`` turned so that lines tilted by ``tilt`` degrees run level, on a canvas
-    grown to fit; 3×3 homography from its pixels to ``image``'s). The corners it adds take
-    the colour of the image's border (a white wedge on a photo's desk would show the
-    network straight edges at the rows' angle)."""
+    grown to fit, or its ``box`` (x0, y0, x1, y1 of that canvas: :func:`_ink_box`); 3×3
+    homography from its pixels to ``image``'s). The corners it adds take the colour of the
+    image's border (a white wedge on a photo's desk would show the network straight edges
+    at the rows' angle)."""
     from PIL import Image
 
     from ecgscan_cli.digitize.geometry import rotation_to_source
@@ -267,6 +271,10 @@ def _levelled(image: np.ndarray, tilt: float) -> tuple[np.ndarray, np.ndarray]:
     if not tilt:
         return image, np.eye(3)
     to_source, (h, w) = rotation_to_source(tilt, image.shape[:2])
+    if box is not None:
+        x0, y0, x1, y1 = box
+        to_source = to_source @ np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+        h, w = y1 - y0, x1 - x0
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
     fill = tuple(int(v) for v in np.median(border, axis=0))
     # PIL samples the source at (x + 0.5, y + 0.5): pixel centres on both sides
@@ -393,6 +401,43 @@ def _refined_reading(image: np.ndarray, trace: np.ndarray, grid: np.ndarray, bas
     return _reading("rectified+refined" if rectified else "refined", image, *maps,
                     _scale_to(image, trace) @ to_maps @ finer, straight=level_made, printout=printout,
                     faint_pulses=False)
+
+
+_INK_MARGIN = 0.06       # of the ink's extent, kept around it when a levelled canvas is cropped
+
+
+def _ink_box(trace: np.ndarray, shape: tuple[int, int], tilt: float) -> tuple[int, int, int, int]:
+    """The part (x0, y0, x1, y1) of the canvas that :func:`_levelled` turns an image of
+    ``shape`` onto which holds the ink of its trace map ``trace`` (and a margin): the canvas,
+    grown to fit the turned image, would otherwise leave the page smaller at the network's
+    working resolution (a page turned 40° spans 0.7 of it)."""
+    from ecgscan_cli.digitize.geometry import rotation_to_source
+
+    to_source, (h, w) = rotation_to_source(tilt, shape)
+    ys, xs = np.nonzero(trace > 0.3)
+    if ys.size < 2:
+        return 0, 0, w, h
+    sx, sy = shape[1] / trace.shape[1], shape[0] / trace.shape[0]
+    corners = np.array([[xs.min() * sx, xs.max() * sx + sx, xs.max() * sx + sx, xs.min() * sx],
+                        [ys.min() * sy, ys.min() * sy, ys.max() * sy + sy, ys.max() * sy + sy], [1.0] * 4])
+    p = np.linalg.inv(to_source) @ corners
+    px, py = p[0] / p[2], p[1] / p[2]
+    mx, my = _INK_MARGIN * np.ptp(px), _INK_MARGIN * np.ptp(py)
+    x0, x1 = int(max(px.min() - mx, 0)), int(min(np.ceil(px.max() + mx), w))
+    y0, y1 = int(max(py.min() - my, 0)), int(min(np.ceil(py.max() + my), h))
+    return (x0, y0, x1, y1) if x1 - x0 >= 64 and y1 - y0 >= 64 else (0, 0, w, h)
+
+
+def _box_turned_over(box, shape: tuple[int, int], tilt: float):
+    """``box`` of :func:`_levelled`'s canvas for an image of ``shape``, as it lies on the
+    canvas of the same image turned by a half turn (the canvas turns with it)."""
+    from ecgscan_cli.digitize.geometry import rotation_to_source
+
+    if box is None:
+        return None
+    _, (h, w) = rotation_to_source(tilt, shape)
+    x0, y0, x1, y1 = box
+    return w - x1, h - y1, w - x0, h - y0
 
 
 def _scale_to(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
