@@ -11,7 +11,7 @@ all N. The marginal time (t_N − t_1) / (N − 1) is the cost of a photo withou
     python benchmarks/bench_reconstruct_photos.py --signals ptbxl_sample.h5 [--photos 12] [--repeats 2]
 
 ``--pythonpath DIR`` runs another checkout's ecgscan (e.g. a `git worktree` of an older
-commit) for side-by-side figures: pass it twice, alternating, with ``--compare``.
+commit) for side-by-side figures: pass it once per checkout; they run alternating.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@
 :mod:`ecgscan_cli.digitize.classical`) mark trace and grid pixels, and hands the two
 maps to :func:`ecgscan_cli.digitize.pipeline.digitize_maps`; where the image is sharper
 than the working resolution, a second reading at its own resolution
-(:mod:`ecgscan_cli.digitize.refine`) competes, judged by the limb-lead relations.
+(:mod:`ecgscan_cli.digitize.refine`) competes, judged by the limb-lead relations. A page
+turned by a quarter or half turn is read upright, and one whose rows tilt beyond the
+deskew's ±15° is levelled first.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     turn it by 90°; a page seen sideways, or an upright one whose reading is doubtful
     (:func:`_doubtful`), is compared with its half turn and turned over where that clearly
     reads better (:func:`_clearly_better`) (``orientation``: degrees counter-clockwise the
-    image was turned). ``printout``: a :class:`~ecgscan_cli.digitize.pipeline.Printout`
+    image was turned). Rows tilted beyond ±15° (a phone turned 20–45°) are levelled on the
+    image before the maps are made (``tilt_deg``: degrees, as ``rotation_deg``). ``printout``: a :class:`~ecgscan_cli.digitize.pipeline.Printout`
     (paper speed, gain where no pulse shows it; default 25 mm/s, 10 mm/mV). Raises
     :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
 
@@ -263,9 +266,8 @@ def _levelled(image: np.ndarray, tilt: float, box=None) -> tuple[np.ndarray, np.
     homography from its pixels to ``image``'s). The corners it adds take the colour of the
     image's border (a white wedge on a photo's desk would show the network straight edges
     at the rows' angle)."""
-    from PIL import Image
-
     from ecgscan_cli.digitize.geometry import rotation_to_source
+    from ecgscan_cli.digitize.rectify import warp
 
     image = np.ascontiguousarray(image)
     if not tilt:
@@ -279,10 +281,7 @@ def _levelled(image: np.ndarray, tilt: float, box=None) -> tuple[np.ndarray, np.
     fill = tuple(int(v) for v in np.median(border, axis=0))
     # PIL samples the source at (x + 0.5, y + 0.5): pixel centres on both sides
     half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    h_pil = half @ to_source @ np.linalg.inv(half)
-    out = Image.fromarray(image).transform((w, h), Image.Transform.PERSPECTIVE, tuple((h_pil / h_pil[2, 2]).ravel()[:8]),
-                                           Image.Resampling.BICUBIC, fillcolor=fill)
-    return np.asarray(out), to_source
+    return warp(image, half @ to_source @ np.linalg.inv(half), (h, w), cubic=True, fill=fill), to_source
 
 
 def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:

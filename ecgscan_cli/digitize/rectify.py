@@ -207,10 +207,11 @@ def rectangle_for(corners: np.ndarray) -> np.ndarray:
     return np.array([[x0, y0], [x0 + width, y0], [x0 + width, y0 + height], [x0, y0 + height]])
 
 
-def warp(a: np.ndarray, to_source: np.ndarray, shape: tuple[int, int], cubic: bool = False) -> np.ndarray:
+def warp(a: np.ndarray, to_source: np.ndarray, shape: tuple[int, int], cubic: bool = False,
+         fill: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
     """``a`` (H×W float map or H×W×3 uint8 image) resampled onto ``shape``, where output
-    pixel (x, y) shows ``a`` at ``to_source`` · (x, y, 1) (bilinear, or for a map bicubic
-    with ``cubic``; outside: 0 / white)."""
+    pixel (x, y) shows ``a`` at ``to_source`` · (x, y, 1) (bilinear, or bicubic with
+    ``cubic``; outside: 0, or for an image ``fill``)."""
     from PIL import Image
 
     h, w = shape
@@ -221,8 +222,8 @@ def warp(a: np.ndarray, to_source: np.ndarray, shape: tuple[int, int], cubic: bo
         out = img.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, resample, fillcolor=0.0)
         return np.asarray(out, np.float32)
     img = Image.fromarray(np.ascontiguousarray(a, np.uint8))
-    out = img.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR,
-                        fillcolor=(255, 255, 255))
+    resample = Image.Resampling.BICUBIC if cubic else Image.Resampling.BILINEAR
+    out = img.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, resample, fillcolor=tuple(fill))
     return np.asarray(out)
 
 
