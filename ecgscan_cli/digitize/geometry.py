@@ -140,9 +140,15 @@ def rotate_map(m: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
     if abs(angle_deg) < 1e-6:
         return m
     to_source, shape = rotation_to_source(angle_deg, m.shape)
-    # PIL samples the source at (x + 0.5, y + 0.5) → H → less 0.5: pixel centres, not corners
+    return np.clip(warp(m, centred(to_source), shape, cubic=order > 1), 0.0, 1.0)
+
+
+def centred(to_source: np.ndarray) -> np.ndarray:
+    """``to_source`` (3×3, between pixel indices, as :func:`rotation_to_source` gives it)
+    for :func:`~.rectify.warp`: PIL samples the source at (x + 0.5, y + 0.5) → H → less
+    0.5, so that pixel centres map to pixel centres, not corners to corners."""
     half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    return np.clip(warp(m, half @ to_source @ np.linalg.inv(half), shape, cubic=order > 1), 0.0, 1.0)
+    return half @ to_source @ np.linalg.inv(half)
 
 
 def rotation_to_source(angle_deg: float, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:

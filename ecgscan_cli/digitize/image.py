@@ -132,8 +132,9 @@ def digitize_image(image: np.ndarray, net=None, *, method: str = "net", refine: 
     (:func:`_doubtful`), is compared with its half turn and turned over where that clearly
     reads better (:func:`_clearly_better`) (``orientation``: degrees counter-clockwise the
     image was turned). Rows tilted beyond ±15° (a phone turned 20–45°) are levelled on the
-    image before the maps are made (``tilt_deg``: degrees, as ``rotation_deg``). ``printout``: a :class:`~ecgscan_cli.digitize.pipeline.Printout`
-    (paper speed, gain where no pulse shows it; default 25 mm/s, 10 mm/mV). Raises
+    image before the maps are made (``tilt_deg``: degrees, as ``rotation_deg``).
+    ``printout``: a :class:`~ecgscan_cli.digitize.pipeline.Printout` (paper speed, gain where
+    no pulse shows it; default 25 mm/s, 10 mm/mV). Raises
     :class:`~ecgscan_cli.digitize.pipeline.DigitizeError` (one line) when the page cannot be read.
 
     ``restorer``: a :class:`~ecgscan_cli.digitize.restore.Restorer` (:func:`~ecgscan_cli.digitize.restore.load_restorer`)
@@ -266,7 +267,7 @@ def _levelled(image: np.ndarray, tilt: float, box=None) -> tuple[np.ndarray, np.
     homography from its pixels to ``image``'s). The corners it adds take the colour of the
     image's border (a white wedge on a photo's desk would show the network straight edges
     at the rows' angle)."""
-    from ecgscan_cli.digitize.geometry import rotation_to_source
+    from ecgscan_cli.digitize.geometry import centred, rotation_to_source
     from ecgscan_cli.digitize.rectify import warp
 
     image = np.ascontiguousarray(image)
@@ -279,9 +280,7 @@ def _levelled(image: np.ndarray, tilt: float, box=None) -> tuple[np.ndarray, np.
         h, w = y1 - y0, x1 - x0
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
     fill = tuple(int(v) for v in np.median(border, axis=0))
-    # PIL samples the source at (x + 0.5, y + 0.5): pixel centres on both sides
-    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    return warp(image, half @ to_source @ np.linalg.inv(half), (h, w), cubic=True, fill=fill), to_source
+    return warp(image, centred(to_source), (h, w), cubic=True, fill=fill), to_source
 
 
 def _unturn(quarter: int, shape: tuple[int, int]) -> np.ndarray:

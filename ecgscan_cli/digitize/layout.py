@@ -412,6 +412,9 @@ def time_from_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: float, 
     return True
 
 
+_OWN_PULSE_MV = 0.25        # log ratio: a traced pulse at the page's gain reads 1 mV (blur lowers its top)
+
+
 def time_from_own_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: float, speed_mm_s: float) -> int:
     """Rows whose pulse the maps miss, on a page where other rows show theirs: time 0 from
     the pulse the row's own trace shows (``traced``: per row, x in the maps' columns and mV
@@ -436,8 +439,6 @@ def time_from_own_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: flo
         moved += 1
     return moved
 
-
-_OWN_PULSE_MV = 0.25        # log ratio: a traced pulse at the page's gain reads 1 mV (blur lowers its top)
 
 
 def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float, gain_mm_mv: float,
