@@ -97,3 +97,34 @@ def test_paired_comparison_script(tmp_path):
     row = out.splitlines()[1].split(" | ")
     assert row[:5] == ["net", "paper", "3", "7.00", "8.33"]
     assert row[5].startswith("+1.33 [") and row[6:] == ["2", "1"]
+
+
+def test_summary_script_pools_runs_and_leaves_out_records(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ecgscan_cli.formats.signals import write_signals
+
+    def pages(path, scores):
+        path.write_text("".join(json.dumps({"method": "net", "condition": c, "record": r, "dpi": 200.0,
+                                            "aligned_db": v, "physionet2024_db": v - 5.0, "seconds": 1.0 + v / 10,
+                                            "error": "" if v else "unknown layout: 2 trace rows"}) + "\n"
+                                for (c, r), v in scores.items()))
+    pages(tmp_path / "a.jsonl", {("photo", "r1"): 10.0, ("photo", "r2"): 0.0, ("heavy", "r1"): 6.0})
+    pages(tmp_path / "b.jsonl", {("photo", "r3"): 2.0, ("photo", "r4"): 12.0})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize_digitize_pages.py"
+    run = [sys.executable, str(script), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    out = subprocess.run(run, capture_output=True, text=True, check=True).stdout.splitlines()
+    photo = out[1].split(" | ")
+    assert photo[:3] == ["net", "photo", "4"] and photo[3].startswith("6.00 [")
+    lo, hi = map(float, photo[3][len("6.00 ["):-1].split(", "))
+    assert 0.0 <= lo < 6.0 < hi <= 12.0
+    assert photo[4:] == ["1.00", "1", "2", "1.60"]       # mean PhysioNet, refused, below 3 dB, median s
+    assert out[2].split(" | ")[:4] == ["net", "heavy", "1", "6.00 [6.00, 6.00]"]
+    signals = tmp_path / "known.h5"
+    write_signals(signals, np.zeros((2, 12, 5000), np.float32), ids=["r1", "r4"])
+    out = subprocess.run(run + ["--without", str(signals)], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[1].split(" | ")[:4] == ["net", "photo", "2", "1.00 [0.00, 2.00]"]
+    assert len(out.splitlines()) == 2                     # heavy's only record left out
