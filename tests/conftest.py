@@ -56,6 +56,33 @@ def _thread_settings_restored():
         torch.set_num_threads(n)
 
 
+def _ignore_quietly(signum, frame):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_not_ignored():
+    """Tests stop commands with SIGINT, SIGTERM and SIGHUP and expect them to clean up, but
+    a run started in the background (``pytest &`` in a script ignores SIGINT) or under
+    ``nohup`` (SIGHUP) hands its children those signals ignored, and the commands rightly
+    keep an ignored signal ignored. While a test runs, an inherited SIG_IGN becomes a
+    handler: exec resets a handled signal to its default in every child, as in a terminal.
+    SIGINT raises KeyboardInterrupt, as Python's own handler does (tests interrupt
+    themselves); SIGTERM and SIGHUP do nothing here, so the test run still outlives a
+    hangup."""
+    import signal
+
+    inherited = {}
+    for name, handler in (("SIGINT", signal.default_int_handler), ("SIGTERM", _ignore_quietly),
+                          ("SIGHUP", _ignore_quietly)):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is signal.SIG_IGN:
+            inherited[signum] = signal.signal(signum, handler)
+    yield
+    for signum, handler in inherited.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op torch thread: far faster than two on a shared 2-core machine."""
