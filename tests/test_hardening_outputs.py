@@ -347,10 +347,15 @@ def test_signals_stop_like_ctrl_c_and_remove_the_partial(sig, code, line, tmp_pa
     out = tmp_path / "s.h5"
     p = subprocess.Popen([sys.executable, "-m", "ecgscan_cli", "synth", "-n", "100000", "-o", str(out), "-q"],
                          cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: temporaries(tmp_path)), "synth never started writing"
-    time.sleep(0.3)
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
+    try:
+        assert _wait_for(lambda: temporaries(tmp_path)), "synth never started writing"
+        time.sleep(0.3)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:        # a failed test must not leave a 100,000-record synth running
+            p.kill()
+            p.communicate()
     assert (p.returncode, err) == (code, line + "\n")
     assert list(tmp_path.iterdir()) == []
 

@@ -3,6 +3,7 @@ checks before the output is touched, atomic --overwrite, a lock, one-line errors
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -211,10 +212,19 @@ def test_ctrl_c_in_the_teacher_stage_leaves_a_run_that_resumes(synth_file, strai
 
 # ------------------------------------------------------------------ SIGTERM / SIGHUP through the command
 
-def _start(args, cwd, stderr):
+@contextlib.contextmanager
+def _running(args, cwd, stderr):
+    """``ecgscan pretrain ARGS`` started; killed on the way out if a failed test left it
+    running (these runs are long enough to outlive the test session otherwise)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "ecgscan_cli", "pretrain", *map(str, args)], cwd=cwd, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ecgscan_cli", "pretrain", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _wait_for(predicate, proc, seconds=120.0):
@@ -244,8 +254,7 @@ def test_sigterm_saves_a_finished_step_and_resumes_bit_exactly(synth_file, tmp_p
             "teacher_steps=3", "--set", "log_every=1", "--set", "eval_every=20", "--set", "save_every=20", "--set",
             "num_workers=0", "--device", "cpu", "--quiet"]
     run = tmp_path / "run"
-    with open(tmp_path / "err", "w") as err:
-        proc = _start([synth_file, "-o", run, *args], tmp_path, err)
+    with open(tmp_path / "err", "w") as err, _running([synth_file, "-o", run, *args], tmp_path, err) as proc:
         _wait_for(lambda: _train_steps(run) >= 3, proc)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
@@ -272,8 +281,7 @@ def test_sighup_in_the_teacher_stage_then_resume_within_a_budget(synth_file, tmp
     run = tmp_path / "run"
     args = [synth_file, "-o", run, "--preset", "tiny", "--text-model", "tiny", "--max-steps", "100000",
             "--batch-size", "8", "--set", "teacher_steps=1000000", "--set", "num_workers=0", "--device", "cpu"]
-    with open(tmp_path / "err", "w") as err:
-        proc = _start(args, tmp_path, err)
+    with open(tmp_path / "err", "w") as err, _running(args, tmp_path, err) as proc:
         _wait_for(lambda: "training the built-in signal teacher" in (tmp_path / "err").read_text(), proc)
         time.sleep(1.0)
         proc.send_signal(signal.SIGHUP)
