@@ -440,7 +440,6 @@ def time_from_own_traced_pulses(layout: str, rows: list[Row], traced, ppm_x: flo
     return moved
 
 
-
 def read_rows(trace: np.ndarray, ppm: tuple[float, float], *, speed_mm_s: float, gain_mm_mv: float,
               grid_found: bool, faint_pulses: bool = True) -> tuple[str, list[Row]]:
     """(layout name, rows) of a deskewed trace map with ``ppm`` = (x, y) pixels per mm.
